@@ -1,0 +1,97 @@
+"""HDF5 and output-file helpers shared by every stage.
+
+Outputs are written under a temporary name in the same folder and renamed when complete, so a
+killed stage never leaves a file that looks finished. HDF5 files are written without timestamps
+(h5py's default libver; "latest" stamps group headers with times), so the same inputs give the
+same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+STR = h5py.string_dtype()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto `path` only if the block succeeds.
+
+    The temporary name keeps the suffix (Keras picks the format from it). An existing `path` is
+    unlinked rather than written into: DVC may have linked it read-only to its cache.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def create_h5(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
+    """Open a new HDF5 file for writing under a temporary name; renamed on success."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        yield f
+
+
+def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_array(f: h5py.File, name: str, data: np.ndarray) -> None:
+    f.create_dataset(name, data=data, track_times=False)
+
+
+class Appender:
+    """An HDF5 dataset that grows along axis 0, written batch by batch (bounded memory)."""
+
+    def __init__(self, f: h5py.File, name: str, shape: tuple[int, ...], dtype: Any,
+                 chunk_rows: int = 1) -> None:
+        self.ds = f.create_dataset(
+            name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+            chunks=(chunk_rows, *shape) if shape else (max(chunk_rows, 4096),),
+            track_times=False,
+        )
+
+    def append(self, rows: np.ndarray | list[Any]) -> None:
+        n = len(rows)
+        if n == 0:
+            return
+        start = self.ds.shape[0]
+        self.ds.resize(start + n, axis=0)
+        self.ds[start:start + n] = rows
+
+    def __len__(self) -> int:
+        return int(self.ds.shape[0])
+
+
+def iter_batches(ds: h5py.Dataset, batch_size: int) -> Iterator[np.ndarray]:
+    """Read a dataset in consecutive row batches; never more than one batch in memory."""
+    for start in range(0, ds.shape[0], batch_size):
+        yield ds[start:start + batch_size]
+
+
+def require(path: str | os.PathLike[str], keys: tuple[str, ...], hint: str) -> None:
+    """Fail with a message that names the file and the fix when an input is missing or wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found. {hint}")
+    with h5py.File(path, "r") as f:
+        missing = [k for k in keys if k not in f]
+    if missing:
+        raise ValueError(f"{path}: has no dataset(s) {missing}. {hint}")

@@ -1,0 +1,155 @@
+"""Stage `resize`: train and test images → uint8 RGB tensors in HDF5, streamed in batches.
+
+Training images that cannot be decoded are skipped and listed in a report; a test image that
+cannot be decoded stops the stage (a submission with a missing id is worse than none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from stages import h5io
+from stages.images import (
+    DataError,
+    Listing,
+    Source,
+    default_workers,
+    list_test,
+    list_train,
+    load_rgb,
+    parallel_map,
+)
+from stages.params import load_params
+
+WRITE_BATCH = 64  # images per HDF5 write: bounded memory, few calls
+
+
+def decoded(source: Source, listing: Listing, width: int, workers: int, desc: str
+            ) -> Iterator[tuple[int, np.ndarray | Exception]]:
+    """(index into listing.files, image or the reason it failed), in listing order."""
+    fn = partial(load_rgb, source, width=width)
+    results = parallel_map(fn, listing.files, workers)
+    bar = tqdm(results, total=len(listing.files), desc=desc, unit="img", mininterval=1.0,
+               file=sys.stderr)
+    yield from enumerate(bar)  # type: ignore[misc]
+
+
+def resize_train(src: str, out: str, width: int, workers: int
+                 ) -> tuple[Listing, list[tuple[str, str]]]:
+    """Write train.h5 (`images`, `labels`, `names`); return the listing and the skipped files."""
+    source = Source(src)
+    listing = list_train(source)
+    skipped: list[tuple[str, str]] = []
+    with h5io.create_h5(out) as f:
+        images = h5io.Appender(f, "images", (width, width, 3), np.uint8)
+        labels = h5io.Appender(f, "labels", (), np.uint8)
+        names = h5io.Appender(f, "names", (), h5io.STR)
+        buf: list[tuple[np.ndarray, int, str]] = []
+
+        def flush() -> None:
+            if buf:
+                images.append(np.stack([b[0] for b in buf]))
+                labels.append(np.array([b[1] for b in buf], np.uint8))
+                names.append([b[2] for b in buf])
+                buf.clear()
+
+        for i, result in decoded(source, listing, width, workers, "resize train"):
+            name = listing.files[i]
+            if isinstance(result, Exception):
+                skipped.append((name, str(result)))
+                continue
+            buf.append((result, listing.labels[i], name))
+            if len(buf) >= WRITE_BATCH:
+                flush()
+        flush()
+        kept = np.asarray(labels.ds[:])
+        f.attrs["classes"] = listing.classes
+        if len(kept) == 0:
+            raise DataError(f"{src}: none of the {len(listing.files)} training images could be "
+                            f"decoded; first failures: {skipped[:5]}")
+        if len(np.unique(kept)) < 2:
+            raise DataError(f"{src}: after skipping {len(skipped)} undecodable images only class "
+                            f"'{listing.classes[kept[0]]}' remains; need at least two classes")
+    return listing, skipped
+
+
+def resize_test(src: str, out: str, width: int, workers: int) -> Listing:
+    """Write test.h5 (`images`, `ids`); any undecodable test image is an error naming them all."""
+    source = Source(src)
+    listing = list_test(source)
+    bad: list[str] = []
+    with h5io.create_h5(out) as f:
+        images = h5io.Appender(f, "images", (width, width, 3), np.uint8)
+        h5io.write_array(f, "ids", np.asarray(listing.ids, np.int64))
+        buf: list[np.ndarray] = []
+        for i, result in decoded(source, listing, width, workers, "resize test"):
+            if isinstance(result, Exception):
+                bad.append(f"{listing.files[i]} ({result})")
+                continue
+            buf.append(result)
+            if len(buf) >= WRITE_BATCH:
+                images.append(np.stack(buf))
+                buf.clear()
+        if buf:
+            images.append(np.stack(buf))
+        if bad:
+            # Raising inside create_h5 discards the temporary file: no half-finished test.h5.
+            raise DataError(
+                f"{src}: {len(bad)} test image(s) cannot be decoded, and every test id needs a "
+                f"prediction: {'; '.join(bad)}. Replace these files and rerun."
+            )
+    return listing
+
+
+def write_skipped(path: str, skipped: list[tuple[str, str]]) -> None:
+    with h5io.atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "reason"])
+        w.writerows(skipped)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out-dir", default="data/resized")
+    ap.add_argument("--report", default="reports/resize.json", help="counts, for dvc metrics")
+    ap.add_argument("--workers", type=int, default=default_workers())
+    args = ap.parse_args(argv)
+
+    params = load_params()
+    width = params["width"]
+    out = Path(args.out_dir)
+    try:
+        # Test first: it is the cheaper half and its errors are fatal, so they surface early.
+        test = resize_test(params["test_data"], str(out / "test.h5"), width, args.workers)
+        train, skipped = resize_train(params["train_data"], str(out / "train.h5"), width,
+                                      args.workers)
+    except DataError as e:
+        sys.exit(f"resize: {e}")
+    write_skipped(str(out / "skipped.csv"), skipped)
+    counts = {
+        "train_images": len(train.files) - len(skipped),
+        "train_skipped": len(skipped),
+        "train_ignored_files": len(train.ignored),
+        "test_images": len(test.files),
+        "test_ignored_files": len(test.ignored),
+        "classes": train.classes,
+    }
+    h5io.write_json(args.report, counts)
+    print(
+        f"resize: {counts['train_images']} train images ({', '.join(train.classes)}), "
+        f"{counts['test_images']} test images at {width}×{width}; skipped {len(skipped)} "
+        f"undecodable (see {out / 'skipped.csv'}), ignored {len(train.ignored) + len(test.ignored)}"
+        " non-image files"
+    )
+
+
+if __name__ == "__main__":
+    main()
