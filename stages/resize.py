@@ -42,11 +42,10 @@ def decoded(source: Source, listing: Listing, width: int, workers: int, desc: st
     yield from enumerate(bar)  # type: ignore[misc]
 
 
-def resize_train(src: str, out: str, width: int, workers: int
-                 ) -> tuple[Listing, list[tuple[str, str]]]:
-    """Write train.h5 (`images`, `labels`, `names`); return the listing and the skipped files."""
-    source = Source(src)
-    listing = list_train(source)
+def resize_train(source: Source, listing: Listing, out: str, width: int, workers: int
+                 ) -> list[tuple[str, str]]:
+    """Write train.h5 (`images`, `labels`, `names`); return the skipped files and reasons."""
+    src = source.path
     skipped: list[tuple[str, str]] = []
     with h5io.create_h5(out) as f:
         images = h5io.Appender(f, "images", (width, width, 3), np.uint8)
@@ -78,13 +77,12 @@ def resize_train(src: str, out: str, width: int, workers: int
         if len(np.unique(kept)) < 2:
             raise DataError(f"{src}: after skipping {len(skipped)} undecodable images only class "
                             f"'{listing.classes[kept[0]]}' remains; need at least two classes")
-    return listing, skipped
+    return skipped
 
 
-def resize_test(src: str, out: str, width: int, workers: int) -> Listing:
+def resize_test(source: Source, listing: Listing, out: str, width: int, workers: int) -> None:
     """Write test.h5 (`images`, `ids`); any undecodable test image is an error naming them all."""
-    source = Source(src)
-    listing = list_test(source)
+    src = source.path
     bad: list[str] = []
     with h5io.create_h5(out) as f:
         images = h5io.Appender(f, "images", (width, width, 3), np.uint8)
@@ -106,7 +104,6 @@ def resize_test(src: str, out: str, width: int, workers: int) -> Listing:
                 f"{src}: {len(bad)} test image(s) cannot be decoded, and every test id needs a "
                 f"prediction: {'; '.join(bad)}. Replace these files and rerun."
             )
-    return listing
 
 
 def write_skipped(path: str, skipped: list[tuple[str, str]]) -> None:
@@ -127,10 +124,12 @@ def main(argv: list[str] | None = None) -> None:
     width = params["width"]
     out = Path(args.out_dir)
     try:
+        # List both sets before decoding anything: missing data or bad names fail in seconds.
+        train_src, test_src = Source(params["train_data"]), Source(params["test_data"])
+        train, test = list_train(train_src), list_test(test_src)
         # Test first: it is the cheaper half and its errors are fatal, so they surface early.
-        test = resize_test(params["test_data"], str(out / "test.h5"), width, args.workers)
-        train, skipped = resize_train(params["train_data"], str(out / "train.h5"), width,
-                                      args.workers)
+        resize_test(test_src, test, str(out / "test.h5"), width, args.workers)
+        skipped = resize_train(train_src, train, str(out / "train.h5"), width, args.workers)
     except DataError as e:
         sys.exit(f"resize: {e}")
     write_skipped(str(out / "skipped.csv"), skipped)

@@ -53,9 +53,32 @@ def best_epoch(history: dict[str, list[float]]) -> int:
     return int(np.argmin(history["val_loss"]))
 
 
+def plot_history(history: dict[str, list[float]], path: str) -> None:
+    """The original's two figures in one PNG (accuracy, loss; train vs validation), for people
+    who will not open `dvc plots show`'s HTML."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("accuracy", "loss"), strict=True):
+        ax.plot(epochs, history[key], label="train")
+        ax.plot(epochs, history[f"val_{key}"], label="validation")
+        ax.axvline(best_epoch(history) + 1, color="grey", ls=":", label="checkpoint")
+        ax.set(title=key, xlabel="epoch", ylabel=key)
+        ax.legend()
+    fig.tight_layout()
+    with h5io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
 def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
-          live_dir: str | None = "dvclive") -> dict[str, Any]:
-    """Train the head, checkpoint the best val_loss epoch to `model_path`, return the metrics."""
+          live_dir: str | None = "dvclive") -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Train the head, checkpoint the best val_loss epoch to `model_path`; return the metrics
+    of that epoch and the per-epoch history."""
     import keras
     import tensorflow as tf
 
@@ -90,7 +113,7 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
         "epochs": len(hist["val_loss"]),
         "n_train": len(train_idx),
         "n_val": len(val_idx),
-    }
+    }, hist
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="models/model_2.h5")
     ap.add_argument("--metrics", default="metrics.json")
     ap.add_argument("--live-dir", default="dvclive")
+    ap.add_argument("--figure", default="reports/history.png")
     args = ap.parse_args(argv)
 
     params = load_params()
@@ -109,8 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with h5py.File(args.features, "r") as f:
         x, y = f["train"][:], f["labels"][:]  # N × 4096 float32: 400 MB at full scale
-    metrics = train(x, y, params, args.model, args.live_dir)
+    metrics, history = train(x, y, params, args.model, args.live_dir)
     h5io.write_json(args.metrics, metrics)
+    plot_history(history, args.figure)
     print(f"train_head: best epoch {metrics['best_epoch']}/{metrics['epochs']}: val_loss "
           f"{metrics['val_loss']:.4f}, val_accuracy {metrics['val_accuracy']:.4f} "
           f"({metrics['n_train']} train, {metrics['n_val']} val) → {Path(args.model)}")

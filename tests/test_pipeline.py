@@ -1,0 +1,123 @@
+"""The whole pipeline through real `dvc` commands, in a temporary git repo with generated JPEGs.
+
+The tests share one repo and run in file order: repro, repro again, an experiment, then params
+changes, each asserting which stages really ran.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import dvc, make_project, ran_stages, run, set_params
+
+ALL = ["resize", "extract_inception", "extract_xception", "concat", "train_head", "predict"]
+N_PER_CLASS, N_TEST = 12, 6
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_project(tmp_path_factory.mktemp("pipeline") / "p", N_PER_CLASS, N_TEST)
+    p = dvc(root, "repro")
+    assert sorted(ran_stages(p)) == sorted(ALL)
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "repro")
+    return root
+
+
+def test_outputs_match_the_contract(repo: Path) -> None:
+    with h5py.File(repo / "data/resized/train.h5") as f:
+        images, labels, names = f["images"], f["labels"][:], f["names"][:].astype(str)
+        assert images.dtype == np.uint8 and images.shape == (2 * N_PER_CLASS, 75, 75, 3)
+        assert labels.dtype == np.uint8 and list(labels) == [0] * N_PER_CLASS + [1] * N_PER_CLASS
+        # cat.0.jpg is pure red: RGB order puts 255 in channel 0 (the original fed BGR).
+        red = images[list(names).index("cat.0.jpg")].reshape(-1, 3).mean(axis=0)
+        assert red[0] > 240 and red[1] < 15 and red[2] < 15, red
+    with h5py.File(repo / "data/resized/test.h5") as f:
+        assert f["images"].shape == (N_TEST, 75, 75, 3) and f["images"].dtype == np.uint8
+        assert f["ids"].dtype == np.int64 and list(f["ids"][:]) == list(range(1, N_TEST + 1))
+    for name, dim in (("inception_v3", 2048), ("xception", 2048), ("fused", 4096)):
+        with h5py.File(repo / f"data/features/{name}.h5") as f:
+            assert f["train"].dtype == np.float32 and f["train"].shape == (2 * N_PER_CLASS, dim)
+            assert f["test"].dtype == np.float32 and f["test"].shape == (N_TEST, dim)
+            assert list(f["labels"][:]) == list(labels)
+            assert list(f["ids"][:]) == list(range(1, N_TEST + 1))
+    with h5py.File(repo / "data/features/fused.h5") as fu, \
+            h5py.File(repo / "data/features/inception_v3.h5") as fi, \
+            h5py.File(repo / "data/features/xception.h5") as fx:
+        np.testing.assert_array_equal(fu["train"][:, :2048], fi["train"][:])
+        np.testing.assert_array_equal(fu["test"][:, 2048:], fx["test"][:])
+
+    rows = list(csv.reader((repo / "pred.csv").open()))
+    assert rows[0] == ["id", "label"]
+    ids = [int(r[0]) for r in rows[1:]]
+    probs = np.array([float(r[1]) for r in rows[1:]])
+    assert ids == list(range(1, N_TEST + 1))
+    assert np.all((probs >= 0.005) & (probs <= 0.995))
+
+    metrics = json.loads((repo / "metrics.json").read_text())
+    for key in ("val_loss", "val_accuracy", "best_epoch", "n_train", "n_val"):
+        assert key in metrics
+    assert metrics["n_train"] + metrics["n_val"] == 2 * N_PER_CLASS
+    assert 1 <= metrics["best_epoch"] <= 2
+    assert (repo / "reports/history.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_model_opens_in_safe_mode(repo: Path) -> None:
+    import keras
+
+    model = keras.models.load_model(repo / "models/model_2.h5", safe_mode=True, compile=False)
+    assert model.input_shape == (None, 4096) and model.output_shape == (None, 1)
+
+
+def test_second_repro_runs_nothing(repo: Path) -> None:
+    p = dvc(repo, "repro")
+    assert ran_stages(p) == []
+    assert "up to date" in p.stdout
+
+
+def test_experiment_reruns_only_the_head(repo: Path) -> None:
+    p = dvc(repo, "exp", "run", "-S", "dropout=0.3")
+    assert ran_stages(p) == ["train_head", "predict"]
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    assert exps, shown
+    data = exps[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["dropout"] == 0.3
+    assert "val_loss" in data["metrics"]["metrics.json"]["data"]
+    table = dvc(repo, "exp", "show", "--no-pager", "--md").stdout
+    assert "val_loss" in table
+
+
+def test_extract_batch_size_reruns_nothing(repo: Path) -> None:
+    set_params(repo, extract_batch_size=4)
+    assert ran_stages(dvc(repo, "repro")) == []
+
+
+def test_precision_reruns_extractors_and_what_follows(repo: Path) -> None:
+    set_params(repo, precision="mixed_bfloat16")
+    ran = ran_stages(dvc(repo, "repro"))
+    assert sorted(ran) == sorted(ALL[1:])
+
+
+def test_width_reruns_every_stage(repo: Path) -> None:
+    set_params(repo, width=80, precision="float32")
+    ran = ran_stages(dvc(repo, "repro"))
+    assert sorted(ran) == sorted(ALL)
+    with h5py.File(repo / "data/resized/test.h5") as f:
+        assert f["images"].shape[1:] == (80, 80, 3)
+
+
+def test_missing_data_stops_at_resize_with_help(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "empty", data=False)
+    p = dvc(root, "repro", check=False)
+    assert p.returncode != 0
+    assert ran_stages(p) == ["resize"]
+    out = p.stdout + p.stderr
+    assert "data/raw/train" in out and "kaggle competitions download" in out
