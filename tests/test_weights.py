@@ -1,0 +1,75 @@
+"""`weights`: a local folder of Keras notop files is tracked by DVC, and never silently replaced."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import dvc, make_project, ran_stages, run
+
+from stages.backbones import BACKBONES, WeightsError, resolve_weights
+
+
+def save_notop(backbone: str, path: Path, seed: int, width: int = 75) -> None:
+    """A random-init network saved in the legacy HDF5 layout of Keras' own notop files."""
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(seed)
+    b = BACKBONES[backbone]
+    model = getattr(b.keras_module(), b.builder)(
+        include_top=False, weights=None, input_shape=(width, width, 3), pooling="avg")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+
+
+def test_imagenet_and_none_pass_through() -> None:
+    b = BACKBONES["xception"]
+    assert resolve_weights(b, "imagenet") == "imagenet"
+    assert resolve_weights(b, "none") is None
+
+
+def test_missing_weight_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    name = BACKBONES["xception"].weights_file
+    with pytest.raises(WeightsError, match=re.escape(name)):
+        resolve_weights(BACKBONES["xception"], "weights")
+
+
+def test_untracked_or_missing_folder_is_refused(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(WeightsError, match="DVC tracks local weights only in weights/"):
+        resolve_weights(BACKBONES["xception"], "elsewhere")
+    with pytest.raises(WeightsError, match="neither 'imagenet', 'none' nor a folder"):
+        resolve_weights(BACKBONES["xception"], "imagnet")
+
+
+@pytest.mark.pipeline
+def test_replacing_a_weight_file_reruns_extraction(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p", per_class=4, n_test=2, weights="weights")
+    for name, b in BACKBONES.items():
+        save_notop(name, root / "weights" / b.weights_file, seed=1)
+    assert ran_stages(dvc(root, "repro", "extract_xception")) == ["resize", "extract_xception"]
+    with h5py.File(root / "data/features/xception.h5") as f:
+        before = f["train"][:]
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "repro")
+
+    save_notop("xception", root / "weights" / BACKBONES["xception"].weights_file, seed=2)
+    assert ran_stages(dvc(root, "repro", "extract_xception")) == ["extract_xception"]
+    with h5py.File(root / "data/features/xception.h5") as f:
+        assert not np.allclose(before, f["train"][:]), "new weights, new features"
+
+    # A missing file stops the extractor with a message naming it, never random weights.
+    (root / "weights" / BACKBONES["inception_v3"].weights_file).unlink()
+    p = dvc(root, "repro", "extract_inception", check=False)
+    assert p.returncode != 0
+    missing = f"{BACKBONES['inception_v3'].weights_file}: missing"
+    assert missing in p.stdout + p.stderr
