@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 
-# OpenCV's own guard against decompression bombs, read when cv2 first decodes; ours (below)
-# comes first with a clearer message, this one is the backstop for formats we do not parse.
+# OpenCV's own guard against decompression bombs, the backstop for formats whose header we do not
+# parse (ours, in decode_rgb, covers JPEG and PNG with a clearer message). OpenCV reads it once,
+# when cv2 is loaded, so it only holds where this module is imported before anything imports cv2
+# (as in the stage); elsewhere OpenCV's default of 2**30 pixels applies.
 MAX_PIXELS = 64_000_000  # e.g. 8000×8000: ~190 MB decoded; the Kaggle photos are ~0.2 MP
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 
@@ -18,7 +20,8 @@ import re  # noqa: E402
 import struct  # noqa: E402
 import threading  # noqa: E402
 import zipfile  # noqa: E402
-from collections import deque  # noqa: E402
+import zlib  # noqa: E402
+from collections import Counter, deque  # noqa: E402
 from collections.abc import Callable, Iterable, Iterator, Sequence  # noqa: E402
 from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -35,7 +38,7 @@ DATA_HELP = (
     "data/raw (or point params `train_data`/`test_data` at the .zip files). See README.md, 'Data'."
 )
 _KAGGLE_TRAIN = re.compile(r"^(cat|dog)\.(\d+)\.[^.]+$", re.IGNORECASE)
-_TEST_ID = re.compile(r"^(\d+)\.[^.]+$")
+_TEST_ID = re.compile(r"^(\d{1,18})\.[^.]+$")  # 18 digits: every id fits the int64 `ids`
 
 
 class DataError(ValueError):
@@ -74,18 +77,29 @@ class Source:
 
     def names(self) -> list[str]:
         """Every file, as a POSIX path relative to the source root."""
-        if self.is_zip:
-            return [i.filename for i in self._zip().infolist() if not i.is_dir()]
-        root = self.path
-        return [
-            (Path(d) / f).relative_to(root).as_posix()
-            for d, _, files in os.walk(root) for f in files
-        ]
+        if not self.is_zip:
+            root = self.path
+            return [
+                (Path(d) / f).relative_to(root).as_posix()
+                for d, _, files in os.walk(root) for f in files
+            ]
+        names = [i.filename for i in self._zip().infolist() if not i.is_dir()]
+        # A zip may hold one name twice; only the last copy is readable by name, so the first
+        # would silently become a second copy of it.
+        dups = sorted(n for n, count in Counter(names).items() if count > 1)
+        if dups:
+            raise DataError(f"{self.path}: holds these names more than once: {_some(dups)}. "
+                            "Rebuild the zip with one member per name.")
+        return names
 
     def read(self, name: str) -> bytes:
-        if self.is_zip:
+        if not self.is_zip:
+            return (self.path / name).read_bytes()
+        try:
             return self._zip().read(name)
-        return (self.path / name).read_bytes()
+        except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as e:
+            # A damaged, encrypted or oddly compressed member is one bad file, not a crash.
+            raise BadImage(f"cannot be read from the zip: {e}") from None
 
 
 def is_ignored(name: str) -> bool:
@@ -127,6 +141,12 @@ class Listing:
     ids: list[int] = field(default_factory=list)      # test only
     classes: list[str] = field(default_factory=list)  # train only, index = label
     ignored: list[str] = field(default_factory=list)  # non-image files, not an error
+    prefix: str = ""  # folders every file shares (`train/` in Kaggle's zip), not part of `names`
+
+    @property
+    def names(self) -> list[str]:
+        """The files without `prefix`, as train.h5 stores them: a folder and its zip agree."""
+        return [f[len(self.prefix):] for f in self.files]
 
 
 def parse_kaggle_label(name: str) -> tuple[int, int] | None:
@@ -180,7 +200,8 @@ def list_train(source: Source) -> Listing:
         )
     if len(set(labels)) < 2:
         raise DataError(f"{source.path}: only one class ({classes[labels[0]]}); need at least two")
-    return Listing(files=files, labels=labels, classes=classes, ignored=sorted(ignored))
+    return Listing(files=files, labels=labels, classes=classes, ignored=sorted(ignored),
+                   prefix=prefix)
 
 
 def list_test(source: Source) -> Listing:
@@ -231,11 +252,16 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         if marker == 0xFF:  # fill byte
             i += 1
             continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # TEM, RSTn, SOI: markers without a length
+            i += 2
+            continue
         seg_len = struct.unpack(">H", data[i + 2:i + 4])[0]
         # SOF0..SOF15 carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             h, w = struct.unpack(">HH", data[i + 5:i + 9])
             return w, h
+        if marker in (0xD9, 0xDA) or seg_len < 2:  # image end or scan before any frame: malformed
+            return None
         i += 2 + seg_len
     return None
 
@@ -245,6 +271,21 @@ def _jpeg_truncated(data: bytes) -> bool:
     # marker after the last start-of-scan is the reliable sign that the file is complete.
     sos = data.rfind(b"\xff\xda")
     return sos == -1 or data.find(b"\xff\xd9", sos) == -1
+
+
+_MAGIC = {b"\xff\xd8": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP",
+          b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def _what_is(data: bytes) -> str:
+    """A guess at what undecodable bytes are, for the skip report."""
+    for magic, fmt in _MAGIC.items():
+        if data.startswith(magic):
+            return f"damaged {fmt} data"
+    head = data[:256].lstrip(b"\xef\xbb\xbf \t\r\n").lower()  # a UTF-8 BOM, then whitespace
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg")):
+        return "an HTML or XML page, not an image"
+    return "not an image: no known image header"
 
 
 def decode_rgb(data: bytes, width: int) -> np.ndarray:
@@ -269,9 +310,7 @@ def decode_rgb(data: bytes, width: int) -> np.ndarray:
     except cv2.error as e:
         raise BadImage(f"refused by the decoder: {str(e).strip().splitlines()[-1]}") from None
     if img is None or img.size == 0:
-        head = data[:64].lstrip().lower()
-        what = "an HTML page" if head.startswith((b"<!doctype", b"<html")) else "not an image"
-        raise BadImage(f"cannot be decoded ({what})")
+        raise BadImage(f"cannot be decoded ({_what_is(data)})")
     img = cv2.resize(img, (width, width), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
