@@ -44,7 +44,11 @@ def decoded(source: Source, listing: Listing, width: int, workers: int, desc: st
 
 def resize_train(source: Source, listing: Listing, out: str, width: int, workers: int
                  ) -> list[tuple[str, str]]:
-    """Write train.h5 (`images`, `labels`, `names`); return the skipped files and reasons."""
+    """Write train.h5 (`images`, `labels`, `names`); return the skipped files and reasons.
+
+    `names` leave out the folders every file shares, so a folder and its zip give the same bytes;
+    the skip report names files as they are in the source, to be found there.
+    """
     src = source.path
     skipped: list[tuple[str, str]] = []
     with h5io.create_h5(out) as f:
@@ -60,12 +64,12 @@ def resize_train(source: Source, listing: Listing, out: str, width: int, workers
                 names.append([b[2] for b in buf])
                 buf.clear()
 
+        stored = listing.names
         for i, result in decoded(source, listing, width, workers, "resize train"):
-            name = listing.files[i]
             if isinstance(result, Exception):
-                skipped.append((name, str(result)))
+                skipped.append((listing.files[i], str(result)))
                 continue
-            buf.append((result, listing.labels[i], name))
+            buf.append((result, listing.labels[i], stored[i]))
             if len(buf) >= WRITE_BATCH:
                 flush()
         flush()
@@ -117,8 +121,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out-dir", default="data/resized")
     ap.add_argument("--report", default="reports/resize.json", help="counts, for dvc metrics")
-    ap.add_argument("--workers", type=int, default=default_workers())
+    ap.add_argument("--workers", type=int, default=default_workers(),
+                    help="decoding threads (default: the cores this process may use)")
     args = ap.parse_args(argv)
+    if args.workers < 1:
+        ap.error(f"--workers must be at least 1, got {args.workers}")
 
     params = load_params()
     width = params["width"]

@@ -1,0 +1,197 @@
+"""The resize stage on real generated files: skip reports, fatal test errors, and the same bytes
+whatever the input packaging (folder, zip, zip with a top folder) and the number of workers.
+
+Stage functions are called directly (no dvc); `main` runs in a temporary folder with its own
+params.yaml, as dvc would run it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import h5py
+import imagegen
+import numpy as np
+import pytest
+import yaml
+from test_images import BAD, LITTER, noisy_jpeg, write, zip_of
+
+from stages import resize
+from stages.images import DataError, Source, list_test, list_train
+
+W = 32
+N_PER_CLASS, N_TEST = 40, 9  # over one write batch (64) and many chunks per worker
+# Each kind of undecodable file, named like the good ones: name → (bytes, reason)
+BAD_TRAIN = {f"{('cat', 'dog')[i % 2]}.{50 + i}.jpg": bad for i, bad in enumerate(BAD.values())}
+SKIPPED = ["cat.50.jpg", "cat.52.jpg", "dog.51.jpg", "dog.53.jpg"]  # in output order
+
+
+def folder_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train/ (Kaggle names, uppercase extensions, every kind of bad file, litter), test/."""
+    root = tmp_path_factory.mktemp("data")
+    train = imagegen.kaggle_train(root / "train", N_PER_CLASS, w=40, h=30)
+    (train / "dog.3.jpg").rename(train / "dog.3.JPG")
+    imagegen.write(train / "cat.41.PNG", imagegen.image(np.random.default_rng(5), 0, 40, 30))
+    imagegen.write(train / "dog.41.jpeg", imagegen.image(np.random.default_rng(6), 1, 40, 30))
+    write(train, {name: data for name, (data, _) in BAD_TRAIN.items()} | LITTER)
+    imagegen.test_set(root / "test", N_TEST, w=40, h=30)
+    write(root / "test", {"Thumbs.db": b"x"})
+    return root
+
+
+def run_train(src: Path, out: Path, workers: int = 2) -> tuple[Path, list[tuple[str, str]]]:
+    source = Source(src)
+    path = out / "train.h5"
+    return path, resize.resize_train(source, list_train(source), str(path), W, workers)
+
+
+def run_test(src: Path, out: Path, workers: int = 2) -> Path:
+    source = Source(src)
+    path = out / "test.h5"
+    resize.resize_test(source, list_test(source), str(path), W, workers)
+    return path
+
+
+def test_bad_training_images_are_skipped_and_listed(data: Path, tmp_path: Path) -> None:
+    path, skipped = run_train(data / "train", tmp_path)
+    assert [name for name, _ in skipped] == SKIPPED
+    for name, reason in skipped:
+        assert BAD_TRAIN[name][1] in reason
+    with h5py.File(path) as f:
+        names = list(f["names"][:].astype(str))
+        assert f["images"].shape == (2 * N_PER_CLASS + 2, W, W, 3)
+        assert f["images"].dtype == np.uint8
+        assert list(f["labels"][:]) == [0] * (N_PER_CLASS + 1) + [1] * (N_PER_CLASS + 1)
+        assert list(f.attrs["classes"]) == ["cat", "dog"]
+        assert names[:3] == ["cat.0.jpg", "cat.1.jpg", "cat.2.jpg"]
+        assert "cat.41.PNG" in names and "dog.3.JPG" in names and "dog.41.jpeg" in names
+        red = f["images"][0].reshape(-1, 3).mean(axis=0)  # cat.0 is pure red, stored as RGB
+        assert red[0] > 240 and red[1:].max() < 15
+
+
+def test_zip_and_folder_give_identical_files(data: Path, tmp_path: Path) -> None:
+    train, test = folder_files(data / "train"), folder_files(data / "test")
+    sources = {
+        "folder": (data / "train", data / "test"),
+        "zip": (zip_of(tmp_path / "train.zip", train), zip_of(tmp_path / "test.zip", test)),
+        # as Kaggle ships them: members inside a top folder, plus what macOS adds
+        "zip-top": (
+            zip_of(tmp_path / "train-top.zip", {
+                **{f"train/{k}": v for k, v in train.items()}, "__MACOSX/train/._cat.0.jpg": b"x"}),
+            zip_of(tmp_path / "test-top.zip", {f"test/{k}": v for k, v in test.items()}),
+        ),
+    }
+    outputs = {}
+    for kind, (tr, te) in sources.items():
+        out = tmp_path / kind
+        train_h5, skipped = run_train(tr, out)
+        outputs[kind] = (train_h5.read_bytes(), run_test(te, out).read_bytes(), len(skipped))
+    assert outputs["zip"] == outputs["folder"]
+    assert outputs["zip-top"] == outputs["folder"]
+
+
+def test_same_bytes_across_worker_counts_and_runs(data: Path, tmp_path: Path) -> None:
+    outputs = []
+    for i, workers in enumerate([1, 2, 4, 2]):
+        out = tmp_path / str(i)
+        train_h5, _ = run_train(data / "train", out, workers)
+        outputs.append((train_h5.read_bytes(), run_test(data / "test", out, workers).read_bytes()))
+    assert all(o == outputs[0] for o in outputs[1:])
+
+
+def test_class_folders_from_a_zip_with_broken_files(tmp_path: Path) -> None:
+    # Like Microsoft's PetImages: one folder per class, a few broken files, Thumbs.db litter.
+    imagegen.class_folders(tmp_path / "PetImages", ("Dog", "Cat"), 3)
+    files = {f"PetImages/{k}": v for k, v in folder_files(tmp_path / "PetImages").items()}
+    files |= {"PetImages/Cat/666.jpg": b"", "PetImages/Dog/11702.jpg": BAD["truncated"][0],
+              "PetImages/Cat/Thumbs.db": b"x", "PetImages/Dog/Thumbs.db": b"x"}
+    path, skipped = run_train(zip_of(tmp_path / "pets.zip", files), tmp_path / "out")
+    assert [s[0] for s in skipped] == ["PetImages/Cat/666.jpg", "PetImages/Dog/11702.jpg"]
+    with h5py.File(path) as f:
+        assert list(f.attrs["classes"]) == ["Cat", "Dog"]
+        assert list(f["labels"][:]) == [0, 0, 0, 1, 1, 1]
+        assert list(f["names"][:].astype(str)) == [
+            "Cat/0.jpg", "Cat/1.jpg", "Cat/2.jpg", "Dog/0.jpg", "Dog/1.jpg", "Dog/2.jpg"]
+        # imagegen colours label 0 reddish: that is Dog here, which sorts second
+        assert f["images"][3:, ..., 0].mean() > f["images"][3:, ..., 2].mean()
+
+
+def test_all_bad_training_set_stops_and_leaves_nothing(tmp_path: Path) -> None:
+    write(tmp_path / "train", {f"cat.{i}.jpg": b for i, (b, _) in enumerate(BAD.values())}
+          | {"dog.0.jpg": b""})
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"none of the 5 training images could be decoded.*cat\.0"):
+        run_train(tmp_path / "train", out)
+    assert list(out.iterdir()) == []
+
+
+def test_one_class_remaining_stops(tmp_path: Path) -> None:
+    write(tmp_path / "train", {"cat.0.jpg": noisy_jpeg(), "cat.1.jpg": noisy_jpeg(seed=1),
+                               "dog.0.jpg": b"", "dog.1.jpg": BAD["html"][0]})
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="after skipping 2 undecodable images only class 'cat'"):
+        run_train(tmp_path / "train", out)
+    assert list(out.iterdir()) == []
+
+
+def test_undecodable_test_images_stop_naming_every_one(data: Path, tmp_path: Path) -> None:
+    test = write(tmp_path / "test", folder_files(data / "test")
+                 | {"3.jpg": BAD["truncated"][0], "7.jpg": b"", "12.jpg": BAD["html"][0]})
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as e:
+        run_test(test, out)
+    msg = str(e.value)
+    assert msg.startswith(f"{test}: 3 test image(s) cannot be decoded")
+    assert "3.jpg (truncated JPEG" in msg and "7.jpg (empty file" in msg and "12.jpg (cannot" in msg
+    assert list(out.iterdir()) == []  # no test.h5, not even a temporary one
+
+
+@pytest.fixture
+def stage_dir(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder to run `main` in, as dvc would: params.yaml pointing at the generated data."""
+    params = {"train_data": str(data / "train"), "test_data": str(data / "test"), "width": 75}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_main_reports_skips_counts_and_one_summary_line(stage_dir: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    resize.main(["--out-dir", "out", "--report", "reports/resize.json", "--workers", "2"])
+    n_train = 2 * N_PER_CLASS + 2
+    assert capsys.readouterr().out.splitlines() == [
+        f"resize: {n_train} train images (cat, dog), {N_TEST} test images at 75×75; skipped "
+        f"{len(BAD)} undecodable (see out/skipped.csv), ignored {len(LITTER) + 1} non-image files"
+    ]
+    rows = list(csv.reader((stage_dir / "out/skipped.csv").open()))
+    assert rows[0] == ["file", "reason"]
+    assert [r[0] for r in rows[1:]] == SKIPPED
+    assert json.loads((stage_dir / "reports/resize.json").read_text()) == {
+        "train_images": n_train, "train_skipped": len(BAD), "train_ignored_files": len(LITTER),
+        "test_images": N_TEST, "test_ignored_files": 1, "classes": ["cat", "dog"],
+    }
+    with h5py.File(stage_dir / "out/test.h5") as f:
+        assert f["images"].shape == (N_TEST, 75, 75, 3)
+        assert list(f["ids"][:]) == list(range(1, N_TEST + 1))
+
+
+def test_main_stops_with_a_message_naming_the_files(stage_dir: Path, data: Path) -> None:
+    bad_test = write(stage_dir / "test", {"1.jpg": noisy_jpeg(), "abc.jpg": b"", "x.y.png": b""})
+    params = yaml.safe_load((stage_dir / "params.yaml").read_text()) | {"test_data": "test"}
+    (stage_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit, match=r"^resize: test: 2 test image name\(s\).*abc\.jpg, x\.y"):
+        resize.main(["--out-dir", "out"])
+    assert not (stage_dir / "out").exists()
+    assert bad_test.exists()
+
+
+def test_main_refuses_zero_workers(stage_dir: Path) -> None:
+    with pytest.raises(SystemExit):
+        resize.main(["--workers", "0"])
