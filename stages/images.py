@@ -269,6 +269,8 @@ def image_size(data: bytes) -> tuple[int, int] | None:
 def _jpeg_truncated(data: bytes) -> bool:
     # libjpeg decodes a truncated file with a grey lower part and only a warning; the end-of-image
     # marker after the last start-of-scan is the reliable sign that the file is complete.
+    if data.endswith(b"\xff\xd9"):  # the usual case, found without a search (2% of decode time)
+        return False
     sos = data.rfind(b"\xff\xda")
     return sos == -1 or data.find(b"\xff\xd9", sos) == -1
 

@@ -303,6 +303,11 @@ def test_undecodable_bytes_give_the_reason(kind: str) -> None:
         decode_rgb(data, W)
 
 
+def test_bytes_after_the_jpeg_end_marker_are_harmless() -> None:
+    data = noisy_jpeg()
+    np.testing.assert_array_equal(decode_rgb(data + bytes(100), W), decode_rgb(data, W))
+
+
 def test_damaged_png_is_called_damaged() -> None:
     png = encode(np.zeros((30, 40, 3), np.uint8), ".png")
     with pytest.raises(BadImage, match="damaged PNG data"):
