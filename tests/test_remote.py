@@ -205,6 +205,17 @@ def test_extraction_spread_over_two_machines_via_run_cache(origin: Path, s3: S3S
     assert ran_stages(dvc(c, "repro")) == []
 
 
+def test_local_folder_remote_quickstart(pushed: Path) -> None:
+    """README's one-machine quickstart: a folder outside the repo, no extra package needed."""
+    store = pushed.parent / "dvc-store"
+    dvc(pushed, "remote", "add", "--local", "folder", str(store))
+    dvc(pushed, "push", "-r", "folder")
+    for out in outputs(pushed):
+        h = md5(pushed / out)
+        assert (store / "files/md5" / h[:2] / h[2:]).is_file(), out
+    assert "in sync" in dvc(pushed, "status", "--cloud", "-r", "folder").stdout
+
+
 def test_push_to_an_unreachable_remote_fails_cleanly_and_retry_succeeds(pushed: Path) -> None:
     server = S3Server()  # its own server, so stopping it leaves the module's one alone
     server.start()
