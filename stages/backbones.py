@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# The folder of local weights that dvc.yaml tracks (see README.md, "Weights").
-WEIGHTS_DIR = "weights"
+# The folder of local weights that dvc.yaml tracks (see README.md, "Weights"); not named
+# `weights`, which would clash with the param of that name in `dvc exp show`.
+WEIGHTS_DIR = "keras_weights"
 
 
 @dataclass(frozen=True)

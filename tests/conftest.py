@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `import imagegen
 import imagegen
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", "weights", "data", ".gitignore",
+PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", "keras_weights", "data", ".gitignore",
                  ".dvcignore")
 # Small enough for CI on 2 cores: 75 px is the smallest both networks accept.
 TINY = {"width": 75, "weights": "none", "epochs": 2, "extract_batch_size": 16}

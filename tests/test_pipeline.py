@@ -115,9 +115,18 @@ def test_width_reruns_every_stage(repo: Path) -> None:
 
 
 def test_missing_data_stops_at_resize_with_help(tmp_path: Path) -> None:
+    # A fresh clone: no data/raw/train at all. DVC itself stops at resize and names the path
+    # (no placeholder lives there, so a teammate's --allow-missing sees the data as missing).
     root = make_project(tmp_path / "empty", data=False)
     p = dvc(root, "repro", check=False)
-    assert p.returncode != 0
-    assert ran_stages(p) == ["resize"]
     out = p.stdout + p.stderr
-    assert "data/raw/train" in out and "kaggle competitions download" in out
+    assert p.returncode != 0 and ran_stages(p) == []
+    assert "'resize'" in out and "data/raw/train" in out
+    # The folder exists but holds no images: the stage says where the data goes and how to get it.
+    (root / "data/raw/train").mkdir()
+    (root / "data/raw/train/Thumbs.db").write_bytes(b"x")
+    (root / "data/raw/test").mkdir()
+    p = dvc(root, "repro", check=False)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and ran_stages(p) == ["resize"]
+    assert "data/raw/train: holds no images" in out and "kaggle competitions download" in out

@@ -34,18 +34,18 @@ def test_imagenet_and_none_pass_through() -> None:
 
 def test_missing_weight_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "weights").mkdir()
+    (tmp_path / "keras_weights").mkdir()
     name = BACKBONES["xception"].weights_file
     with pytest.raises(WeightsError, match=re.escape(name)):
-        resolve_weights(BACKBONES["xception"], "weights")
+        resolve_weights(BACKBONES["xception"], "keras_weights")
 
 
 def test_untracked_or_missing_folder_is_refused(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "weights").mkdir()
+    (tmp_path / "keras_weights").mkdir()
     (tmp_path / "elsewhere").mkdir()
-    with pytest.raises(WeightsError, match="DVC tracks local weights only in weights/"):
+    with pytest.raises(WeightsError, match="DVC tracks local weights only in keras_weights/"):
         resolve_weights(BACKBONES["xception"], "elsewhere")
     with pytest.raises(WeightsError, match="neither 'imagenet', 'none' nor a folder"):
         resolve_weights(BACKBONES["xception"], "imagnet")
@@ -53,22 +53,22 @@ def test_untracked_or_missing_folder_is_refused(tmp_path: Path,
 
 @pytest.mark.pipeline
 def test_replacing_a_weight_file_reruns_extraction(tmp_path: Path) -> None:
-    root = make_project(tmp_path / "p", per_class=4, n_test=2, weights="weights")
+    root = make_project(tmp_path / "p", per_class=4, n_test=2, weights="keras_weights")
     for name, b in BACKBONES.items():
-        save_notop(name, root / "weights" / b.weights_file, seed=1)
+        save_notop(name, root / "keras_weights" / b.weights_file, seed=1)
     assert ran_stages(dvc(root, "repro", "extract_xception")) == ["resize", "extract_xception"]
     with h5py.File(root / "data/features/xception.h5") as f:
         before = f["train"][:]
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "repro")
 
-    save_notop("xception", root / "weights" / BACKBONES["xception"].weights_file, seed=2)
+    save_notop("xception", root / "keras_weights" / BACKBONES["xception"].weights_file, seed=2)
     assert ran_stages(dvc(root, "repro", "extract_xception")) == ["extract_xception"]
     with h5py.File(root / "data/features/xception.h5") as f:
         assert not np.allclose(before, f["train"][:]), "new weights, new features"
 
     # A missing file stops the extractor with a message naming it, never random weights.
-    (root / "weights" / BACKBONES["inception_v3"].weights_file).unlink()
+    (root / "keras_weights" / BACKBONES["inception_v3"].weights_file).unlink()
     p = dvc(root, "repro", "extract_inception", check=False)
     assert p.returncode != 0
     missing = f"{BACKBONES['inception_v3'].weights_file}: missing"
