@@ -1,0 +1,126 @@
+"""The fast head: same checkpoint logic as a plain Keras fit, the input pipeline feeds what
+`fit(shuffle=True)` + Dropout would, per-epoch logs reach the callbacks, same seed → same bytes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stages import train_head as th
+from stages.params import DEFAULTS
+
+
+def problem(n: int = 400, dim: int = 1024, flip: float = 0.3, seed: int = 0
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative features with a weak class signal and `flip` of the labels wrong: more
+    columns than training rows, so the head learns the signal, then memorises the wrong labels
+    and val_loss rises again before the last epoch."""
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 2).astype(np.uint8)
+    x = rng.normal(0, 1, (n, dim)) + np.outer(2.0 * y - 1.0, rng.normal(0, 0.1, dim))
+    y = np.where(rng.random(n) < flip, 1 - y, y).astype(np.uint8)
+    return np.maximum(x, 0).astype(np.float32), y
+
+
+def reference_fit(x: np.ndarray, y: np.ndarray, params: dict[str, Any], path: Path
+                  ) -> dict[str, list[float]]:
+    """The original's way: fit on numpy arrays, ModelCheckpoint(save_best_only)."""
+    import keras
+
+    keras.utils.set_random_seed(params["seed"])
+    tr, va = th.stratified_split(y, params["val_split"], params["seed"])
+    model = th.build_head(x.shape[1], params["dropout"], params["learning_rate"])
+    ckpt = keras.callbacks.ModelCheckpoint(str(path), monitor="val_loss", save_best_only=True)
+    yf = y.astype(np.float32)
+    return model.fit(x[tr], yf[tr], validation_data=(x[va], yf[va]),
+                     batch_size=params["batch_size"], epochs=params["epochs"], shuffle=True,
+                     callbacks=[ckpt], verbose=0).history
+
+
+def val_loss_of(path: Path, x: np.ndarray, y: np.ndarray, params: dict[str, Any]) -> float:
+    import keras
+
+    _, va = th.stratified_split(y, params["val_split"], params["seed"])
+    model = keras.models.load_model(path, compile=False, safe_mode=True)
+    p = np.clip(model.predict(x[va], verbose=0)[:, 0].astype(np.float64), 1e-7, 1 - 1e-7)
+    t = y[va]
+    return float(-np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)))
+
+
+def test_fast_head_checkpoints_the_same_epoch_as_a_reference_fit(tmp_path: Path) -> None:
+    # One batch per epoch and no dropout: shuffling and dropout masks cannot differ, so the two
+    # loops must agree epoch by epoch, and keep the same (not the last) epoch.
+    x, y = problem()
+    params = {**DEFAULTS, "epochs": 12, "dropout": 0.0, "learning_rate": 0.03, "batch_size": 512}
+    ref = reference_fit(x, y, params, tmp_path / "ref.h5")
+    metrics, hist = th.train(x, y, params, str(tmp_path / "fast.h5"), live_dir=None)
+
+    np.testing.assert_allclose(hist["val_loss"], ref["val_loss"], rtol=1e-4)
+    np.testing.assert_allclose(hist["loss"], ref["loss"], rtol=1e-4)
+    best = int(np.argmin(ref["val_loss"]))
+    assert 0 < best < params["epochs"] - 1, ref["val_loss"]  # the problem overfits, as meant
+    assert metrics["best_epoch"] == best + 1
+    assert metrics["val_loss"] == pytest.approx(min(hist["val_loss"]))
+    # The file holds that epoch's weights, for both.
+    for name in ("ref.h5", "fast.h5"):
+        assert val_loss_of(tmp_path / name, x, y, params) == pytest.approx(
+            metrics["val_loss"], rel=1e-4)
+
+
+def test_saved_head_is_dropout_dense_and_reproducible(tmp_path: Path) -> None:
+    import keras
+
+    x, y = problem(n=60, dim=32, flip=0)
+    params = {**DEFAULTS, "epochs": 3}
+    digests = []
+    for i, seed in enumerate((1, 1, 2)):
+        path = tmp_path / f"m{i}.h5"
+        metrics, _ = th.train(x, y, {**params, "seed": seed}, str(path), live_dir=None)
+        digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert digests[0] == digests[1] != digests[2]
+    for key in ("val_loss", "val_accuracy", "loss", "accuracy", "best_epoch", "epochs",
+                "n_train", "n_val"):
+        assert key in metrics
+    model = keras.models.load_model(tmp_path / "m0.h5", safe_mode=True)
+    assert [type(layer).__name__ for layer in model.layers] == ["InputLayer", "Dropout", "Dense"]
+    assert model.layers[1].rate == params["dropout"]
+    assert model.optimizer is not None  # saved with its optimizer state, as before
+
+
+def test_pipeline_shuffles_batches_and_drops_out_like_fit() -> None:
+    import tensorflow as tf
+
+    n, dim, bs, rate = 100, 512, 8, 0.5
+    x = np.arange(1, n + 1, dtype=np.float32)[:, None] * np.ones((1, dim), np.float32)
+    idx = np.arange(n)
+    ds = th.train_dataset(tf.constant(x), tf.constant(np.arange(n, dtype=np.float32)), idx, bs,
+                          seed=3, dropout=rate)
+    epochs = [list(ds), list(ds)]
+    orders = []
+    for batches in epochs:
+        assert [len(b[1]) for b in batches] == [bs] * (n // bs) + [n % bs]  # last one partial
+        xs = np.concatenate([b[0].numpy() for b in batches])
+        rows = np.concatenate([b[1].numpy() for b in batches]).astype(int)
+        assert sorted(rows) == list(range(n))  # each row once per epoch
+        orders.append(rows)
+        kept = xs != 0
+        assert abs(kept.mean() - (1 - rate)) < 0.01
+        np.testing.assert_allclose(xs[kept], (x[rows] / (1 - rate))[kept])  # scaled survivors
+    assert not np.array_equal(orders[0], orders[1])  # a fresh shuffle every epoch
+    masks = [np.concatenate([b[0].numpy() for b in e]) != 0 for e in epochs]
+    assert not np.array_equal(masks[0], masks[1])  # fresh masks every epoch
+
+
+def test_every_epoch_reaches_the_callbacks(tmp_path: Path) -> None:
+    # Many steps per execution must not hide epochs from dvclive or the checkpoint.
+    x, y = problem(n=200, dim=16, flip=0)
+    params = {**DEFAULTS, "epochs": 4}
+    _, hist = th.train(x, y, params, str(tmp_path / "m.h5"), live_dir=str(tmp_path / "live"))
+    assert len(hist["val_loss"]) == 4
+    for split in ("train", "eval"):
+        rows = (tmp_path / "live/plots/metrics" / split / "loss.tsv").read_text().splitlines()
+        assert len(rows) == 1 + 4, rows  # header + one row per epoch
