@@ -2,12 +2,20 @@
 
 One module for both: `--backbone` picks the network from the registry. Images stream from the
 resized HDF5 files in batches (tf.data, prefetched so reading overlaps compute) and features stream
-back to disk, so memory does not grow with the number of images.
+back to disk, so memory does not grow with the number of images: at most a few uint8 batches and
+one batch of activations are alive at a time.
+
+Speed (benchmarks/bench_extract_head.py): the uint8 batch goes into one compiled function that
+casts, preprocesses and runs the network, so the float32 copy exists only per batch. On a CPU the
+batch size hardly matters above 16; `precision: mixed_bfloat16` is ~1.7× faster where the CPU has
+AVX-512-BF16 or AMX. On a GPU, XLA compiles the function (as Keras' own `predict` does there) and
+the last batch is padded to full size so that one shape, hence one compilation, serves all.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,45 +33,109 @@ FEATURE_CHUNK = 256  # rows per HDF5 chunk of the feature matrices
 RESIZE_HINT = "Run `dvc repro resize` first."
 
 
-def setup_precision(precision: str) -> Any:
-    """Set Keras' dtype policy and pick the distribution strategy; return the strategy."""
+def check_precision(precision: str) -> None:
+    import tensorflow as tf
+
+    if precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+        raise ValueError("params.yaml: 'precision' is 'mixed_float16', which needs a GPU; "
+                         "on a CPU use 'mixed_bfloat16' (AVX-512-BF16/AMX) or 'float32'")
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str) -> Iterator[None]:
+    """Layers built inside take `precision`'s dtype policy; the global policy is restored after
+    (it matters only when layers are built, and tests build several models in one process)."""
     import keras
+
+    old = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(old)
+
+
+def make_strategy() -> Any:
+    """Several GPUs: mirror the network so every GPU works. One or none: no strategy overhead."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    if precision == "mixed_float16" and not gpus:
-        raise ValueError("params.yaml: 'precision' is 'mixed_float16', which needs a GPU; "
-                         "on a CPU use 'mixed_bfloat16' (AVX-512-BF16/AMX) or 'float32'")
-    keras.mixed_precision.set_global_policy(precision)
-    # Several GPUs: mirror the network so every GPU works. One or none: no strategy overhead.
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
+def use_xla(strategy: Any) -> bool:
+    """Keras' own rule for `jit_compile="auto"`: XLA on one GPU, not on a CPU (where oneDNN's
+    convolutions are faster) nor under a distribution strategy."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU")) and strategy.num_replicas_in_sync == 1
+
+
+def build_extractor(backbone: Backbone, width: int, weights: str, precision: str,
+                    seed: int) -> tuple[Any, Any]:
+    """The network under `precision`'s dtype policy, in the strategy's scope; (model, strategy)."""
+    check_precision(precision)
+    strategy = make_strategy()
+    with dtype_policy(precision), strategy.scope():
+        model = build(backbone, width, weights, seed)
+    return model, strategy
+
+
 def features(model: Any, preprocess: Any, images: h5py.Dataset, batch_size: int,
-             strategy: Any, desc: str) -> Iterator[np.ndarray]:
-    """Yield float32 feature batches for `images` (uint8, N×W×W×3), in row order."""
+             strategy: Any, desc: str, jit: bool | None = None) -> Iterator[np.ndarray]:
+    """Yield float32 feature batches for `images` (uint8, N×W×W×3), in row order.
+
+    `jit`: XLA-compile the network (None: `use_xla`). With XLA every batch is padded to
+    `batch_size` rows, so one compilation serves the whole run.
+    """
     import tensorflow as tf
 
     n, w = images.shape[0], images.shape[1]
+    jit = use_xla(strategy) if jit is None else jit
 
     def batches() -> Iterator[np.ndarray]:
-        yield from h5io.iter_batches(images, batch_size)
+        for batch in h5io.iter_batches(images, batch_size):
+            if jit and len(batch) < batch_size:
+                batch = np.concatenate(
+                    [batch, np.zeros((batch_size - len(batch), *batch.shape[1:]), batch.dtype)])
+            yield batch
 
-    ds = tf.data.Dataset.from_generator(
-        batches, output_signature=tf.TensorSpec((None, w, w, 3), tf.uint8)
-    ).prefetch(2)
+    spec = tf.TensorSpec((batch_size if jit else None, w, w, 3), tf.uint8)
+    ds = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
     ds = strategy.experimental_distribute_dataset(ds)
 
-    @tf.function
+    # Under a strategy each replica sees its share of the batch: no fixed signature there.
+    signature = [spec] if strategy.num_replicas_in_sync == 1 else None
+
+    @tf.function(input_signature=signature, jit_compile=jit)
     def step(x: tf.Tensor) -> tf.Tensor:
+        # uint8 in, cast and preprocessed here: the float32 copy of the images exists only
+        # one batch at a time (and on a GPU, 4× less data crosses the bus).
         y = model(preprocess(tf.cast(x, tf.float32)), training=False)
         return tf.cast(y, tf.float32)  # mixed precision computes in 16 bits, stores float32
 
+    done = 0
     with tqdm(total=n, desc=desc, unit="img", mininterval=2.0, file=sys.stderr) as bar:
         for x in ds:
             out = strategy.gather(strategy.run(step, args=(x,)), axis=0).numpy()
+            out = out[:n - done]  # drop the padding rows of a last XLA batch
+            done += len(out)
             bar.update(len(out))
             yield out
+
+
+def write_features(model: Any, backbone: Backbone, strategy: Any, train_h5: str,
+                   test_h5: str, out: str, batch_size: int, jit: bool | None = None) -> None:
+    """Stream both splits through `model` into `out` (the timed part of the stage)."""
+    with h5py.File(train_h5, "r") as tr, h5py.File(test_h5, "r") as te, h5io.create_h5(out) as f:
+        for split, src in (("train", tr), ("test", te)):
+            rows = h5io.Appender(f, split, (backbone.dim,), np.float32, FEATURE_CHUNK)
+            for batch in features(model, backbone.preprocess, src["images"], batch_size,
+                                  strategy, f"{backbone.name} {split}", jit):
+                rows.append(batch)
+        h5io.write_array(f, "labels", tr["labels"][:])
+        h5io.write_array(f, "ids", te["ids"][:])
+        f.attrs["backbone"] = backbone.name
 
 
 def extract(backbone: Backbone, train_h5: str, test_h5: str, out: str, weights: str,
@@ -71,18 +143,8 @@ def extract(backbone: Backbone, train_h5: str, test_h5: str, out: str, weights: 
     """Write `out` with `train`, `test` (float32, N×D), `labels` and `ids` in resized order."""
     for p, keys in ((train_h5, ("images", "labels")), (test_h5, ("images", "ids"))):
         h5io.require(p, keys, RESIZE_HINT)
-    strategy = setup_precision(precision)
-    with strategy.scope():
-        model = build(backbone, _width(train_h5), weights, seed)
-    with h5py.File(train_h5, "r") as tr, h5py.File(test_h5, "r") as te, h5io.create_h5(out) as f:
-        for split, src in (("train", tr), ("test", te)):
-            rows = h5io.Appender(f, split, (backbone.dim,), np.float32, FEATURE_CHUNK)
-            for batch in features(model, backbone.preprocess, src["images"], batch_size,
-                                  strategy, f"{backbone.name} {split}"):
-                rows.append(batch)
-        h5io.write_array(f, "labels", tr["labels"][:])
-        h5io.write_array(f, "ids", te["ids"][:])
-        f.attrs["backbone"] = backbone.name
+    model, strategy = build_extractor(backbone, _width(train_h5), weights, precision, seed)
+    write_features(model, backbone, strategy, train_h5, test_h5, out, batch_size)
 
 
 def _width(path: str) -> int:

@@ -1,0 +1,120 @@
+"""Feature extraction: the streamed features equal the network run on the whole array in memory,
+bf16 stays close to float32, and an XLA run's padded last batch leaves no trace.
+
+Width 75 (the smallest both networks accept) and weights none keep this to seconds on 2 cores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from stages import extract, h5io
+from stages.backbones import BACKBONES, build
+
+W, N_TRAIN, N_TEST, BATCH, SEED = 75, 10, 3, 4, 2017  # 10 = 4 + 4 + a partial batch of 2
+# Measured (benchmarks/bench_extract_head.py, weights none): bf16's max relative error per image
+# is ~1.4e-2 (inception_v3) and ~0.7e-2 (xception) at 75 px, ~X at 299 px; the bound leaves room.
+BF16_BOUND = 0.04
+
+
+def rel_err(f: np.ndarray, ref: np.ndarray) -> float:
+    """Max over rows of ‖f − ref‖ / ‖ref‖."""
+    num = np.linalg.norm(f.astype(np.float64) - ref, axis=1)
+    return float(np.max(num / np.linalg.norm(ref.astype(np.float64), axis=1)))
+
+
+def images(n: int, seed: int) -> np.ndarray:
+    """Smooth random colour fields plus noise: features that differ from image to image."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        small = rng.integers(0, 256, (4, 4, 3)).astype(np.float32)
+        img = cv2.resize(small, (W, W), interpolation=cv2.INTER_CUBIC)
+        img += rng.normal(0, 20, (W, W, 3))
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def resized(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train.h5 and test.h5 laid out as the resize stage writes them."""
+    root = tmp_path_factory.mktemp("resized")
+    with h5io.create_h5(root / "train.h5") as f:
+        h5io.write_array(f, "images", images(N_TRAIN, 0))
+        h5io.write_array(f, "labels", (np.arange(N_TRAIN) % 2).astype(np.uint8))
+    with h5io.create_h5(root / "test.h5") as f:
+        h5io.write_array(f, "images", images(N_TEST, 1))
+        h5io.write_array(f, "ids", np.arange(1, N_TEST + 1, dtype=np.int64))
+    return root
+
+
+def run_stage(resized: Path, name: str, precision: str) -> Path:
+    out = resized / f"{name}-{precision}.h5"
+    if not out.exists():
+        extract.extract(BACKBONES[name], str(resized / "train.h5"), str(resized / "test.h5"),
+                        str(out), "none", precision, BATCH, SEED)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_streaming_equals_the_in_memory_reference(resized: Path, name: str) -> None:
+    backbone = BACKBONES[name]
+    out = run_stage(resized, name, "float32")
+    model = build(backbone, W, "none", SEED)  # the same seeded random init
+    with h5py.File(resized / "train.h5") as tr, h5py.File(resized / "test.h5") as te, \
+            h5py.File(out) as f:
+        for split, src in (("train", tr), ("test", te)):
+            x = src["images"][:]
+            ref = model(backbone.preprocess(x.astype(np.float32)), training=False).numpy()
+            got = f[split][:]
+            assert got.dtype == np.float32 and got.shape == (len(x), backbone.dim)
+            assert rel_err(got, ref) < 1e-4
+        assert list(f["labels"][:]) == list(tr["labels"][:])
+        assert list(f["ids"][:]) == list(range(1, N_TEST + 1))
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_bf16_features_are_close_to_float32(resized: Path, name: str) -> None:
+    import keras
+
+    f32, bf16 = run_stage(resized, name, "float32"), run_stage(resized, name, "mixed_bfloat16")
+    with h5py.File(f32) as a, h5py.File(bf16) as b:
+        for split in ("train", "test"):
+            err = rel_err(b[split][:], a[split][:])
+            assert 0 < err < BF16_BOUND, (split, err)  # > 0: bf16 really was used
+    # The policy is set only while the network is built, not left for whatever runs next.
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_xla_pads_the_last_batch_and_drops_the_padding(resized: Path) -> None:
+    """The GPU path (XLA, fixed batch shape) on a small network, run on the CPU."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(SEED)
+    model = keras.Sequential([keras.Input((W, W, 3)), keras.layers.Conv2D(8, 3),
+                              keras.layers.GlobalAveragePooling2D()])
+    strategy = tf.distribute.get_strategy()
+    with h5py.File(resized / "train.h5") as f:
+        ds = f["images"]
+        ref = model(ds[:].astype(np.float32) / 255.0).numpy()
+        for jit in (True, False):
+            got = np.concatenate(list(extract.features(model, lambda x: x / 255.0, ds, BATCH,
+                                                       strategy, "test", jit=jit)))
+            assert got.shape == ref.shape
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_float16_needs_a_gpu() -> None:
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="mixed_float16"):
+        extract.check_precision("mixed_float16")
