@@ -296,6 +296,31 @@ def test_decode_is_opencv_inter_area_in_rgb_order() -> None:
     assert mean_rgb(red)[0] > 250 and mean_rgb(red)[1:].max() < 5
 
 
+@pytest.mark.parametrize(("h", "w", "width"), [
+    (375, 500, 299),  # the Kaggle photo: the two-pass path
+    (598, 500, 299),  # an integer factor on one axis
+    (299, 500, 299),  # one axis unchanged
+    (100, 200, 299),  # enlarged
+    (900, 1200, 300),  # integer factors on both axes
+])
+def test_resize_area_is_cv2_inter_area_byte_for_byte(h: int, w: int, width: int) -> None:
+    rng = np.random.default_rng(h * w)
+    for img in (rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+                rng.choice(np.array([0, 255], np.uint8), (h, w, 3))):  # extremes: saturation
+        expected = cv2.resize(img, (width, width), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(images.resize_area(img, width), expected)
+
+
+def test_resize_area_matches_on_random_sizes() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        width = int(rng.integers(8, 48))
+        h, w = rng.integers(width // 2, 4 * width, size=2)
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        expected = cv2.resize(img, (width, width), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(images.resize_area(img, width), expected, f"{h}×{w}→{width}")
+
+
 @pytest.mark.parametrize("kind", BAD)
 def test_undecodable_bytes_give_the_reason(kind: str) -> None:
     data, reason = BAD[kind]
