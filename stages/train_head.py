@@ -5,13 +5,13 @@ array, so its "validation" set was all dogs). Keras does the training loop, the 
 through dvclive, the per-epoch log that `dvc plots show` draws.
 
 Speed: a step is a batch of 8 through a 4,097-weight model, so per-step overhead, not arithmetic,
-set the original's pace (~3 ms a step on 2 cores). Here Keras runs `STEPS_PER_EXECUTION` steps per
-call; the training batches come from a tf.data pipeline built once (shuffled every epoch, gathered
-many batches at a time); dropout's masks are drawn in that pipeline, on another core, because the
-random numbers are three quarters of a step's arithmetic; validation runs in large batches (the
-same mean loss, fewer steps); the stage's process uses one intra-op thread (the ops are too small
-to split). Same semantics: batch 8, adam, a fresh shuffle and fresh dropout masks every epoch
-(TensorFlow's own dropout op, seeded), the best val_loss epoch checkpointed as Dropout + Dense.
+sets the original's pace (~2-3 ms a step on 2 cores). Here Keras runs `STEPS_PER_EXECUTION` steps
+per call; the batches come from a tf.data pipeline built once (shuffled every epoch, gathered
+many batches at a time, no copy of the features); dropout's masks are drawn in that pipeline, on
+another core, because drawing them is three quarters of a step's arithmetic; validation runs in
+large batches (the same mean loss, fewer steps). Same semantics: batch 8, adam, a fresh shuffle
+and fresh dropout masks every epoch (TensorFlow's own dropout op, seeded), the best val_loss epoch
+checkpointed, as Dropout + Dense with its optimizer state.
 """
 
 from __future__ import annotations
@@ -29,13 +29,15 @@ import numpy as np
 from stages import h5io
 from stages.params import load_params
 
-# Steps per Keras call: per-call overhead is ~1 ms, a step ~0.3 ms; callbacks still run per epoch.
+# Steps per Keras call: its per-call overhead (~2 ms on 2 cores, most of the original's step) is
+# paid once per 256 steps; callbacks still see every epoch's logs.
 STEPS_PER_EXECUTION = 256
 GATHER_BATCHES = 64  # training batches gathered from the feature matrix per tf.data element
 VAL_BATCH_SIZE = 1024  # validation loss is a per-sample mean: the batch size changes only speed
 # Dropout in the input pipeline rather than in the trained graph (False: the plain Keras layer,
 # kept for the benchmark's comparison).
 DROPOUT_IN_PIPELINE = True
+
 
 def stratified_split(labels: np.ndarray, val_split: float, seed: int
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -205,14 +207,6 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
     }, hist
 
 
-def single_thread_ops() -> None:
-    """One intra-op thread: on 8×4,096 tensors splitting an op across cores costs more than it
-    saves (measured ~25% faster on 2 cores). Call before TensorFlow runs its first op."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--features", default="data/features/fused.h5")
@@ -228,7 +222,6 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"train_head: {e}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    single_thread_ops()
     with h5py.File(args.features, "r") as f:
         x, y = f["train"][:], f["labels"][:]  # N × 4096 float32: 400 MB at full scale
     metrics, history = train(x, y, params, args.model, args.live_dir)
