@@ -284,14 +284,46 @@ def test_damaged_zip_member_is_one_bad_image(tmp_path: Path) -> None:
 # --- decoding ---------------------------------------------------------------------------------
 
 
-def test_decode_is_opencv_inter_area_in_rgb_order() -> None:
-    data = noisy_jpeg(97, 61)
+def _awkward() -> dict[str, bytes]:
+    """One real file of every kind decode_rgb must handle."""
+    rng = np.random.default_rng(3)
+    bgr = rng.integers(0, 256, (61, 97, 3), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (61, 97, 4), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = Image.fromarray(bgr[..., ::-1])
+    return {
+        "jpeg": encode(bgr),
+        "jpeg-exif-rotated": pil_bytes(photo, "JPEG", exif=exif.tobytes()),
+        "jpeg-gray": pil_bytes(photo.convert("L"), "JPEG"),
+        "jpeg-cmyk": pil_bytes(photo.convert("CMYK"), "JPEG"),
+        "png": encode(bgr, ".png"),
+        "png-alpha": encode(rgba, ".png"),
+        "png-16bit": encode(bgr.astype(np.uint16) * 257, ".png"),
+        "png-16bit-gray": pil_bytes(Image.fromarray(bgr[..., 0].astype(np.uint16) * 257), "PNG"),
+        "png-palette": pil_bytes(photo.convert("P"), "PNG"),
+        "bmp": encode(bgr, ".bmp"),
+        "webp": encode(bgr, ".webp"),
+        "tiff": encode(bgr, ".tiff"),
+    }
+
+
+AWKWARD = _awkward()
+
+
+@pytest.mark.parametrize("kind", AWKWARD)
+def test_decode_is_opencv_inter_area_in_rgb_order(kind: str) -> None:
+    # The reference: what cv2.imread + cv2.resize(INTER_AREA) + BGR → RGB would give.
+    data = AWKWARD[kind]
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     expected = cv2.cvtColor(cv2.resize(bgr, (W, W), interpolation=cv2.INTER_AREA),
                             cv2.COLOR_BGR2RGB)
     out = decode_rgb(data, W)
     assert out.dtype == np.uint8 and out.shape == (W, W, 3)
     np.testing.assert_array_equal(out, expected)
+
+
+def test_pure_red_comes_out_red() -> None:
     red = decode_rgb(encode(np.full((30, 40, 3), (0, 0, 255), np.uint8)), W)  # BGR red
     assert mean_rgb(red)[0] > 250 and mean_rgb(red)[1:].max() < 5
 
