@@ -136,10 +136,11 @@ def child_predict(a: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
     x = backbone.preprocess(images.astype(np.float32))  # ...and a whole float32 copy
     first = model.predict(x[:bs], batch_size=bs, verbose=0)
     t1 = time.perf_counter()
-    rest = model.predict(x[bs:], batch_size=bs, verbose=0)
+    rest = model.predict(x[bs:], batch_size=bs, verbose=0) if len(x) > bs else first[:0]
     t2 = time.perf_counter()
     np.save(out / f"{a.tag}.npy", np.concatenate([first, rest]).astype(np.float32))
-    return [{"tag": a.tag, "wall": t2 - t0, "steady_ips": (len(x) - bs) / (t2 - t1),
+    steady = len(rest) / (t2 - t1) if len(rest) else float("nan")
+    return [{"tag": a.tag, "wall": t2 - t0, "steady_ips": steady,
              "n": len(x), "gpu_mb": gpu_peak_mb()}]
 
 
@@ -303,23 +304,29 @@ def bench_extract(a: argparse.Namespace, out: Path) -> None:
         return ips
 
     for net in nets:
+        # Every setting once per repeat, alternating, so that other load hits all alike.
+        jobs = [("predict", "float32", "", "")] + [
+            ("stream", prec, bs, jit) for prec in precisions for bs, jit in per_child]
+        got: dict[str, list[dict[str, Any]]] = {}  # result tag → its runs
+        for _ in range(a.repeats):
+            for kind, prec, bs, jit in jobs:
+                if kind == "predict":
+                    got.setdefault(f"{net}-predict", []).extend(run_child(
+                        out, f"{net}-predict", child="predict", net=net, data=data,
+                        bs=a.predict_batch))
+                    continue
+                for r in run_child(out, f"{net}-{PRECISION_SHORT[prec]}", child="stream",
+                                   net=net, data=data, bs=bs, precision=prec, jit=jit):
+                    got.setdefault(r["tag"], []).append({**r, "prec": prec})
         ref_tag = f"{net}-predict"
-        runs = [run_child(out, ref_tag, child="predict", net=net, data=data,
-                          bs=a.predict_batch)[0] for _ in range(a.repeats)]
         ref = np.load(out / f"{ref_tag}.npy")
-        base = row(net, f"predict bs {a.predict_batch}", "float32", runs, 0.0, 0.0)
-        for prec in precisions:
-            by_tag: dict[str, list[dict[str, Any]]] = {}
-            for bs, jit in per_child:
-                for _ in range(a.repeats):
-                    for r in run_child(out, f"{net}-{PRECISION_SHORT[prec]}", child="stream",
-                                       net=net, data=data, bs=bs, precision=prec, jit=jit):
-                        by_tag.setdefault(r["tag"], []).append(r)
-            for tag, runs in by_tag.items():
-                feats.setdefault((net, prec), tag)
-                label = f"stream bs {runs[0]['bs']}" + (
-                    "" if a.jit == "auto" else f", XLA {runs[0]['jit']}")
-                row(net, label, prec, runs, base, rel_err(np.load(out / f"{tag}.npy"), ref))
+        base = row(net, f"predict bs {a.predict_batch}", "float32", got.pop(ref_tag), 0.0, 0.0)
+        for tag, runs in got.items():
+            prec = runs[0]["prec"]
+            feats.setdefault((net, prec), tag)
+            label = f"stream bs {runs[0]['bs']}" + (
+                "" if a.jit == "auto" else f", XLA {runs[0]['jit']}")
+            row(net, label, prec, runs, base, rel_err(np.load(out / f"{tag}.npy"), ref))
 
     if set(NETWORKS) <= set(nets) and a.feature_head_epochs > 0:
         print(f"\n### Head on the fused features of each precision ({a.images} images, stage "

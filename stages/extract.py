@@ -82,17 +82,40 @@ def build_extractor(backbone: Backbone, width: int, weights: str, precision: str
     return model, strategy
 
 
+def compiled_step(model: Any, preprocess: Any, width: int, batch_size: int, strategy: Any,
+                  jit: bool) -> Any:
+    """uint8 batch → float32 features, as one tf.function (XLA-compiled if `jit`). Built once
+    per run and reused for both splits, so the network is traced (or compiled) once."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((batch_size if jit else None, width, width, 3), tf.uint8)
+    # Under a strategy each replica sees its share of the batch: no fixed signature there.
+    signature = [spec] if strategy.num_replicas_in_sync == 1 else None
+
+    @tf.function(input_signature=signature, jit_compile=jit)
+    def step(x: tf.Tensor) -> tf.Tensor:
+        # uint8 in, cast and preprocessed here: the float32 copy of the images exists only
+        # one batch at a time (and on a GPU, 4× less data crosses the bus).
+        y = model(preprocess(tf.cast(x, tf.float32)), training=False)
+        return tf.cast(y, tf.float32)  # mixed precision computes in 16 bits, stores float32
+
+    return step
+
+
 def features(model: Any, preprocess: Any, images: h5py.Dataset, batch_size: int,
-             strategy: Any, desc: str, jit: bool | None = None) -> Iterator[np.ndarray]:
+             strategy: Any, desc: str, jit: bool | None = None,
+             step: Any = None) -> Iterator[np.ndarray]:
     """Yield float32 feature batches for `images` (uint8, N×W×W×3), in row order.
 
     `jit`: XLA-compile the network (None: `use_xla`). With XLA every batch is padded to
-    `batch_size` rows, so one compilation serves the whole run.
+    `batch_size` rows, so one compilation serves the whole run. `step`: a `compiled_step` to
+    reuse (built here if None).
     """
     import tensorflow as tf
 
     n, w = images.shape[0], images.shape[1]
     jit = use_xla(strategy) if jit is None else jit
+    step = step or compiled_step(model, preprocess, w, batch_size, strategy, jit)
 
     def batches() -> Iterator[np.ndarray]:
         for batch in h5io.iter_batches(images, batch_size):
@@ -104,16 +127,6 @@ def features(model: Any, preprocess: Any, images: h5py.Dataset, batch_size: int,
     spec = tf.TensorSpec((batch_size if jit else None, w, w, 3), tf.uint8)
     ds = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
     ds = strategy.experimental_distribute_dataset(ds)
-
-    # Under a strategy each replica sees its share of the batch: no fixed signature there.
-    signature = [spec] if strategy.num_replicas_in_sync == 1 else None
-
-    @tf.function(input_signature=signature, jit_compile=jit)
-    def step(x: tf.Tensor) -> tf.Tensor:
-        # uint8 in, cast and preprocessed here: the float32 copy of the images exists only
-        # one batch at a time (and on a GPU, 4× less data crosses the bus).
-        y = model(preprocess(tf.cast(x, tf.float32)), training=False)
-        return tf.cast(y, tf.float32)  # mixed precision computes in 16 bits, stores float32
 
     done = 0
     with tqdm(total=n, desc=desc, unit="img", mininterval=2.0, file=sys.stderr) as bar:
@@ -128,11 +141,14 @@ def features(model: Any, preprocess: Any, images: h5py.Dataset, batch_size: int,
 def write_features(model: Any, backbone: Backbone, strategy: Any, train_h5: str,
                    test_h5: str, out: str, batch_size: int, jit: bool | None = None) -> None:
     """Stream both splits through `model` into `out` (the timed part of the stage)."""
+    jit = use_xla(strategy) if jit is None else jit
     with h5py.File(train_h5, "r") as tr, h5py.File(test_h5, "r") as te, h5io.create_h5(out) as f:
+        step = compiled_step(model, backbone.preprocess, tr["images"].shape[1], batch_size,
+                             strategy, jit)
         for split, src in (("train", tr), ("test", te)):
             rows = h5io.Appender(f, split, (backbone.dim,), np.float32, FEATURE_CHUNK)
             for batch in features(model, backbone.preprocess, src["images"], batch_size,
-                                  strategy, f"{backbone.name} {split}", jit):
+                                  strategy, f"{backbone.name} {split}", jit, step):
                 rows.append(batch)
         h5io.write_array(f, "labels", tr["labels"][:])
         h5io.write_array(f, "ids", te["ids"][:])
