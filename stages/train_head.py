@@ -5,13 +5,14 @@ array, so its "validation" set was all dogs). Keras does the training loop, the 
 through dvclive, the per-epoch log that `dvc plots show` draws.
 
 Speed: a step is a batch of 8 through a 4,097-weight model, so per-step overhead, not arithmetic,
-sets the original's pace (~2-3 ms a step on 2 cores). Here Keras runs `STEPS_PER_EXECUTION` steps
-per call; the batches come from a tf.data pipeline built once (shuffled every epoch, gathered
-many batches at a time, no copy of the features); dropout's masks are drawn in that pipeline, on
-another core, because drawing them is three quarters of a step's arithmetic; validation runs in
-large batches (the same mean loss, fewer steps). Same semantics: batch 8, adam, a fresh shuffle
-and fresh dropout masks every epoch (TensorFlow's own dropout op, seeded), the best val_loss epoch
-checkpointed, as Dropout + Dense with its optimizer state.
+sets the original's pace (~2 ms a step on 2 cores). Here the batches come from a tf.data pipeline
+built once (shuffled every epoch, no copy of the features) in chunks of 64 batches, and Keras'
+train_step runs the 64 optimizer steps of a chunk in one graph loop, 8 chunks per call
+(steps_per_execution); dropout's masks are drawn in the pipeline, on another core, because drawing
+them is most of a step's arithmetic; validation runs in large batches (the same mean loss, fewer
+steps). Same semantics: batch 8, adam, a fresh shuffle and fresh dropout masks every epoch
+(TensorFlow's own dropout op, seeded), the best val_loss epoch checkpointed, as Dropout + Dense
+with its optimizer state. Keras' progress line counts chunks, not batches.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ import numpy as np
 from stages import h5io
 from stages.params import load_params
 
-# Steps per Keras call: its per-call overhead (~2 ms on 2 cores, most of the original's step) is
-# paid once per 256 steps; callbacks still see every epoch's logs.
-STEPS_PER_EXECUTION = 256
-GATHER_BATCHES = 64  # training batches gathered from the feature matrix per tf.data element
+# A Keras step here is a chunk of ~CHUNK_ROWS training rows whose train_step takes one optimizer
+# step per batch in it (see `trainer_for`): Keras' per-step overhead (~2 ms on 2 cores, most of
+# the original's step) and tf.data's per-element overhead are paid once per chunk, not per batch.
+CHUNK_ROWS = 512
+STEPS_PER_EXECUTION = 8  # chunks per Keras call; callbacks still see every epoch's logs
 VAL_BATCH_SIZE = 1024  # validation loss is a per-sample mean: the batch size changes only speed
 # Dropout in the input pipeline rather than in the trained graph (False: the plain Keras layer,
 # kept for the benchmark's comparison).
@@ -70,19 +72,38 @@ def build_head(dim: int, dropout: float, learning_rate: float) -> Any:
     return model
 
 
-def trainer_for(model: Any, dropout_in_pipeline: bool) -> Any:
-    """The model that `fit` trains, running `STEPS_PER_EXECUTION` steps per call: `model` itself,
-    or (dropout in the pipeline) its Dense layer alone on the same input, sharing its weights."""
-    import keras
+def batches_per_chunk(batch_size: int) -> int:
+    return max(1, CHUNK_ROWS // batch_size)
 
-    if not dropout_in_pipeline:
-        trainer = model
-    else:
-        dense = model.layers[-1]
+
+def trainer_for(model: Any, batch_size: int, dropout_in_pipeline: bool) -> Any:
+    """The model that `fit` trains, sharing `model`'s layers, weights and optimizer: its Dense
+    layer alone on the input (dropout in the pipeline) or `model`'s whole graph. Each element
+    it is fed is a chunk of whole batches (the last may be partial): one optimizer step per
+    `batch_size` rows, in order, which are exactly the steps `fit` would take over them."""
+    import keras
+    import tensorflow as tf
+
+    class ChunkTrainer(keras.Model):
+        def train_step(self, data: Any) -> Any:
+            xs, ys = data
+            step = super().train_step
+
+            def one_batch(i: tf.Tensor) -> tuple[tf.Tensor]:
+                step((xs[i:i + batch_size], ys[i:i + batch_size]))
+                return (i + batch_size,)
+
+            tf.while_loop(lambda i: i < tf.shape(xs)[0], one_batch, (tf.constant(0),))
+            return self.get_metrics_result()  # running means over every batch so far
+
+    if dropout_in_pipeline:
         inputs = keras.Input(model.input_shape[1:], name="features")
-        trainer = keras.Model(inputs, dense(inputs), name="head_train")
+        trainer = ChunkTrainer(inputs, model.get_layer("dense")(inputs), name="head_train")
+    else:
+        trainer = ChunkTrainer(model.inputs, model.outputs, name="head_train")
     trainer.compile(optimizer=model.optimizer, loss="binary_crossentropy", metrics=["accuracy"],
                     steps_per_execution=STEPS_PER_EXECUTION)
+    trainer.optimizer.build(trainer.trainable_variables)  # not creatable inside the loop
     return trainer
 
 
@@ -101,30 +122,28 @@ def checkpoint(model: Any, path: str) -> Any:
 def train_dataset(x: Any, y: Any, idx: np.ndarray, batch_size: int, seed: int,
                   dropout: float = 0.0) -> Any:
     """What `fit(x[idx], y[idx], batch_size, shuffle=True)` feeds, built once and without copying
-    x: every epoch (every new iterator) a fresh seeded permutation of `idx`, cut into batches of
-    `batch_size`, the last one partial; with `dropout`, each feature zeroed with that probability
-    and the rest scaled by 1 / (1 - dropout), fresh masks every epoch, as the Dropout layer does
-    in training. `x`, `y`: tensors."""
+    x, in chunks of `batches_per_chunk` batches: every epoch (every new iterator) a fresh seeded
+    permutation of `idx`; with `dropout`, each feature zeroed with that probability and the rest
+    scaled by 1 / (1 - dropout), fresh masks every epoch, as the Dropout layer does in training
+    (TensorFlow's own dropout op). `x`, `y`: tensors."""
     import tensorflow as tf
 
+    rows = batch_size * batches_per_chunk(batch_size)
     order = (tf.data.Dataset.from_tensor_slices(idx)
              .shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
-             # One gather per GATHER_BATCHES batches, then sliced: per-element tf.data overhead
-             # would otherwise cost as much as the training step itself.
-             .batch(batch_size * GATHER_BATCHES))
+             .batch(rows))
     mask_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
-    def gather(rows: tf.Tensor, mask_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        xb = tf.gather(x, rows)
+    def gather(chunk: tf.Tensor, mask_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        xb = tf.gather(x, chunk)
         if dropout:
             xb = tf.nn.experimental.stateless_dropout(xb, dropout, seed=mask_seed)
-        return xb, tf.gather(y, rows)
+        return xb, tf.gather(y, chunk)
 
     ds = (tf.data.Dataset.zip(order, mask_seeds).map(gather)
-          .rebatch(batch_size)
           # Known length: Keras then ends each epoch cleanly instead of "ran out of data".
-          .apply(tf.data.experimental.assert_cardinality(math.ceil(len(idx) / batch_size))))
-    return ds.prefetch(tf.data.AUTOTUNE)
+          .apply(tf.data.experimental.assert_cardinality(math.ceil(len(idx) / rows))))
+    return ds.prefetch(2)
 
 
 def val_dataset(x: Any, y: Any, idx: np.ndarray) -> Any:
@@ -174,7 +193,7 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
     tf.config.experimental.enable_op_determinism()
     train_idx, val_idx = stratified_split(y, params["val_split"], params["seed"])
     model = build_head(x.shape[1], params["dropout"], params["learning_rate"])
-    trainer = trainer_for(model, DROPOUT_IN_PIPELINE)
+    trainer = trainer_for(model, params["batch_size"], DROPOUT_IN_PIPELINE)
     callbacks: list[Any] = []
     live = None
     if live_dir is not None:

@@ -91,28 +91,55 @@ def test_saved_head_is_dropout_dense_and_reproducible(tmp_path: Path) -> None:
     assert model.optimizer is not None  # saved with its optimizer state, as before
 
 
-def test_pipeline_shuffles_batches_and_drops_out_like_fit() -> None:
+def test_pipeline_shuffles_and_drops_out_like_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     import tensorflow as tf
 
+    monkeypatch.setattr(th, "CHUNK_ROWS", 32)  # several chunks: 4 batches of 8 each
     n, dim, bs, rate = 100, 512, 8, 0.5
     x = np.arange(1, n + 1, dtype=np.float32)[:, None] * np.ones((1, dim), np.float32)
-    idx = np.arange(n)
-    ds = th.train_dataset(tf.constant(x), tf.constant(np.arange(n, dtype=np.float32)), idx, bs,
-                          seed=3, dropout=rate)
+    ds = th.train_dataset(tf.constant(x), tf.constant(np.arange(n, dtype=np.float32)),
+                          np.arange(n), bs, seed=3, dropout=rate)
     epochs = [list(ds), list(ds)]
     orders = []
-    for batches in epochs:
-        assert [len(b[1]) for b in batches] == [bs] * (n // bs) + [n % bs]  # last one partial
-        xs = np.concatenate([b[0].numpy() for b in batches])
-        rows = np.concatenate([b[1].numpy() for b in batches]).astype(int)
+    for chunks in epochs:
+        assert [len(c[1]) for c in chunks] == [32, 32, 32, 4]  # whole batches, last partial
+        xs = np.concatenate([c[0].numpy() for c in chunks])
+        rows = np.concatenate([c[1].numpy() for c in chunks]).astype(int)
         assert sorted(rows) == list(range(n))  # each row once per epoch
         orders.append(rows)
         kept = xs != 0
         assert abs(kept.mean() - (1 - rate)) < 0.01
         np.testing.assert_allclose(xs[kept], (x[rows] / (1 - rate))[kept])  # scaled survivors
     assert not np.array_equal(orders[0], orders[1])  # a fresh shuffle every epoch
-    masks = [np.concatenate([b[0].numpy() for b in e]) != 0 for e in epochs]
+    masks = [np.concatenate([c[0].numpy() for c in e]) != 0 for e in epochs]
     assert not np.array_equal(masks[0], masks[1])  # fresh masks every epoch
+
+
+def test_chunked_steps_are_fits_batch_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given the same rows in the same order, the chunk trainer takes exactly fit's steps."""
+    import keras
+    import tensorflow as tf
+
+    monkeypatch.setattr(th, "CHUNK_ROWS", 16)
+    x, y = problem(n=100, dim=32, flip=0)
+    yf = y.astype(np.float32)
+    runs = []
+    for chunked in (False, True):
+        keras.utils.set_random_seed(0)
+        model = th.build_head(x.shape[1], 0.0, 0.01)
+        if chunked:  # chunks of 16 rows: batches 8, 8 | 8, 8 | ... | 4, as fit's below
+            trainer = th.trainer_for(model, 8, dropout_in_pipeline=True)
+            hist = trainer.fit(tf.data.Dataset.from_tensor_slices((x, yf)).batch(16),
+                               epochs=3, shuffle=False, verbose=0).history
+        else:
+            hist = model.fit(x, yf, batch_size=8, epochs=3, shuffle=False, verbose=0).history
+        runs.append((hist, model.get_weights(), int(model.optimizer.iterations)))
+    (h0, w0, it0), (h1, w1, it1) = runs
+    assert it0 == it1 == 3 * 13
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(h1[key], h0[key], rtol=1e-5)
+    for a, b in zip(w1, w0, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_every_epoch_reaches_the_callbacks(tmp_path: Path) -> None:
