@@ -58,7 +58,8 @@ EOF
 status=0
 timeout --signal=INT --kill-after=20 "$LIMIT" "$PY" -m benchmarks.bench_extract_head \
     --device gpu --skip-head --images 1024 --batch-sizes 32,64,128 \
-    --precisions float32,mixed_float16 --feature-head-epochs 0 "$@" || status=$?
+    --precisions float32,mixed_float16 --feature-head-epochs 0 --max-wait 5 --retries 0 \
+    "$@" || status=$?
 if [ "$status" -eq 124 ] || [ "$status" -eq 130 ]; then
     echo "gpu_bench: stopped at the ${LIMIT}s limit; the rows above are complete measurements." >&2
 elif [ "$status" -ne 0 ]; then
