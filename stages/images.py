@@ -30,6 +30,8 @@ from pathlib import Path, PurePosixPath  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from stages.area import resize_area  # noqa: E402
+
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 KAGGLE_CLASSES = ("cat", "dog")  # label 0, 1
 DATA_HELP = (
@@ -315,28 +317,6 @@ def decode_rgb(data: bytes, width: int) -> np.ndarray:
     if img is None or img.size == 0:
         raise BadImage(f"cannot be decoded ({_what_is(data)})")
     return resize_area(img, width)
-
-
-def _fractional(scale: float) -> bool:
-    return scale > 1 and abs(scale - round(scale)) > 1e-9
-
-
-def resize_area(img: np.ndarray, width: int) -> np.ndarray:
-    """`cv2.resize(img, (width, width), interpolation=cv2.INTER_AREA)`, byte for byte, faster.
-
-    Shrinking by a non-integer factor on both axes (a 500×375 photo to 299×299), OpenCV sums each
-    output pixel's weighted sources in float32, source row by source row, and redoes the
-    horizontal sums of every source row that straddles two output rows; that resize costs more
-    than the JPEG decode. Two float32 INTER_AREA passes, one axis each, do the same float
-    operations in the same order without the redone rows, and the final rounding is OpenCV's
-    own (round half to even, saturate): a third less work. tests/test_images.py checks the
-    identity on random sizes. Other cases (integer factors, enlarging) use cv2.resize directly.
-    """
-    h, w = img.shape[:2]
-    if not (_fractional(w / width) and _fractional(h / width)):
-        return cv2.resize(img, (width, width), interpolation=cv2.INTER_AREA)
-    rows = cv2.resize(img.astype(np.float32), (width, h), interpolation=cv2.INTER_AREA)
-    return cv2.convertScaleAbs(cv2.resize(rows, (width, width), interpolation=cv2.INTER_AREA))
 
 
 def load_rgb(source: Source, name: str, width: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages import images
+from stages import area, images
 from stages.images import (
     BadImage,
     DataError,
@@ -329,28 +329,49 @@ def test_pure_red_comes_out_red() -> None:
 
 
 @pytest.mark.parametrize(("h", "w", "width"), [
-    (375, 500, 299),  # the Kaggle photo: the two-pass path
-    (598, 500, 299),  # an integer factor on one axis
-    (299, 500, 299),  # one axis unchanged
-    (100, 200, 299),  # enlarged
-    (900, 1200, 300),  # integer factors on both axes
+    (375, 500, 299),  # the Kaggle photo: our kernels
+    (598, 500, 299),  # an integer factor on one axis: our kernels (OpenCV's generic path too)
+    (299, 500, 299),  # one axis unchanged: our kernels
+    (299, 299, 299),  # unchanged: OpenCV's copy
+    (100, 200, 299),  # enlarged: OpenCV
+    (900, 1200, 300),  # integer factors on both axes: OpenCV's fast path
 ])
 def test_resize_area_is_cv2_inter_area_byte_for_byte(h: int, w: int, width: int) -> None:
     rng = np.random.default_rng(h * w)
     for img in (rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
                 rng.choice(np.array([0, 255], np.uint8), (h, w, 3))):  # extremes: saturation
         expected = cv2.resize(img, (width, width), interpolation=cv2.INTER_AREA)
-        np.testing.assert_array_equal(images.resize_area(img, width), expected)
+        np.testing.assert_array_equal(area.resize_area(img, width), expected)
+
+
+@pytest.mark.parametrize("shape", [(375, 500), (375, 500, 1), (375, 500, 4)])
+def test_resize_area_any_channel_count(shape: tuple[int, ...]) -> None:
+    img = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    got = area.resize_area(img, 299)
+    expected = cv2.resize(img, (299, 299), interpolation=cv2.INTER_AREA)
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_resize_area_matches_on_random_sizes() -> None:
     rng = np.random.default_rng(0)
+    ours = 0
     for _ in range(300):
         width = int(rng.integers(8, 48))
-        h, w = rng.integers(width // 2, 4 * width, size=2)
+        h, w = (int(v) for v in rng.integers(width // 2, 4 * width, size=2))
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         expected = cv2.resize(img, (width, width), interpolation=cv2.INTER_AREA)
-        np.testing.assert_array_equal(images.resize_area(img, width), expected, f"{h}×{w}→{width}")
+        np.testing.assert_array_equal(area.resize_area(img, width), expected, f"{h}×{w}→{width}")
+        ours += area._opencv_generic_path((w, h), (width, width))
+    assert ours > 100  # most of the sizes went through our kernels, not cv2.resize
+
+
+def test_area_table_weights_sum_to_one() -> None:
+    # Each output pixel is a mean of the source pixels its cell covers.
+    start, index, weight = area.area_table(500, 299)
+    sums = np.add.reduceat(weight.astype(np.float64), start[:-1])
+    np.testing.assert_allclose(sums, 1.0, atol=1e-6)
+    assert index.min() == 0 and index.max() == 499 and np.all(np.diff(index) >= 0)
 
 
 @pytest.mark.parametrize("kind", BAD)
