@@ -1,0 +1,48 @@
+"""dvc.yaml declares, for every stage, each module of ours that its code runs: a change to any of
+them must rerun the stage, or DVC would keep an output that the new code would not make."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def stage_imports(module: str) -> set[str]:
+    """`stages/<module>.py` and every `stages.*` module it imports, transitively. The package's
+    `__init__.py` only quietens TensorFlow's logging, so it is not a dependency."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = ast.parse((ROOT / "stages" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "stages":
+                todo += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stages."):
+                todo.append(node.module.split(".", 1)[1])
+            elif isinstance(node, ast.Import):
+                todo += [a.name.split(".", 1)[1] for a in node.names
+                         if a.name.startswith("stages.")]
+    return {f"stages/{name}.py" for name in seen}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_module_a_stage_runs_is_a_dep(stage: str) -> None:
+    spec = STAGES[stage]
+    module = spec["cmd"].split("python -m stages.", 1)[1].split()[0]
+    missing = stage_imports(module) - set(spec["deps"])
+    assert not missing, f"dvc.yaml stage {stage!r}: add {sorted(missing)} to its deps"
+
+
+def test_the_import_walk_sees_the_resize_kernels() -> None:
+    # The walk itself must find indirect imports: resize → images → area.
+    assert "stages/area.py" in stage_imports("resize")
