@@ -57,9 +57,10 @@ def area_table(ssize: int, dsize: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 @numba.njit(nogil=True, cache=True)
-def _columns_pass(src: np.ndarray, out: np.ndarray, start: np.ndarray, index: np.ndarray,
-                  weight: np.ndarray) -> None:  # pragma: no cover - compiled
-    """out[i] = Σ weight[k] × float32(src[index[k]]), from the first term, in k order."""
+def _weighted_rows(src: np.ndarray, out: np.ndarray, start: np.ndarray, index: np.ndarray,
+                   weight: np.ndarray) -> None:  # pragma: no cover - compiled
+    """out[i] = Σ weight[k] × float32(src[index[k]]) over k in [start[i], start[i+1]), from the
+    first term, in k order: OpenCV's sums, one whole row of values at a time."""
     n = src.shape[1]
     for i in range(out.shape[0]):
         k0 = start[i]
@@ -73,28 +74,6 @@ def _columns_pass(src: np.ndarray, out: np.ndarray, start: np.ndarray, index: np
             s = src[index[k]]
             for j in range(n):
                 o[j] = o[j] + np.float32(s[j]) * a
-
-
-@numba.njit(nogil=True, cache=True)
-def _rows_pass(src: np.ndarray, out: np.ndarray, start: np.ndarray, index: np.ndarray,
-               weight: np.ndarray, acc: np.ndarray) -> None:  # pragma: no cover - compiled
-    """out[i] = uint8(round-half-even, saturated Σ weight[k] × src[index[k]]), in k order."""
-    n = src.shape[1]
-    lo, hi = np.float32(0), np.float32(255)
-    for i in range(out.shape[0]):
-        k0 = start[i]
-        a = weight[k0]
-        s = src[index[k0]]
-        for j in range(n):
-            acc[j] = a * s[j]
-        for k in range(k0 + 1, start[i + 1]):
-            a = weight[k]
-            s = src[index[k]]
-            for j in range(n):
-                acc[j] = acc[j] + a * s[j]
-        o = out[i]
-        for j in range(n):
-            o[j] = np.uint8(min(max(np.rint(acc[j]), lo), hi))
 
 
 def _opencv_generic_path(ssize: tuple[int, int], dsize: tuple[int, int]) -> bool:
@@ -116,8 +95,10 @@ def resize_area(img: np.ndarray, width: int) -> np.ndarray:
     # source columns, each of them one contiguous row here.
     cols = cv2.transpose(np.ascontiguousarray(img)).reshape(w, h * cn)
     row_sums_t = np.empty((width, h * cn), np.float32)
-    _columns_pass(cols, row_sums_t, *area_table(w, width))
+    _weighted_rows(cols, row_sums_t, *area_table(w, width))
+    # Vertical pass over the row sums, transposed back: output rows are weighted sums of them.
     row_sums = cv2.transpose(row_sums_t.reshape(width, h, cn)).reshape(h, width * cn)
-    out = np.empty((width, width * cn), np.uint8)
-    _rows_pass(row_sums, out, *area_table(h, width), np.empty(width * cn, np.float32))
+    sums = np.empty((width, width * cn), np.float32)
+    _weighted_rows(row_sums, sums, *area_table(h, width))
+    out = cv2.convertScaleAbs(sums)  # OpenCV's own rounding: half to even, saturated to uint8
     return out.reshape((width, width, cn) if cn > 1 else (width, width))  # as cv2 shapes it
