@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.machine_load import cpu_ticks, wait_for_quiet
+
 ROOT = Path(__file__).resolve().parents[1]
 NETWORKS = ("inception_v3", "xception")
 SEED = 2017
@@ -239,26 +241,6 @@ def child(a: argparse.Namespace) -> None:
     # CPU seconds of the whole child (building included): less disturbed than wall by other load.
     cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     (out / f"{a.tag}.json").write_text(json.dumps([{**r, "cpu": cpu} for r in results]))
-
-
-def cpu_ticks() -> tuple[float, float]:
-    """(busy, idle) seconds of all CPUs together since boot, from /proc/stat; busy counts the
-    time the hypervisor gave to other machines (steal), which slows a run just as much."""
-    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    hz = os.sysconf("SC_CLK_TCK")
-    return (sum(ticks) - idle) / hz, idle / hz
-
-
-def wait_for_quiet(min_idle: float, max_wait: float) -> None:
-    """Other work on the machine skews a timing: wait (a while) until the CPUs are idle."""
-    deadline = time.monotonic() + max_wait
-    while time.monotonic() < deadline:
-        b0, i0 = cpu_ticks()
-        time.sleep(1)
-        b1, i1 = cpu_ticks()
-        if (i1 - i0) / max(1e-9, b1 - b0 + i1 - i0) >= min_idle:
-            return
 
 
 def run_once(out: Path, tag: str, kw: dict[str, Any]) -> list[dict[str, Any]]:

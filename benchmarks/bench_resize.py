@@ -33,6 +33,8 @@ from statistics import median
 import cv2
 import numpy as np
 
+from benchmarks.machine_load import cpu_ticks, wait_for_quiet
+
 ROOT = Path(__file__).resolve().parents[1]
 W, H = 500, 375  # the typical Kaggle photo
 METHODS = ("ours", "original", "original-area")
@@ -122,26 +124,6 @@ def child(args: argparse.Namespace) -> None:
     np.save(out / f"{args.child}.npy", sample)
     (out / f"{args.child}.json").write_text(json.dumps({"wall": wall, "cpu": cpu,
                                                         "rss_mb": rss_mb}))
-
-
-def cpu_ticks() -> tuple[float, float]:
-    """(busy, idle) seconds of all CPUs together since boot, from /proc/stat; busy counts the
-    time the hypervisor gave to other machines (steal), which slows a run just as much."""
-    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    hz = os.sysconf("SC_CLK_TCK")
-    return (sum(ticks) - idle) / hz, idle / hz
-
-
-def wait_for_quiet(min_idle: float, max_wait: float) -> None:
-    """Other work on the machine skews a timing: wait (a while) until the CPUs are idle."""
-    deadline = time.monotonic() + max_wait
-    while time.monotonic() < deadline:
-        b0, i0 = cpu_ticks()
-        time.sleep(1)
-        b1, i1 = cpu_ticks()
-        if (i1 - i0) / max(1e-9, b1 - b0 + i1 - i0) >= min_idle:
-            return
 
 
 def run_child(method: str, args: argparse.Namespace, data: Path, out: Path) -> dict[str, float]:
