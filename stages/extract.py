@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,12 +35,22 @@ FEATURE_CHUNK = 256  # rows per HDF5 chunk of the feature matrices
 RESIZE_HINT = "Run `dvc repro resize` first."
 
 
+def nvidia_driver() -> bool:
+    """An NVIDIA driver is installed, whether or not TensorFlow can use the GPU."""
+    return bool(shutil.which("nvidia-smi")) or Path("/proc/driver/nvidia/version").exists()
+
+
 def check_precision(precision: str) -> None:
     import tensorflow as tf
 
     if precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
-        raise ValueError("params.yaml: 'precision' is 'mixed_float16', which needs a GPU; "
-                         "on a CPU use 'mixed_bfloat16' (AVX-512-BF16/AMX) or 'float32'")
+        # Plain `tensorflow` on a GPU machine without system-wide CUDA libraries runs on the
+        # CPU: the fix there is the CUDA build, not another precision.
+        fix = ("this machine has an NVIDIA driver, but TensorFlow finds no GPU: install "
+               "TensorFlow's CUDA libraries with `pip install -r requirements-gpu.txt` "
+               "(README.md, \"GPU machines\")" if nvidia_driver() else
+               "on a CPU use 'mixed_bfloat16' (AVX-512-BF16/AMX) or 'float32'")
+        raise ValueError(f"params.yaml: 'precision' is 'mixed_float16', which needs a GPU; {fix}")
 
 
 @contextlib.contextmanager
