@@ -1,42 +1,91 @@
-"""Shared test helpers: a copy of the project in a temporary git + DVC repo, with real JPEGs."""
+"""Shared test helpers: a copy of the project in a temporary git + DVC repo, with real JPEGs.
+
+The tests must pass wherever a user runs them: with their own data in `data/raw`, with their
+own params and DVC or git settings, with the venv's python called by path and not activated.
+So a test project holds only the project's own files (what git tracks or would track, none of
+the user's data or outputs), its params are the contract's defaults plus the tiny ones below, and
+every command runs with this interpreter first on PATH and with DVC's and git's user-wide
+settings replaced by the tests' own.
+
+`baseline` is the one full `dvc repro` of the session: tests that only read its outputs use it
+as it is, tests that change something work on a copy (`copy_project`), which is cheap.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `import imagegen`
 
 import imagegen
 
+from stages.params import DEFAULTS
+
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", "keras_weights", "data", ".gitignore",
-                 ".dvcignore")
+PROJECT_FILES = ("stages", "dvc.yaml", "keras_weights", "data", ".gitignore", ".dvcignore",
+                 "requirements.txt")
+ALL = ["resize", "extract_inception", "extract_xception", "concat", "train_head", "predict"]
 # Small enough for CI on 2 cores: 75 px is the smallest both networks accept.
 TINY = {"width": 75, "weights": "none", "epochs": 2, "extract_batch_size": 16}
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": "", "DVC_NO_ANALYTICS": "1",
-       "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-       "GIT_COMMITTER_EMAIL": "t@t"}
+
+# User-wide settings that would change what the tests see, replaced by empty ones of our own.
+_HOME = Path(tempfile.mkdtemp(prefix="dvc-cats-tests-"))
+atexit.register(shutil.rmtree, _HOME, True)
+(_HOME / "gitconfig").write_text("[user]\n\tname = t\n\temail = t@t\n")
+for _d in ("dvc-global", "dvc-system", "keras"):
+    (_HOME / _d).mkdir()
+# Keras of this process too (the unit tests build networks here): TensorFlow, no ~/.keras.
+os.environ["KERAS_HOME"] = str(_HOME / "keras")
+os.environ.pop("KERAS_BACKEND", None)
+
+ENV = {
+    **{k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_"))},
+    # The stages run `python3` from PATH: this interpreter's, whether its venv is active or not.
+    "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": "", "DVC_NO_ANALYTICS": "1",
+    "DVC_GLOBAL_CONFIG_DIR": str(_HOME / "dvc-global"),
+    "DVC_SYSTEM_CONFIG_DIR": str(_HOME / "dvc-system"),
+    "GIT_CONFIG_GLOBAL": str(_HOME / "gitconfig"), "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """Start a command in `cwd` in the background (two "machines" working at once)."""
+    return subprocess.Popen(args, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(p: subprocess.Popen[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Wait for a started command; on an unexpected failure the assertion shows its output."""
+    out, err = p.communicate()
+    if check:
+        cmd = " ".join(map(str, p.args))  # type: ignore[arg-type]
+        assert p.returncode == 0, f"{cmd} failed ({p.returncode}):\n{out}\n{err}"
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
 def run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command in `cwd`; on an unexpected failure the assertion shows its output."""
-    p = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
-    if check:
-        cmd = " ".join(args)
-        assert p.returncode == 0, f"{cmd} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
-    return p
+    return finish(start(cwd, *args), check)
 
 
 def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run(cwd, sys.executable, "-m", "dvc", *args, check=check)
+
+
+def dvc_start(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return start(cwd, sys.executable, "-m", "dvc", *args)
 
 
 def ran_stages(p: subprocess.CompletedProcess[str]) -> list[str]:
@@ -51,29 +100,79 @@ def set_params(root: Path, **changes: object) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def project_files() -> list[str]:
+    """The project's files as a clone of it holds them: tracked, or new and not ignored (so a
+    change not yet committed is tested), never the user's data, weights or outputs."""
+    p = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "--", *PROJECT_FILES],
+                       cwd=REPO, capture_output=True, text=True)
+    if p.returncode == 0:
+        return [f for f in p.stdout.splitlines() if (REPO / f).is_file()]
+    # Not a git checkout (an unpacked archive): the same files, by the ignore files' rules.
+    found = [f.relative_to(REPO) for name in PROJECT_FILES
+             for f in ([REPO / name] if (REPO / name).is_file() else (REPO / name).rglob("*"))]
+    return sorted(str(f) for f in found if (REPO / f).is_file() and "__pycache__" not in f.parts
+                  and f.parts[:2] != ("data", "raw") and f.suffix != ".h5")
+
+
 def make_project(root: Path, per_class: int = 12, n_test: int = 6, data: bool = True,
                  **params: object) -> Path:
     """A fresh git + DVC repo holding the project, tiny params and (optionally) generated data."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns(
-                "__pycache__", "*.jpg", "*.h5", "*.zip"))
-        elif src.exists():
-            shutil.copy2(src, root / name)
+    for rel in project_files():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, root / rel)
     run(root, "git", "init", "-q", "-b", "main")
     dvc(root, "init", "-q")
-    dvc(root, "config", "core.analytics", "false")
     if data:
         imagegen.kaggle_train(root / "data/raw/train", per_class)
         imagegen.test_set(root / "data/raw/test", n_test)
-    set_params(root, **{**TINY, **params})
+    # The contract's defaults, not the user's params.yaml (which `dvc exp run -S` edits).
+    (root / "params.yaml").write_text(
+        yaml.safe_dump({**DEFAULTS, **TINY, **params}, sort_keys=False))
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "project")
     return root
 
 
+def copy_project(src: Path, dest: Path) -> Path:
+    """A second working copy of a test project: its git history, DVC cache, outputs and data.
+    Cheaper than a `dvc repro` by far; DVC rehashes the copied files once (they are tiny)."""
+    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
+    return dest
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "project")
+
+
+def shared(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `name`, built once per test session even when pytest-xdist's workers each
+    ask for it: the first builds it under a file lock, the others wait and then reuse it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    base = factory.getbasetemp().parent if worker else factory.getbasetemp()
+    target, done = base / name, base / f"{name}.done"
+    with FileLock(base / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(target, ignore_errors=True)  # a worker's failed try
+            build(target)
+            done.touch()
+    return target
+
+
+def _run_baseline(root: Path) -> None:
+    make_project(root)
+    p = dvc(root, "repro")
+    assert sorted(ran_stages(p)) == sorted(ALL)
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "repro")
+
+
+@pytest.fixture(scope="session")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole pipeline run once, committed: 12 cats, 12 dogs, 6 test images, tiny params.
+
+    Read it, never change it or run dvc in it (another worker may be reading it): copy it with
+    `copy_project` instead.
+    """
+    return shared(tmp_path_factory, "baseline", _run_baseline)

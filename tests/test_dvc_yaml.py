@@ -38,7 +38,7 @@ def stage_imports(module: str) -> set[str]:
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_every_module_a_stage_runs_is_a_dep(stage: str) -> None:
     spec = STAGES[stage]
-    module = spec["cmd"].split("python -m stages.", 1)[1].split()[0]
+    module = spec["cmd"].split("python3 -m stages.", 1)[1].split()[0]
     missing = stage_imports(module) - set(spec["deps"])
     assert not missing, f"dvc.yaml stage {stage!r}: add {sorted(missing)} to its deps"
 

@@ -1,7 +1,10 @@
 """The whole pipeline through real `dvc` commands, in a temporary git repo with generated JPEGs.
 
-The tests share one repo and run in file order: repro, repro again, an experiment, then params
-changes, each asserting which stages really ran.
+The contract's checks read the session's one full run (`baseline`); the tests that change
+params work on one copy of it, in file order: repro again, then params changes, each asserting
+which stages really ran. (Experiments, which rerun only the head, are run and compared in
+test_tracking.py; a change of `width`, which reruns every stage, is tested over linked outputs
+in test_cache_links.py.)
 """
 
 from __future__ import annotations
@@ -13,25 +16,20 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import dvc, make_project, ran_stages, run, set_params
+from conftest import ALL, copy_project, dvc, make_project, ran_stages, set_params
 
-ALL = ["resize", "extract_inception", "extract_xception", "concat", "train_head", "predict"]
-N_PER_CLASS, N_TEST = 12, 6
+N_PER_CLASS, N_TEST = 12, 6  # the baseline's data
 
 pytestmark = pytest.mark.pipeline
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_project(tmp_path_factory.mktemp("pipeline") / "p", N_PER_CLASS, N_TEST)
-    p = dvc(root, "repro")
-    assert sorted(ran_stages(p)) == sorted(ALL)
-    run(root, "git", "add", "-A")
-    run(root, "git", "commit", "-qm", "repro")
-    return root
+def repo(baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_project(baseline, tmp_path_factory.mktemp("pipeline") / "p")
 
 
-def test_outputs_match_the_contract(repo: Path) -> None:
+def test_outputs_match_the_contract(baseline: Path) -> None:
+    repo = baseline
     with h5py.File(repo / "data/resized/train.h5") as f:
         images, labels, names = f["images"], f["labels"][:], f["names"][:].astype(str)
         assert images.dtype == np.uint8 and images.shape == (2 * N_PER_CLASS, 75, 75, 3)
@@ -69,10 +67,10 @@ def test_outputs_match_the_contract(repo: Path) -> None:
     assert (repo / "reports/history.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_model_opens_in_safe_mode(repo: Path) -> None:
+def test_model_opens_in_safe_mode(baseline: Path) -> None:
     import keras
 
-    model = keras.models.load_model(repo / "models/model_2.h5", safe_mode=True, compile=False)
+    model = keras.models.load_model(baseline / "models/model_2.h5", safe_mode=True, compile=False)
     assert model.input_shape == (None, 4096) and model.output_shape == (None, 1)
 
 
@@ -80,19 +78,6 @@ def test_second_repro_runs_nothing(repo: Path) -> None:
     p = dvc(repo, "repro")
     assert ran_stages(p) == []
     assert "up to date" in p.stdout
-
-
-def test_experiment_reruns_only_the_head(repo: Path) -> None:
-    p = dvc(repo, "exp", "run", "-S", "dropout=0.3")
-    assert ran_stages(p) == ["train_head", "predict"]
-    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
-    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
-    assert exps, shown
-    data = exps[0]["revs"][0]["data"]
-    assert data["params"]["params.yaml"]["data"]["dropout"] == 0.3
-    assert "val_loss" in data["metrics"]["metrics.json"]["data"]
-    table = dvc(repo, "exp", "show", "--no-pager", "--md").stdout
-    assert "val_loss" in table
 
 
 def test_extract_batch_size_reruns_nothing(repo: Path) -> None:
@@ -104,14 +89,6 @@ def test_precision_reruns_extractors_and_what_follows(repo: Path) -> None:
     set_params(repo, precision="mixed_bfloat16")
     ran = ran_stages(dvc(repo, "repro"))
     assert sorted(ran) == sorted(ALL[1:])
-
-
-def test_width_reruns_every_stage(repo: Path) -> None:
-    set_params(repo, width=80, precision="float32")
-    ran = ran_stages(dvc(repo, "repro"))
-    assert sorted(ran) == sorted(ALL)
-    with h5py.File(repo / "data/resized/test.h5") as f:
-        assert f["images"].shape[1:] == (80, 80, 3)
 
 
 def test_missing_data_stops_at_resize_with_help(tmp_path: Path) -> None:

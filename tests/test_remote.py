@@ -3,7 +3,7 @@
 Every "machine" is its own `git clone` with its own DVC cache and its own credentials in
 `.dvc/config.local` (never committed). Machines that run `resize` get a copy of the raw images,
 as a teammate with the Kaggle download would: the images are in neither git nor DVC.
-One full `dvc repro` is done once for the module (clone A) and the other scenarios clone from it.
+Machine A, which pushes, is a copy of the session's pipeline run; the other machines clone it.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from conftest import REPO, dvc, make_project, ran_stages, run
+from conftest import REPO, copy_project, dvc, dvc_start, finish, make_project, ran_stages, run
 from moto.server import ThreadedMotoServer
 
-ALL = ["resize", "extract_inception", "extract_xception", "concat", "train_head", "predict"]
 BUCKET = "dvc-remote"
 KEY = "testing"  # moto accepts any credentials; DVC still needs some to sign requests
 
@@ -118,23 +117,25 @@ def s3() -> Iterator[S3Server]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def origin(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The team's git repo: the project with the S3 remote committed (not the credentials)."""
-    root = make_project(tmp_path_factory.mktemp("remote") / "origin")
-    add_remote(root, "storage", f"s3://{BUCKET}/shared", s3.url, default=True)
+def with_remote(root: Path, s3: S3Server, prefix: str) -> Path:
+    """The team's git repo: the S3 remote committed (not the credentials)."""
+    add_remote(root, "storage", f"s3://{BUCKET}/{prefix}", s3.url, default=True)
     run(root, "git", "add", ".dvc/config")
     run(root, "git", "commit", "-qm", "S3 remote")
     return root
 
 
 @pytest.fixture(scope="module")
-def pushed(origin: Path) -> Path:
-    """Clone A: the full pipeline run once, dvc.lock committed, outputs pushed."""
-    a = machine(origin, origin.parent / "A")
-    assert sorted(ran_stages(dvc(a, "repro"))) == sorted(ALL)
-    run(a, "git", "add", "-A")
-    run(a, "git", "commit", "-qm", "repro")
+def origin(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project before any run, with the team's remote: where every machine starts."""
+    return with_remote(make_project(tmp_path_factory.mktemp("remote") / "origin"), s3, "origin")
+
+
+@pytest.fixture(scope="module")
+def pushed(baseline: Path, s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Machine A: the full pipeline run, dvc.lock committed, outputs pushed."""
+    a = with_remote(copy_project(baseline, tmp_path_factory.mktemp("remote") / "A"), s3,
+                    "shared")
     dvc(a, "push")
     return a
 
@@ -189,10 +190,11 @@ def test_extraction_spread_over_two_machines_via_run_cache(origin: Path, s3: S3S
     for m in (a, b, c):
         add_remote(m, "parallel", url, s3.url, local=True, default=True)
 
-    assert ran_stages(dvc(a, "repro", "extract_inception")) == ["resize", "extract_inception"]
-    dvc(a, "push", "--run-cache")
-    assert ran_stages(dvc(b, "repro", "extract_xception")) == ["resize", "extract_xception"]
-    dvc(b, "push", "--run-cache")
+    work = {a: "extract_inception", b: "extract_xception"}
+    jobs = {m: dvc_start(m, "repro", stage) for m, stage in work.items()}  # at the same time
+    for m, stage in work.items():
+        assert ran_stages(finish(jobs[m])) == ["resize", stage]
+        dvc(m, "push", "--run-cache")
     assert any(k.startswith("parallel/runs/") for k in s3.keys(BUCKET, "parallel/"))
 
     p = dvc(c, "repro", "--pull")

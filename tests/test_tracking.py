@@ -1,8 +1,8 @@
 """Comparing runs: dvclive's per-epoch log through `dvc plots`, `metrics.json` through
 `dvc exp show` and `dvc metrics diff`, and the PNG of the same two curves.
 
-One repro and two named experiments for the whole module (dropout and learning rate changed),
-so every command has two different runs to compare.
+A copy of the session's pipeline run and two named experiments on it (dropout and learning rate
+changed), so every command has two different runs to compare.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import dvc, make_project, ran_stages, run
+from conftest import copy_project, dvc, ran_stages, run
 from PIL import Image
 
 EXPS = {"low-dropout": "dropout=0.3", "fast-lr": "learning_rate=0.01"}
@@ -25,11 +25,9 @@ pytestmark = pytest.mark.pipeline
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_project(tmp_path_factory.mktemp("tracking") / "p")
-    assert len(ran_stages(dvc(root, "repro"))) == 6
-    run(root, "git", "add", "-A")
-    run(root, "git", "commit", "-qm", "baseline")
+def repo(baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two experiments on the session's run; each reruns the head and nothing else."""
+    root = copy_project(baseline, tmp_path_factory.mktemp("tracking") / "p")
     for name, change in EXPS.items():
         assert ran_stages(dvc(root, "exp", "run", "-n", name, "-S", change)) == [
             "train_head", "predict"]
@@ -101,6 +99,8 @@ def test_exp_show_has_metrics_and_params_per_experiment(repo: Path) -> None:
     assert (params["low-dropout"]["dropout"], params["low-dropout"]["learning_rate"]) == (
         0.3, 0.001)
     assert (params["fast-lr"]["dropout"], params["fast-lr"]["learning_rate"]) == (0.5, 0.01)
+    table = dvc(repo, "exp", "show", "--no-pager", "--md").stdout
+    assert "val_loss" in table and "low-dropout" in table
 
 
 def test_metrics_diff_names_what_changed_between_experiments(repo: Path) -> None:

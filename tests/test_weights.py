@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import dvc, make_project, ran_stages, run
+from conftest import copy_project, dvc, ran_stages, run, set_params
 
 from stages.backbones import BACKBONES, WeightsError, resolve_weights
 
@@ -52,11 +52,12 @@ def test_untracked_or_missing_folder_is_refused(tmp_path: Path,
 
 
 @pytest.mark.pipeline
-def test_replacing_a_weight_file_reruns_extraction(tmp_path: Path) -> None:
-    root = make_project(tmp_path / "p", per_class=4, n_test=2, weights="keras_weights")
-    for name, b in BACKBONES.items():
-        save_notop(name, root / "keras_weights" / b.weights_file, seed=1)
-    assert ran_stages(dvc(root, "repro", "extract_xception")) == ["resize", "extract_xception"]
+def test_replacing_a_weight_file_reruns_extraction(baseline: Path, tmp_path: Path) -> None:
+    root = copy_project(baseline, tmp_path / "p")
+    set_params(root, weights="keras_weights")
+    # Only xception's file: the inception extractor is never run with these weights.
+    save_notop("xception", root / "keras_weights" / BACKBONES["xception"].weights_file, seed=1)
+    assert ran_stages(dvc(root, "repro", "extract_xception")) == ["extract_xception"]
     with h5py.File(root / "data/features/xception.h5") as f:
         before = f["train"][:]
     run(root, "git", "add", "-A")
@@ -68,7 +69,7 @@ def test_replacing_a_weight_file_reruns_extraction(tmp_path: Path) -> None:
         assert not np.allclose(before, f["train"][:]), "new weights, new features"
 
     # A missing file stops the extractor with a message naming it, never random weights.
-    (root / "keras_weights" / BACKBONES["inception_v3"].weights_file).unlink()
+    assert not (root / "keras_weights" / BACKBONES["inception_v3"].weights_file).exists()
     p = dvc(root, "repro", "extract_inception", check=False)
     assert p.returncode != 0
     missing = f"{BACKBONES['inception_v3'].weights_file}: missing"
