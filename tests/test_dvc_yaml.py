@@ -4,6 +4,7 @@ them must rerun the stage, or DVC would keep an output that the new code would n
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,19 @@ def test_every_module_a_stage_runs_is_a_dep(stage: str) -> None:
 def test_the_import_walk_sees_the_resize_kernels() -> None:
     # The walk itself must find indirect imports: resize → images → area.
     assert "stages/area.py" in stage_imports("resize")
+
+
+def test_every_cached_output_is_ignored_by_git_and_every_report_is_not() -> None:
+    """The ignore rules DVC would write, committed: DVC 3.67 drops those of the stages that ran
+    when a later stage of the same `dvc repro` fails (treeverse/dvc#11091), and the next repro
+    skips them, leaving a 7 GB train.h5 for `git add -A` to take. Uncached metrics and plots
+    are the ones git must keep."""
+    cached, uncached = [], []
+    for spec in STAGES.values():
+        for kind in ("outs", "metrics", "plots"):
+            for out in spec.get(kind, []):
+                path, opts = (out, {}) if isinstance(out, str) else next(iter(out.items()))
+                (cached if opts.get("cache", True) else uncached).append(path)
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *cached, *uncached],
+                             cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert sorted(ignored) == sorted(cached)
