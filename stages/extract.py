@@ -161,9 +161,17 @@ def write_features(model: Any, backbone: Backbone, strategy: Any, train_h5: str,
             for batch in features(model, backbone.preprocess, src["images"], batch_size,
                                   strategy, f"{backbone.name} {split}", jit, step):
                 rows.append(batch)
-        h5io.write_array(f, "labels", tr["labels"][:])
-        h5io.write_array(f, "ids", te["ids"][:])
+        h5io.write_row_info(f, resized_row_info(tr, te), h5io.classes_of(tr))
         f.attrs["backbone"] = backbone.name
+
+
+def resized_row_info(train: h5py.File, test: h5py.File) -> dict[str, np.ndarray]:
+    """The rows' labels, names and ids, as the feature files hold them (h5io.ROW_INFO)."""
+    tr, te = h5io.read_row_info(train), h5io.read_row_info(test)
+    info = {"labels": tr["labels"], "names": tr["names"], "ids": te["ids"]}
+    if "labels" in te:  # a labelled test set
+        info |= {"test_labels": te["labels"], "test_names": te["names"]}
+    return info
 
 
 def extract(backbone: Backbone, train_h5: str, test_h5: str, out: str, weights: str,

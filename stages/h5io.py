@@ -19,6 +19,39 @@ import h5py
 import numpy as np
 
 STR = h5py.string_dtype()
+# What describes the rows, travelling with them from the resized files to the fused features:
+# training `labels` and `names`, test `ids`, and for a labelled test set `test_labels` and
+# `test_names`. The class names, in label order, travel as the `classes` attribute.
+ROW_INFO = ("labels", "names", "ids", "test_labels", "test_names")
+
+
+def label_dtype(n_classes: int) -> np.dtype:
+    """The smallest unsigned integer that holds every label: uint8 up to 256 classes (so a
+    two-class file keeps its bytes), wider beyond."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if n_classes <= np.iinfo(dtype).max + 1:
+            return np.dtype(dtype)
+    raise ValueError(f"{n_classes} classes")
+
+
+def read_row_info(f: h5py.File) -> dict[str, np.ndarray]:
+    """The ROW_INFO datasets a file holds (names as str)."""
+    return {k: f[k].asstr()[:] if h5py.check_string_dtype(f[k].dtype) else f[k][:]
+            for k in ROW_INFO if k in f}
+
+
+def classes_of(f: h5py.File) -> list[str]:
+    if "classes" not in f.attrs:
+        raise ValueError(f"{f.filename}: records no class names; it was written by an older "
+                         "version of the pipeline. Rerun `dvc repro`.")
+    return [str(c) for c in f.attrs["classes"]]
+
+
+def write_row_info(f: h5py.File, info: dict[str, np.ndarray], classes: list[str]) -> None:
+    for key in ROW_INFO:
+        if key in info:
+            write_array(f, key, info[key])
+    f.attrs["classes"] = classes
 
 
 @contextlib.contextmanager
@@ -54,7 +87,8 @@ def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
 
 
 def write_array(f: h5py.File, name: str, data: np.ndarray) -> None:
-    f.create_dataset(name, data=data, track_times=False)
+    f.create_dataset(name, data=data, track_times=False,
+                     dtype=STR if data.dtype == object else None)  # object: str, from .asstr()
 
 
 class Appender:

@@ -168,11 +168,7 @@ def parse_test_id(name: str) -> int | None:
 def list_train(source: Source) -> Listing:
     """Kaggle names (`cat.N.jpg`, `dog.N.jpg`) or one subfolder per class, sorted by label then
     number; classes of a folder layout are the sorted folder names (label = index)."""
-    all_names = source.names()
-    ignored = [n for n in all_names if is_ignored(n)]
-    images = [n for n in all_names if not is_ignored(n)]
-    if not images:
-        raise DataError(f"{source.path}: holds no images ({len(ignored)} other files). {DATA_HELP}")
+    ignored, images = _images(source)
     prefix, rel = strip_common_top(images)
     depths = {r.count("/") for r in rel}
     if depths == {0}:
@@ -189,36 +185,46 @@ def list_train(source: Source) -> Listing:
         labels = [p[0] for p, _ in order]  # type: ignore[index]
     elif 0 not in depths:
         classes = sorted({r.split("/", 1)[0] for r in rel})
-        keyed = sorted(
-            ((classes.index(r.split("/", 1)[0]), _natural_key(r), prefix + r) for r in rel),
-        )
-        files = [n for _, _, n in keyed]
-        labels = [c for c, _, _ in keyed]
+        files, labels = _by_class(rel, prefix, classes)
     else:
-        loose = sorted(prefix + r for r in rel if "/" not in r)
-        raise DataError(
-            f"{source.path}: mixes images at the top level with class subfolders; loose images: "
-            f"{_some(loose)}. Use either Kaggle names in one folder or one subfolder per class."
-        )
+        raise _mixed_layout(source, prefix, rel)
     if len(set(labels)) < 2:
         raise DataError(f"{source.path}: only one class ({classes[labels[0]]}); need at least two")
     return Listing(files=files, labels=labels, classes=classes, ignored=sorted(ignored),
                    prefix=prefix)
 
 
-def list_test(source: Source) -> Listing:
-    """Test images named `<id>.<ext>`, sorted by id; duplicates and other names are errors."""
-    all_names = source.names()
-    ignored = [n for n in all_names if is_ignored(n)]
-    images = [n for n in all_names if not is_ignored(n)]
-    if not images:
-        raise DataError(f"{source.path}: holds no images ({len(ignored)} other files). {DATA_HELP}")
+def list_test(source: Source, classes: Sequence[str] = KAGGLE_CLASSES) -> Listing:
+    """Unlabelled test images named `<id>.<ext>` (Kaggle), sorted by id; or a labelled test set,
+    one subfolder per class, each one of the training `classes` (labels are their indices),
+    sorted like the training images. Duplicate ids, other names and unknown classes are errors."""
+    ignored, images = _images(source)
+    # Drop top folders every file shares (`test/` in Kaggle's zip), but not a class folder: a
+    # labelled test set may hold a single class.
+    prefix, rel = "", images
+    while all("/" in r for r in rel) and len({r.split("/", 1)[0] for r in rel}) == 1 \
+            and rel[0].split("/", 1)[0] not in classes:
+        prefix += rel[0].split("/", 1)[0] + "/"
+        rel = [r.split("/", 1)[1] for r in rel]
+    if all("/" in r for r in rel):
+        unknown = sorted({r.split("/", 1)[0] for r in rel} - set(classes))
+        if unknown:
+            raise DataError(
+                f"{source.path}: test folder(s) {_some(unknown)} are not training classes "
+                f"({', '.join(classes)}); a labelled test set holds one subfolder per training "
+                "class. Rename or remove them.")
+        files, labels = _by_class(rel, prefix, list(classes))
+        return Listing(files=files, labels=labels, ids=list(range(len(files))),
+                       classes=list(classes), ignored=sorted(ignored), prefix=prefix)
+    if any("/" in r and r.split("/", 1)[0] in classes for r in rel):
+        raise _mixed_layout(source, prefix, rel)  # class folders beside loose images
     pairs = [(parse_test_id(n), n) for n in images]
     bad = sorted(n for i, n in pairs if i is None)
     if bad:
         raise DataError(
             f"{source.path}: {len(bad)} test image name(s) are not `<id>.jpg`: {_some(bad)}. "
-            "The submission needs a numeric id per image."
+            "The submission needs a numeric id per image; a labelled test set holds one "
+            "subfolder per training class."
         )
     pairs.sort(key=lambda t: (t[0], t[1]))
     seen: dict[int, list[str]] = {}
@@ -229,6 +235,31 @@ def list_test(source: Source) -> Listing:
         raise DataError(f"{source.path}: duplicate test ids: {_some(dups)}. Keep one file per id.")
     return Listing(files=[n for _, n in pairs], ids=[i for i, _ in pairs],  # type: ignore[misc]
                    ignored=sorted(ignored))
+
+
+def _images(source: Source) -> tuple[list[str], list[str]]:
+    """(ignored files, image files) of a source; no images at all is an error."""
+    all_names = source.names()
+    ignored = [n for n in all_names if is_ignored(n)]
+    images = [n for n in all_names if not is_ignored(n)]
+    if not images:
+        raise DataError(f"{source.path}: holds no images ({len(ignored)} other files). {DATA_HELP}")
+    return ignored, images
+
+
+def _by_class(rel: Sequence[str], prefix: str, classes: list[str]) -> tuple[list[str], list[int]]:
+    """Files under class folders (`Cat/1.jpg`), sorted by label then natural name; labels are
+    the indices of their folders in `classes`."""
+    keyed = sorted((classes.index(r.split("/", 1)[0]), _natural_key(r), prefix + r) for r in rel)
+    return [n for _, _, n in keyed], [c for c, _, _ in keyed]
+
+
+def _mixed_layout(source: Source, prefix: str, rel: Sequence[str]) -> DataError:
+    loose = sorted(prefix + r for r in rel if "/" not in r)
+    return DataError(
+        f"{source.path}: mixes images at the top level with class subfolders; loose images: "
+        f"{_some(loose)}. Use either Kaggle names in one folder or one subfolder per class."
+    )
 
 
 def _some(items: Sequence[str], n: int = 20) -> str:

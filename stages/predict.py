@@ -1,52 +1,115 @@
-"""Stage `predict`: the checkpointed head on the test features → Kaggle `pred.csv`.
+"""Stage `predict`: the checkpointed head on the test features → `pred.csv`.
 
-Probabilities are clipped to [clip, 1 − clip]: log loss punishes a confident mistake without
-bound, and clipping at 0.005 costs almost nothing on the right answers.
+Two classes: the Kaggle submission, `id,label` with label = p(class 1) (p(dog) for cat/dog).
+K > 2: `id` and one probability column per class, named by the classes in label order (the
+Kaggle multi-class format). A labelled test set (class folders) names each row by its path and
+adds its true class; the stage then scores it: test log loss and accuracy in
+`reports/predict.json`, a confusion matrix (and curves) in `reports/test` for `dvc plots show`.
+
+Probabilities are kept away from 0 and 1 by `clip`: log loss punishes a confident mistake without
+bound, and clipping at 0.005 costs almost nothing on the right answers. Two classes: p(class 1)
+is clipped to [clip, 1 − clip], as the original did. K > 2: every row is shrunk towards the
+uniform distribution, p → clip + (1 − K·clip)·p, which keeps each probability in
+[clip, 1 − (K−1)·clip], the row's sum at 1 and the classes' order (it needs clip < 1/K).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import h5py
 import numpy as np
 
-from stages import h5io
+from stages import evaluation, h5io
 from stages.params import load_params
 
 
-def clip_probs(p: np.ndarray, clip: float) -> np.ndarray:
-    return np.clip(p, clip, 1.0 - clip)
+def clip_probs(probs: np.ndarray, clip: float) -> np.ndarray:
+    """(N, K) class probabilities, each kept within `clip` of 0 and 1 (see the module doc)."""
+    k = probs.shape[1]
+    if k == 2:
+        p1 = np.clip(probs[:, 1], clip, 1.0 - clip)
+        return np.stack([1.0 - p1, p1], axis=1)
+    if clip * k >= 1:
+        raise ValueError(f"params.yaml: 'clip' is {clip}, but with {k} classes it must be below "
+                         f"1/{k} = {1 / k:.4f} (every probability is kept at least `clip`)")
+    return clip + (1.0 - k * clip) * probs
 
 
-def write_submission(path: str, ids: np.ndarray, probs: np.ndarray) -> None:
-    """`id,label` rows, ids ascending (the resized order already is)."""
-    if len(ids) != len(probs):
-        raise ValueError(f"{len(ids)} ids but {len(probs)} predictions")
-    order = np.argsort(ids, kind="stable")
-    with h5io.atomic_path(path) as tmp, tmp.open("w") as f:
-        f.write("id,label\n")
-        f.writelines(f"{i},{p:.6f}\n" for i, p in zip(ids[order], probs[order], strict=True))
+@dataclass
+class TestSet:
+    """The test features' rows: Kaggle ids, or a labelled set's names and labels."""
+
+    __test__ = False  # not a pytest test class
+    ids: np.ndarray
+    names: np.ndarray | None = None   # labelled: paths relative to test_data
+    labels: np.ndarray | None = None  # labelled: training-class indices
+
+    @classmethod
+    def read(cls, f: h5py.File) -> TestSet:
+        info = h5io.read_row_info(f)
+        return cls(info["ids"], info.get("test_names"), info.get("test_labels"))
 
 
-def summary(probs: np.ndarray) -> dict[str, Any]:
-    return {"n_test": len(probs), "mean_prob_dog": float(np.mean(probs)),
-            "share_dog": float(np.mean(probs > 0.5))}
+def write_submission(path: str, test: TestSet, probs: np.ndarray,
+                     classes: list[str]) -> None:
+    """Two classes: `id,label` (p(class 1)); K > 2: `id,<class>,…`; a labelled set adds
+    `true_class`. Kaggle ids ascending (the resized order already is); a labelled set in the
+    resized order (by class, then name)."""
+    if len(test.ids) != len(probs):
+        raise ValueError(f"{len(test.ids)} ids but {len(probs)} predictions")
+    header = ["id", *(["label"] if len(classes) == 2 else classes)]
+    if test.labels is None:
+        order = np.argsort(test.ids, kind="stable")
+        ids = [str(i) for i in test.ids[order]]
+    else:
+        order = np.arange(len(test.ids))
+        ids = list(test.names)  # type: ignore[arg-type]
+        header.append("true_class")
+    columns = probs[order][:, 1:] if len(classes) == 2 else probs[order]
+    with h5io.atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        for i, (row_id, row) in enumerate(zip(ids, columns, strict=True)):
+            cells = [row_id, *(f"{p:.6f}" for p in row)]
+            if test.labels is not None:
+                cells.append(classes[int(test.labels[order[i]])])
+            w.writerow(cells)
 
 
-def predict(model_path: str, features: str, clip: float, batch_size: int = 1024
-            ) -> tuple[np.ndarray, np.ndarray]:
+def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None) -> dict[str, Any]:
+    """What `dvc metrics show` prints for the test set: per class the mean probability and the
+    share of images predicted as it; for a labelled set, its log loss and accuracy."""
+    predicted = np.argmax(probs, axis=1)
+    out: dict[str, Any] = {
+        "n_test": len(probs),
+        "classes": list(classes),
+        "mean_prob": {c: float(np.mean(probs[:, i])) for i, c in enumerate(classes)},
+        "predicted_share": {c: float(np.mean(predicted == i)) for i, c in enumerate(classes)},
+    }
+    if labels is not None:
+        out["test_loss"] = evaluation.log_loss(labels, probs)
+        out["test_accuracy"] = evaluation.accuracy(labels, probs)
+    return out
+
+
+def predict(model_path: str, features: str, batch_size: int = 1024
+            ) -> tuple[TestSet, np.ndarray, list[str]]:
+    """(the test rows, their (M, K) class probabilities, the classes), unclipped."""
     import keras
 
     model = keras.models.load_model(model_path, compile=False, safe_mode=True)
     with h5py.File(features, "r") as f:
-        ids = f["ids"][:]
+        test, classes = TestSet.read(f), h5io.classes_of(f)
         batches = h5io.iter_batches(f["test"], batch_size)
-        probs = np.concatenate([model.predict_on_batch(b).reshape(-1) for b in batches])
-    return ids, clip_probs(probs.astype(np.float64), clip)
+        probs = np.concatenate([evaluation.probabilities(model.predict_on_batch(b))
+                                for b in batches])
+    return test, probs, classes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--features", default="data/features/fused.h5")
     ap.add_argument("--out", default="pred.csv")
     ap.add_argument("--report", default="reports/predict.json")
+    ap.add_argument("--eval-dir", default="reports/test", help="test plots (dvclive)")
     args = ap.parse_args(argv)
 
     params = load_params()
@@ -63,14 +127,18 @@ def main(argv: list[str] | None = None) -> None:
         h5io.require(args.features, ("test", "ids"), "Run `dvc repro concat` first.")
         if not os.path.isfile(args.model):
             raise FileNotFoundError(f"{args.model}: not found. Run `dvc repro train_head` first.")
+        test, probs, classes = predict(args.model, args.features)
+        probs = clip_probs(probs, params["clip"])
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"predict: {e}")
-    ids, probs = predict(args.model, args.features, params["clip"])
-    write_submission(args.out, ids, probs)
-    stats = summary(probs)
+    write_submission(args.out, test, probs, classes)
+    stats = summary(probs, classes, test.labels)
     h5io.write_json(args.report, stats)
-    print(f"predict: {stats['n_test']} rows → {args.out} (mean p(dog) {stats['mean_prob_dog']:.3f},"
-          f" {stats['share_dog']:.1%} above 0.5)")
+    evaluation.write_plots(args.eval_dir, classes, test.labels, probs)
+    scored = (f"; test log loss {stats['test_loss']:.4f}, accuracy {stats['test_accuracy']:.4f}"
+              if test.labels is not None else "")
+    shares = ", ".join(f"{c} {s:.1%}" for c, s in stats["predicted_share"].items())
+    print(f"predict: {stats['n_test']} rows → {args.out} (predicted {shares}){scored}")
 
 
 if __name__ == "__main__":

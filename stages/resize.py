@@ -53,14 +53,14 @@ def resize_train(source: Source, listing: Listing, out: str, width: int, workers
     skipped: list[tuple[str, str]] = []
     with h5io.create_h5(out) as f:
         images = h5io.Appender(f, "images", (width, width, 3), np.uint8)
-        labels = h5io.Appender(f, "labels", (), np.uint8)
+        labels = h5io.Appender(f, "labels", (), h5io.label_dtype(len(listing.classes)))
         names = h5io.Appender(f, "names", (), h5io.STR)
         buf: list[tuple[np.ndarray, int, str]] = []
 
         def flush() -> None:
             if buf:
                 images.append(np.stack([b[0] for b in buf]))
-                labels.append(np.array([b[1] for b in buf], np.uint8))
+                labels.append(np.array([b[1] for b in buf]))
                 names.append([b[2] for b in buf])
                 buf.clear()
 
@@ -85,12 +85,18 @@ def resize_train(source: Source, listing: Listing, out: str, width: int, workers
 
 
 def resize_test(source: Source, listing: Listing, out: str, width: int, workers: int) -> None:
-    """Write test.h5 (`images`, `ids`); any undecodable test image is an error naming them all."""
+    """Write test.h5 (`images`, `ids`; a labelled test set adds `labels`, `names` and the
+    `classes`); any undecodable test image is an error naming them all."""
     src = source.path
     bad: list[str] = []
     with h5io.create_h5(out) as f:
         images = h5io.Appender(f, "images", (width, width, 3), np.uint8)
         h5io.write_array(f, "ids", np.asarray(listing.ids, np.int64))
+        if listing.labels:
+            h5io.write_array(f, "labels", np.asarray(
+                listing.labels, h5io.label_dtype(len(listing.classes))))
+            h5io.write_array(f, "names", np.asarray(listing.names, object))
+            f.attrs["classes"] = listing.classes
         buf: list[np.ndarray] = []
         for i, result in decoded(source, listing, width, workers, "resize test"):
             if isinstance(result, Exception):
@@ -133,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # List both sets before decoding anything: missing data or bad names fail in seconds.
         train_src, test_src = Source(params["train_data"]), Source(params["test_data"])
-        train, test = list_train(train_src), list_test(test_src)
+        train = list_train(train_src)
+        test = list_test(test_src, train.classes)
         # Test first: it is the cheaper half and its errors are fatal, so they surface early.
         resize_test(test_src, test, str(out / "test.h5"), width, args.workers)
         skipped = resize_train(train_src, train, str(out / "train.h5"), width, args.workers)
@@ -149,9 +156,10 @@ def main(argv: list[str] | None = None) -> None:
         "classes": train.classes,
     }
     h5io.write_json(args.report, counts)
+    labelled = " labelled" if test.labels else ""
     print(
         f"resize: {counts['train_images']} train images ({', '.join(train.classes)}), "
-        f"{counts['test_images']} test images at {width}×{width}; skipped {len(skipped)} "
+        f"{counts['test_images']}{labelled} test images at {width}×{width}; skipped {len(skipped)} "
         f"undecodable (see {out / 'skipped.csv'}), ignored {len(train.ignored) + len(test.ignored)}"
         " non-image files"
     )

@@ -1,8 +1,12 @@
-"""Stage `train_head`: Dropout + Dense(1, sigmoid) on the fused features, best val_loss kept.
+"""Stage `train_head`: Dropout + Dense on the fused features, best val_loss kept.
 
-The split is stratified by class and seeded (the original took the last 20% of a cats-then-dogs
-array, so its "validation" set was all dogs). Keras does the training loop, the checkpointing and,
-through dvclive, the per-epoch log that `dvc plots show` draws.
+Two classes: the original's Dense(1, sigmoid) and binary cross-entropy; K > 2: Dense(K, softmax)
+and sparse categorical cross-entropy. The split is stratified by class and seeded (the original
+took the last 20% of a cats-then-dogs array, so its "validation" set was all dogs). Keras does the
+training loop and the checkpointing; the checkpointed model is then evaluated on the validation
+rows: the per-epoch history, a confusion matrix, ROC and precision-recall curves for
+`dvc plots show`, and a picture of the most confident mistakes (where the Kaggle set's
+mislabelled photos turn up).
 
 Speed: a step is a batch of 8 through a 4,097-weight model, so per-step overhead, not arithmetic,
 sets the original's pace (~2 ms a step on 2 cores). Here the batches come from a tf.data pipeline
@@ -21,13 +25,14 @@ import argparse
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from stages import h5io
+from stages import evaluation, h5io, previews
 from stages.params import load_params
 
 # A Keras step here is a chunk of ~CHUNK_ROWS training rows whose train_step takes one optimizer
@@ -57,18 +62,25 @@ def stratified_split(labels: np.ndarray, val_split: float, seed: int
     return train_idx, val_idx
 
 
-def build_head(dim: int, dropout: float, learning_rate: float) -> Any:
-    """The head as saved and as the original built it: Dropout + Dense(1, sigmoid), compiled."""
+def loss_for(n_classes: int) -> str:
+    return "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
+
+
+def build_head(dim: int, dropout: float, learning_rate: float, n_classes: int = 2) -> Any:
+    """The head as saved: for two classes the original's Dropout + Dense(1, sigmoid) with binary
+    cross-entropy; for K > 2, Dropout + Dense(K, softmax) with sparse categorical cross-entropy
+    (labels 0 … K−1). Compiled, with adam."""
     import keras
 
     # Fixed names (Keras would number a second model's layers "dense_1", ...), so that the
     # same seed gives the same file bytes even when one process trains twice.
     inputs = keras.Input((dim,), name="features")
     x = keras.layers.Dropout(dropout, name="dropout")(inputs)
-    outputs = keras.layers.Dense(1, activation="sigmoid", name="dense")(x)
+    units, activation = (1, "sigmoid") if n_classes == 2 else (n_classes, "softmax")
+    outputs = keras.layers.Dense(units, activation=activation, name="dense")(x)
     model = keras.Model(inputs, outputs, name="head")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate, name="adam"),
-                  loss="binary_crossentropy", metrics=["accuracy"])
+                  loss=loss_for(n_classes), metrics=["accuracy"])
     return model
 
 
@@ -101,7 +113,7 @@ def trainer_for(model: Any, batch_size: int, dropout_in_pipeline: bool) -> Any:
         trainer = ChunkTrainer(inputs, model.get_layer("dense")(inputs), name="head_train")
     else:
         trainer = ChunkTrainer(model.inputs, model.outputs, name="head_train")
-    trainer.compile(optimizer=model.optimizer, loss="binary_crossentropy", metrics=["accuracy"],
+    trainer.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"],
                     steps_per_execution=STEPS_PER_EXECUTION)
     trainer.optimizer.build(trainer.trainable_variables)  # not creatable inside the loop
     return trainer
@@ -160,6 +172,16 @@ def best_epoch(history: dict[str, list[float]]) -> int:
     return int(np.argmin(history["val_loss"]))
 
 
+def write_history(history: dict[str, list[float]], path: str) -> None:
+    """Per-epoch loss and accuracy, train and validation, epochs counted from 1 (as
+    `best_epoch` in metrics.json and the PNG count them): what `dvc plots show` draws."""
+    keys = ("loss", "val_loss", "accuracy", "val_accuracy")
+    with h5io.atomic_path(path) as tmp, tmp.open("w") as f:
+        f.write(",".join(("epoch", *keys)) + "\n")
+        for i in range(len(history["loss"])):
+            f.write(",".join([str(i + 1), *(repr(float(history[k][i])) for k in keys)]) + "\n")
+
+
 def plot_history(history: dict[str, list[float]], path: str) -> None:
     """The original's two figures in one PNG (accuracy, loss; train vs validation), for people
     who will not open `dvc plots show`'s HTML."""
@@ -182,39 +204,45 @@ def plot_history(history: dict[str, list[float]], path: str) -> None:
     plt.close(fig)
 
 
+@dataclass
+class Trained:
+    """What `train` returns: the checkpointed epoch's metrics, the per-epoch history, and the
+    checkpointed model's class probabilities on the validation rows."""
+
+    metrics: dict[str, Any]
+    history: dict[str, list[float]]
+    val_idx: np.ndarray
+    val_probs: np.ndarray
+
+
 def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
-          live_dir: str | None = "dvclive") -> tuple[dict[str, Any], dict[str, list[float]]]:
+          n_classes: int = 2) -> Trained:
     """Train the head, checkpoint the best val_loss epoch to `model_path`; return the metrics
-    of that epoch and the per-epoch history."""
+    of that epoch, the per-epoch history and that model's validation probabilities."""
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(params["seed"])
     tf.config.experimental.enable_op_determinism()
     train_idx, val_idx = stratified_split(y, params["val_split"], params["seed"])
-    model = build_head(x.shape[1], params["dropout"], params["learning_rate"])
+    model = build_head(x.shape[1], params["dropout"], params["learning_rate"], n_classes)
     trainer = trainer_for(model, params["batch_size"], DROPOUT_IN_PIPELINE)
-    callbacks: list[Any] = []
-    live = None
-    if live_dir is not None:
-        from dvclive import Live
-        from dvclive.keras import DVCLiveCallback
-
-        live = Live(dir=live_dir, save_dvc_exp=False, dvcyaml=None)
-        callbacks.append(DVCLiveCallback(live=live))
     # One tensor of the features, gathered from by both datasets: no per-split copies.
-    xt, yt = tf.convert_to_tensor(x), tf.convert_to_tensor(y.astype(np.float32))
+    xt = tf.convert_to_tensor(x)
+    yt = tf.convert_to_tensor(y.astype(np.float32 if n_classes == 2 else np.int32))
     train_ds = train_dataset(xt, yt, train_idx, params["batch_size"], params["seed"],
                              params["dropout"] if DROPOUT_IN_PIPELINE else 0.0)
     with h5io.atomic_path(model_path) as tmp:
-        callbacks.append(checkpoint(model, str(tmp)))
         hist = trainer.fit(
             train_ds, validation_data=val_dataset(xt, yt, val_idx), epochs=params["epochs"],
-            callbacks=callbacks, verbose=2,
+            callbacks=[checkpoint(model, str(tmp))], verbose=2,
             shuffle=False,  # the dataset shuffles itself, every epoch
         ).history
+        best_model = keras.models.load_model(tmp, compile=False, safe_mode=True)
+        val_probs = evaluation.probabilities(
+            best_model.predict(x[val_idx], batch_size=VAL_BATCH_SIZE, verbose=0))
     best = best_epoch(hist)
-    return {
+    metrics = {
         "val_loss": float(hist["val_loss"][best]),
         "val_accuracy": float(hist["val_accuracy"][best]),
         "loss": float(hist["loss"][best]),
@@ -223,7 +251,8 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
         "epochs": len(hist["val_loss"]),
         "n_train": len(train_idx),
         "n_val": len(val_idx),
-    }, hist
+    }
+    return Trained(metrics, hist, val_idx, val_probs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -231,24 +260,38 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--features", default="data/features/fused.h5")
     ap.add_argument("--model", default="models/model_2.h5")
     ap.add_argument("--metrics", default="metrics.json")
-    ap.add_argument("--live-dir", default="dvclive")
+    ap.add_argument("--history", default="reports/history.csv")
     ap.add_argument("--figure", default="reports/history.png")
+    ap.add_argument("--eval-dir", default="reports/val", help="validation plots (dvclive)")
+    ap.add_argument("--mistakes", default="reports/val_mistakes.png")
     args = ap.parse_args(argv)
 
     params = load_params()
     try:
-        h5io.require(args.features, ("train", "labels"), "Run `dvc repro concat` first.")
+        h5io.require(args.features, ("train", "labels", "names", "previews"),
+                     "Run `dvc repro concat` first.")
+        with h5py.File(args.features, "r") as f:
+            x, y = f["train"][:], f["labels"][:]  # N × 4096 float32: 400 MB at full scale
+            names, classes = f["names"].asstr()[:], h5io.classes_of(f)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"train_head: {e}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with h5py.File(args.features, "r") as f:
-        x, y = f["train"][:], f["labels"][:]  # N × 4096 float32: 400 MB at full scale
-    metrics, history = train(x, y, params, args.model, args.live_dir)
+    result = train(x, y, params, args.model, len(classes))
+    metrics, val_idx, val_probs = result.metrics, result.val_idx, result.val_probs
     h5io.write_json(args.metrics, metrics)
-    plot_history(history, args.figure)
-    print(f"train_head: best epoch {metrics['best_epoch']}/{metrics['epochs']}: val_loss "
-          f"{metrics['val_loss']:.4f}, val_accuracy {metrics['val_accuracy']:.4f} "
-          f"({metrics['n_train']} train, {metrics['n_val']} val) → {Path(args.model)}")
+    write_history(result.history, args.history)
+    plot_history(result.history, args.figure)
+    val_labels = y[val_idx]
+    evaluation.write_plots(args.eval_dir, classes, val_labels, val_probs)
+    wrong = evaluation.worst_mistakes(val_labels, val_probs)
+    with h5py.File(args.features, "r") as f:
+        pictures = previews.read(f, val_idx[wrong])
+    evaluation.mistakes_figure(args.mistakes, pictures, names[val_idx[wrong]], classes,
+                               val_labels[wrong], val_probs[wrong])
+    print(f"train_head: {len(classes)} classes, best epoch {metrics['best_epoch']}/"
+          f"{metrics['epochs']}: val_loss {metrics['val_loss']:.4f}, val_accuracy "
+          f"{metrics['val_accuracy']:.4f} ({metrics['n_train']} train, {metrics['n_val']} val) "
+          f"→ {Path(args.model)}")
 
 
 if __name__ == "__main__":

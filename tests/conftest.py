@@ -35,7 +35,7 @@ from stages.params import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("stages", "dvc.yaml", "keras_weights", "data", ".gitignore", ".dvcignore",
-                 "requirements.txt")
+                 "requirements.txt", "models/.gitignore", "reports/.gitignore")
 ALL = ["resize", "extract_inception", "extract_xception", "concat", "train_head", "predict"]
 # Small enough for CI on 2 cores: 75 px is the smallest both networks accept.
 TINY = {"width": 75, "weights": "none", "epochs": 2, "extract_batch_size": 16}
@@ -101,17 +101,23 @@ def set_params(root: Path, **changes: object) -> None:
 
 
 def project_files() -> list[str]:
-    """The project's files as a clone of it holds them: tracked, or new and not ignored (so a
-    change not yet committed is tested), never the user's data, weights or outputs."""
-    p = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "--", *PROJECT_FILES],
-                       cwd=REPO, capture_output=True, text=True)
-    if p.returncode == 0:
-        return [f for f in p.stdout.splitlines() if (REPO / f).is_file()]
+    """The project's files as a clone of it holds them, and new modules of `stages/` not yet
+    committed (so they are tested); never the user's data, weights or outputs, even where
+    git does not ignore them."""
+    def git_files(*args: str) -> list[str]:
+        p = subprocess.run(["git", "ls-files", *args], cwd=REPO, capture_output=True, text=True)
+        return p.stdout.splitlines() if p.returncode == 0 else []
+
+    files = git_files("--", *PROJECT_FILES) + git_files("-o", "--exclude-standard", "--",
+                                                        "stages/*.py")
+    if files:
+        return sorted(f for f in set(files) if (REPO / f).is_file())
     # Not a git checkout (an unpacked archive): the same files, by the ignore files' rules.
     found = [f.relative_to(REPO) for name in PROJECT_FILES
              for f in ([REPO / name] if (REPO / name).is_file() else (REPO / name).rglob("*"))]
     return sorted(str(f) for f in found if (REPO / f).is_file() and "__pycache__" not in f.parts
-                  and f.parts[:2] != ("data", "raw") and f.suffix != ".h5")
+                  and f.parts[:2] not in (("data", "raw"), ("data", "resized"),
+                                          ("data", "features")) and f.suffix != ".h5")
 
 
 def make_project(root: Path, per_class: int = 12, n_test: int = 6, data: bool = True,

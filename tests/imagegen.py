@@ -14,9 +14,13 @@ import numpy as np
 RED_RGB = (255, 0, 0)
 
 
+# BGR base colours by label: reddish, bluish, greenish, yellowish, then around again.
+PALETTE = ((40, 60, 200), (200, 60, 40), (60, 190, 50), (40, 200, 210))
+
+
 def image(rng: np.random.Generator, label: int, w: int = 96, h: int = 80) -> np.ndarray:
-    """A BGR image for cv2.imwrite: reddish for label 0, bluish for label 1."""
-    base = np.array([40, 60, 200] if label == 0 else [200, 60, 40], np.float32)  # BGR
+    """A BGR image for cv2.imwrite: reddish for label 0, bluish for label 1 (PALETTE)."""
+    base = np.array(PALETTE[label % len(PALETTE)], np.float32)
     img = base + rng.normal(0, 25, (h, w, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -42,10 +46,11 @@ def kaggle_train(root: Path, per_class: int, seed: int = 0, w: int = 96, h: int 
 
 
 def class_folders(root: Path, classes: tuple[str, ...], per_class: int, seed: int = 0) -> Path:
+    """`<class>/<i>.jpg`, each class in its own colour (PALETTE, in the order given)."""
     rng = np.random.default_rng(seed)
     for label, cls in enumerate(classes):
         for i in range(per_class):
-            write(root / cls / f"{i}.jpg", image(rng, label % 2))
+            write(root / cls / f"{i}.jpg", image(rng, label))
     return root
 
 

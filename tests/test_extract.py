@@ -48,6 +48,8 @@ def resized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with h5io.create_h5(root / "train.h5") as f:
         h5io.write_array(f, "images", images(N_TRAIN, 0))
         h5io.write_array(f, "labels", (np.arange(N_TRAIN) % 2).astype(np.uint8))
+        h5io.write_array(f, "names", np.array([f"{i}.jpg" for i in range(N_TRAIN)], object))
+        f.attrs["classes"] = ["cat", "dog"]
     with h5io.create_h5(root / "test.h5") as f:
         h5io.write_array(f, "images", images(N_TEST, 1))
         h5io.write_array(f, "ids", np.arange(1, N_TEST + 1, dtype=np.int64))
@@ -76,7 +78,9 @@ def test_streaming_equals_the_in_memory_reference(resized: Path, name: str) -> N
             assert got.dtype == np.float32 and got.shape == (len(x), backbone.dim)
             assert rel_err(got, ref) < 1e-4
         assert list(f["labels"][:]) == list(tr["labels"][:])
+        assert list(f["names"].asstr()[:]) == list(tr["names"].asstr()[:])
         assert list(f["ids"][:]) == list(range(1, N_TEST + 1))
+        assert list(f.attrs["classes"]) == ["cat", "dog"]
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))

@@ -57,7 +57,8 @@ def test_fast_head_checkpoints_the_same_epoch_as_a_reference_fit(tmp_path: Path)
     x, y = problem()
     params = {**DEFAULTS, "epochs": 12, "dropout": 0.0, "learning_rate": 0.03, "batch_size": 512}
     ref = reference_fit(x, y, params, tmp_path / "ref.h5")
-    metrics, hist = th.train(x, y, params, str(tmp_path / "fast.h5"), live_dir=None)
+    result = th.train(x, y, params, str(tmp_path / "fast.h5"))
+    metrics, hist = result.metrics, result.history
 
     np.testing.assert_allclose(hist["val_loss"], ref["val_loss"], rtol=1e-4)
     np.testing.assert_allclose(hist["loss"], ref["loss"], rtol=1e-4)
@@ -79,7 +80,7 @@ def test_saved_head_is_dropout_dense_and_reproducible(tmp_path: Path) -> None:
     digests = []
     for i, seed in enumerate((1, 1, 2)):
         path = tmp_path / f"m{i}.h5"
-        metrics, _ = th.train(x, y, {**params, "seed": seed}, str(path), live_dir=None)
+        metrics = th.train(x, y, {**params, "seed": seed}, str(path)).metrics
         digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
     assert digests[0] == digests[1] != digests[2]
     for key in ("val_loss", "val_accuracy", "loss", "accuracy", "best_epoch", "epochs",
@@ -143,11 +144,13 @@ def test_chunked_steps_are_fits_batch_steps(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_every_epoch_reaches_the_callbacks(tmp_path: Path) -> None:
-    # Many steps per execution must not hide epochs from dvclive or the checkpoint.
+    # Many steps per execution must not hide epochs from the history or the checkpoint.
     x, y = problem(n=200, dim=16, flip=0)
     params = {**DEFAULTS, "epochs": 4}
-    _, hist = th.train(x, y, params, str(tmp_path / "m.h5"), live_dir=str(tmp_path / "live"))
+    hist = th.train(x, y, params, str(tmp_path / "m.h5")).history
     assert len(hist["val_loss"]) == 4
-    for split in ("train", "eval"):
-        rows = (tmp_path / "live/plots/metrics" / split / "loss.tsv").read_text().splitlines()
-        assert len(rows) == 1 + 4, rows  # header + one row per epoch
+    th.write_history(hist, str(tmp_path / "history.csv"))
+    rows = (tmp_path / "history.csv").read_text().splitlines()
+    assert rows[0] == "epoch,loss,val_loss,accuracy,val_accuracy"
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]  # from 1, as best_epoch
+    assert [float(r.split(",")[2]) for r in rows[1:]] == hist["val_loss"]

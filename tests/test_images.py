@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages import area, images
+from stages import area, h5io, images
 from stages.images import (
     BadImage,
     DataError,
@@ -242,6 +242,49 @@ def test_test_names_that_do_not_parse_are_all_named(tmp_path: Path) -> None:
     write(tmp_path, dict.fromkeys(["abc.jpg", "1.jpg", "cat.2.jpg", long], b""))
     with pytest.raises(DataError, match=rf"3 test image name\(s\).*{long}, abc\.jpg, cat\.2\.jpg"):
         list_test(Source(tmp_path))
+
+
+def test_labelled_test_set_labels_by_the_training_classes(tmp_path: Path) -> None:
+    names = ["test/Dog/1.jpg", "test/Cat/10.jpg", "test/Cat/2.JPG", "test/Dog/sub/4.jpg"]
+    write(tmp_path, {**dict.fromkeys(names, b""), "test/Cat/Thumbs.db": b"x"})
+    listing = list_test(Source(tmp_path), ["Bird", "Cat", "Dog"])  # no Bird in the test set
+    assert listing.names == ["Cat/2.JPG", "Cat/10.jpg", "Dog/1.jpg", "Dog/sub/4.jpg"]
+    assert listing.labels == [1, 1, 2, 2]
+    assert listing.classes == ["Bird", "Cat", "Dog"]
+    assert listing.ids == [0, 1, 2, 3]
+    assert listing.ignored == ["test/Cat/Thumbs.db"]
+
+
+def test_a_labelled_test_set_may_hold_one_class(tmp_path: Path) -> None:
+    write(tmp_path, dict.fromkeys(["dog/1.jpg", "dog/2.jpg"], b""))
+    listing = list_test(Source(tmp_path), ["cat", "dog"])
+    assert listing.labels == [1, 1] and listing.names == ["dog/1.jpg", "dog/2.jpg"]
+
+
+def test_a_test_class_that_training_lacks_is_named(tmp_path: Path) -> None:
+    write(tmp_path, dict.fromkeys(["Cat/1.jpg", "Horse/2.jpg", "Zebra/3.jpg"], b""))
+    with pytest.raises(DataError, match=r"test folder\(s\) Horse, Zebra are not training "
+                                        r"classes \(Cat, Dog\)"):
+        list_test(Source(tmp_path), ["Cat", "Dog"])
+
+
+def test_kaggle_test_ids_inside_a_top_folder_stay_unlabelled(tmp_path: Path) -> None:
+    src = Source(zip_of(tmp_path / "test.zip", {"test/2.jpg": b"", "test/10.jpg": b""}))
+    listing = list_test(src, ["cat", "dog"])
+    assert listing.ids == [2, 10] and listing.labels == []
+
+
+def test_class_folders_beside_loose_test_images_are_an_error(tmp_path: Path) -> None:
+    write(tmp_path, dict.fromkeys(["Cat/1.jpg", "Dog/2.jpg", "3.jpg"], b""))
+    with pytest.raises(DataError, match=r"mixes images at the top level.*loose images: 3\.jpg"):
+        list_test(Source(tmp_path), ["Cat", "Dog"])
+
+
+@pytest.mark.parametrize(("n_classes", "dtype"), [
+    (2, np.uint8), (256, np.uint8), (257, np.uint16), (70_000, np.uint32)])
+def test_labels_hold_any_number_of_classes(n_classes: int, dtype: type) -> None:
+    assert h5io.label_dtype(n_classes) == dtype
+    assert np.iinfo(h5io.label_dtype(n_classes)).max >= n_classes - 1
 
 
 def test_zip_with_top_folder_and_mac_litter(tmp_path: Path) -> None:

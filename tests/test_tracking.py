@@ -1,5 +1,5 @@
-"""Comparing runs: dvclive's per-epoch log through `dvc plots`, `metrics.json` through
-`dvc exp show` and `dvc metrics diff`, and the PNG of the same two curves.
+"""Comparing runs: the per-epoch history and the validation plots through `dvc plots`,
+`metrics.json` through `dvc exp show` and `dvc metrics diff`, and the PNGs.
 
 A copy of the session's pipeline run and two named experiments on it (dropout and learning rate
 changed), so every command has two different runs to compare.
@@ -18,8 +18,8 @@ from conftest import copy_project, dvc, ran_stages, run
 from PIL import Image
 
 EXPS = {"low-dropout": "dropout=0.3", "fast-lr": "learning_rate=0.01"}
-CURVES = {"Loss": "loss", "Accuracy": "accuracy"}
-SERIES = ("train", "eval")  # dvclive's folders: training epochs, then validation_data
+CURVES = {"Loss": "loss", "Accuracy": "accuracy"}  # train as Keras names it, and val_<name>
+EVALUATION = ("confusion_matrix", "ROC", "precision-recall")  # DVC's ids: "_" for " "
 
 pytestmark = pytest.mark.pipeline
 
@@ -46,33 +46,49 @@ def html_specs(html: str) -> dict[str, dict[str, Any]]:
     return specs
 
 
-def series(spec: dict[str, Any], field: str) -> set[tuple[str, str]]:
-    """(revision, curve) pairs that have at least one point with a numeric `field`."""
-    return {(v["rev"], v["filename"]) for v in spec["data"]["values"]
-            if np.isfinite(float(v[field]))}
+def series(spec: dict[str, Any]) -> set[tuple[str, str]]:
+    """(revision, curve) pairs that have at least one point with a numeric value."""
+    return {(v["rev"], v["field"]) for v in spec["data"]["values"]
+            if np.isfinite(float(v["dvc_inferred_y_value"]))}
 
 
-def render(repo: Path, out: Path, *args: str) -> dict[str, dict[str, Any]]:
+def render(repo: Path, out: Path, *args: str) -> tuple[str, dict[str, dict[str, Any]]]:
     dvc(repo, "plots", *args, "-o", str(out))
-    return html_specs((out / "index.html").read_text())
+    html = (out / "index.html").read_text()
+    return html, html_specs(html)
 
 
-def test_plots_show_renders_train_and_eval_curves(repo: Path, tmp_path: Path) -> None:
-    specs = render(repo, tmp_path / "show", "show")
+def test_plots_show_renders_train_and_validation_curves(repo: Path, tmp_path: Path) -> None:
+    _, specs = render(repo, tmp_path / "show", "show")
     assert set(CURVES) <= set(specs), specs.keys()
     for plot, field in CURVES.items():
-        curves = {name for _, name in series(specs[plot], field)}
-        assert curves == {f"{s}/{field}.tsv" for s in SERIES}, curves
+        curves = {name for _, name in series(specs[plot])}
+        assert curves == {field, f"val_{field}"}, curves  # the legend: train, val_ (Keras)
         assert specs[plot]["encoding"]["x"]["title"] == "epoch"
-        epochs = {v["step"] for v in specs[plot]["data"]["values"]}
-        assert epochs == {"0", "1"}  # two epochs in the tiny params
+        epochs = {v["epoch"] for v in specs[plot]["data"]["values"]}
+        assert epochs == {"1", "2"}  # two epochs in the tiny params, counted as best_epoch is
+
+
+def test_plots_show_renders_the_evaluation_and_the_pictures(repo: Path, tmp_path: Path) -> None:
+    html, specs = render(repo, tmp_path / "show", "show")
+    for name in EVALUATION:
+        values = specs[f"Validation_{name}"]["data"]["values"]
+        assert values and {v["rev"] for v in values} == {"workspace"}
+        assert specs[f"Test_{name}"] == {}  # the baseline's test set is unlabelled: empty
+    cm = specs["Validation_confusion_matrix"]["data"]["values"]
+    n_val = json.loads((repo / "metrics.json").read_text())["n_val"]
+    assert len(cm) == n_val and {v["actual"] for v in cm} <= {"cat", "dog"}
+    for picture in ("history.png", "val_mistakes.png"):
+        assert re.search(rf"<img[^>]+{re.escape(picture)}", html), picture
 
 
 def test_plots_diff_overlays_two_experiments(repo: Path, tmp_path: Path) -> None:
-    specs = render(repo, tmp_path / "diff", "diff", *EXPS)
+    _, specs = render(repo, tmp_path / "diff", "diff", *EXPS)
     for plot, field in CURVES.items():
-        assert series(specs[plot], field) == {
-            (exp, f"{s}/{field}.tsv") for exp in EXPS for s in SERIES}
+        assert series(specs[plot]) == {
+            (exp, f) for exp in EXPS for f in (field, f"val_{field}")}
+    cm = specs["Validation_confusion_matrix"]["data"]["values"]
+    assert {v["rev"] for v in cm} == set(EXPS)
 
 
 def experiments(repo: Path) -> dict[str, dict[str, Any]]:
@@ -92,8 +108,8 @@ def test_exp_show_has_metrics_and_params_per_experiment(repo: Path) -> None:
     for data in exps.values():
         metrics = data["metrics"]["metrics.json"]["data"]
         assert metrics["val_loss"] > 0 and 0 <= metrics["val_accuracy"] <= 1
-        assert {"n_test", "mean_prob_dog", "share_dog"} <= set(
-            data["metrics"]["reports/predict.json"]["data"])
+        predicted = data["metrics"]["reports/predict.json"]["data"]
+        assert predicted["n_test"] == 6 and set(predicted["mean_prob"]) == {"cat", "dog"}
     params = {name: data["params"]["params.yaml"]["data"] for name, data in exps.items()}
     assert (params["baseline"]["dropout"], params["baseline"]["learning_rate"]) == (0.5, 0.001)
     assert (params["low-dropout"]["dropout"], params["low-dropout"]["learning_rate"]) == (

@@ -1,0 +1,111 @@
+"""Predictions against labels: class probabilities, log loss and accuracy, the plots that
+`dvc plots show` draws, and a picture of the most confident mistakes.
+
+Shared by `train_head` (the validation split) and `predict` (a labelled test set). The plot data
+is written by dvclive in the formats of DVC's own templates (a row per image for the confusion
+matrix, scikit-learn's curves for ROC and precision-recall); dvc.yaml declares which template
+draws which file, so every file is always written, empty where there is nothing to draw (an
+unlabelled test set).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stages import h5io
+
+N_MISTAKES = 16  # the picture's 4 × 4 grid
+
+
+def probabilities(raw: np.ndarray) -> np.ndarray:
+    """The head's output → (N, K) class probabilities, float64: one sigmoid unit p(class 1)
+    becomes (1 − p, p); a softmax is already (N, K)."""
+    raw = np.asarray(raw, np.float64)
+    if raw.ndim == 2 and raw.shape[1] == 1:
+        return np.concatenate([1.0 - raw, raw], axis=1)
+    return raw
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean −log p(true class); probabilities below 1e-15 count as 1e-15 (scikit-learn's eps),
+    so one certain mistake costs 34.5 rather than infinity."""
+    p = probs[np.arange(len(labels)), labels.astype(np.int64)]
+    return float(-np.mean(np.log(np.maximum(p, 1e-15))))
+
+
+def accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
+    return float(np.mean(np.argmax(probs, axis=1) == labels))
+
+
+def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray | None,
+                probs: np.ndarray) -> None:
+    """The confusion matrix (class names on both axes) and, from the probabilities, ROC and
+    precision-recall curves: of class 1 against class 0 for two classes, micro-averaged over
+    every class against the rest for more. `labels` None (an unlabelled test set): empty files.
+    """
+    from dvclive import Live
+
+    live = Live(dir=str(folder), dvcyaml=None, save_dvc_exp=False, report=None)
+    if labels is None:
+        empty = {"confusion_matrix": [], "roc": {"roc": []},
+                 "precision_recall": {"precision_recall": []}}
+        sklearn_dir = Path(live.plots_dir) / "sklearn"
+        sklearn_dir.mkdir(parents=True, exist_ok=True)
+        for name, data in empty.items():
+            (sklearn_dir / f"{name}.json").write_text(json.dumps(data) + "\n")
+        return
+    names = np.asarray(classes, dtype=object)
+    live.log_sklearn_plot("confusion_matrix", names[labels.astype(np.int64)],
+                          names[np.argmax(probs, axis=1)], name="confusion_matrix.json")
+    if len(classes) == 2:
+        truth, score = labels.astype(np.int64), probs[:, 1]
+    else:  # every (image, class) pair is one binary decision: micro-averaged one-vs-rest
+        truth = (labels.astype(np.int64)[:, None] == np.arange(len(classes))).ravel()
+        score = probs.ravel()
+    # Curves with a single class present (a tiny split) are undefined; scikit-learn warns.
+    live.log_sklearn_plot("roc", truth, score, name="roc.json", drop_intermediate=True)
+    live.log_sklearn_plot("precision_recall", truth, score, name="precision_recall.json",
+                          drop_intermediate=True)
+
+
+def worst_mistakes(labels: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES) -> np.ndarray:
+    """Rows of the `n` most confident mistakes: wrongly classified, lowest p(true class) first
+    (ties: the earlier row first)."""
+    wrong = np.flatnonzero(np.argmax(probs, axis=1) != labels)
+    p_true = probs[wrong, labels[wrong].astype(np.int64)]
+    return wrong[np.argsort(p_true, kind="stable")[:n]]
+
+
+def mistakes_figure(path: str | Path, pictures: np.ndarray, names: Sequence[str],
+                    classes: Sequence[str], labels: np.ndarray, probs: np.ndarray) -> None:
+    """A PNG grid of mistakes (see worst_mistakes): each picture captioned with its file name,
+    true class and predicted probabilities. `pictures`: uint8 RGB, one per row of the others."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 4
+    n_rows = max(1, math.ceil(len(pictures) / cols))
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3 * cols, 3.3 * n_rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if not len(pictures):
+        axes[0, 0].text(0, 0.5, "no mistakes: every image is classified right", fontsize=12)
+    for ax, picture, name, true, p in zip(axes.ravel(), pictures, names, labels, probs,
+                                          strict=False):
+        pred = int(np.argmax(p))
+        ax.imshow(picture)
+        name = name if len(name) <= 34 else "…" + name[-33:]
+        ax.set_title(f"{name}\ntrue {classes[int(true)]}: p {p[int(true)]:.3f}\n"
+                     f"predicted {classes[pred]}: p {p[pred]:.3f}", fontsize=8)
+    fig.suptitle(f"The {len(pictures)} most confident mistakes (lowest p(true class) first)")
+    fig.tight_layout()
+    with h5io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, metadata={"Software": None})  # no version stamp: same bytes
+    plt.close(fig)

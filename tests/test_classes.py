@@ -1,0 +1,113 @@
+"""Your own labelled images: three class folders and a labelled test set, end to end through
+`dvc repro`. The classes differ visibly (each its own colour), so even random-init features let
+the softmax head learn them; the folders are created in another order than their sorted names,
+which decide the labels."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import h5py
+import imagegen
+import numpy as np
+import pytest
+from conftest import ALL, dvc, make_project, ran_stages, run
+
+CREATED = ("zebra", "ant", "moth")  # colours by this order: zebra red, ant blue, moth green
+CLASSES = sorted(CREATED)  # labels 0, 1, 2: ant, moth, zebra
+PER_CLASS, PER_TEST_CLASS, CLIP = 15, 4, 0.005
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Random-init features are tiny (~1e-4): adam needs a large step and a few epochs (cheap).
+    root = make_project(tmp_path_factory.mktemp("classes") / "p", data=False, epochs=20,
+                        learning_rate=0.3)
+    imagegen.class_folders(root / "data/raw/train", CREATED, PER_CLASS)
+    imagegen.class_folders(root / "data/raw/test", CREATED, PER_TEST_CLASS, seed=1)
+    p = dvc(root, "repro")
+    assert sorted(ran_stages(p)) == sorted(ALL)
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "repro")
+    return root
+
+
+def submission(repo: Path) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+    """pred.csv as (header, ids, probabilities, true classes)."""
+    rows = list(csv.reader((repo / "pred.csv").open()))
+    probs = np.array([[float(v) for v in r[1:-1]] for r in rows[1:]])
+    return rows[0], [r[0] for r in rows[1:]], probs, [r[-1] for r in rows[1:]]
+
+
+def test_classes_are_the_sorted_folder_names_everywhere(repo: Path) -> None:
+    for path in ("data/resized/train.h5", "data/resized/test.h5", "data/features/fused.h5"):
+        with h5py.File(repo / path) as f:
+            assert list(f.attrs["classes"]) == CLASSES, path
+    with h5py.File(repo / "data/resized/train.h5") as f:
+        assert list(f["labels"][:]) == [0] * PER_CLASS + [1] * PER_CLASS + [2] * PER_CLASS
+        # zebra (label 2) was made red: RGB order, sorted labels
+        zebra = f["images"][2 * PER_CLASS:].reshape(-1, 3).mean(axis=0)
+        assert zebra[0] > zebra[2] + 50
+    report = json.loads((repo / "reports/predict.json").read_text())
+    assert report["classes"] == CLASSES
+    assert "dog" not in json.dumps(report) + (repo / "pred.csv").read_text()
+
+
+def test_three_classes_train_a_softmax_head(repo: Path) -> None:
+    import keras
+
+    model = keras.models.load_model(repo / "models/model_2.h5", compile=False, safe_mode=True)
+    assert model.output_shape == (None, 3)
+    assert model.layers[-1].activation.__name__ == "softmax"
+    metrics = json.loads((repo / "metrics.json").read_text())
+    assert math.isfinite(metrics["val_loss"]) and metrics["val_loss"] >= 0
+    assert metrics["val_accuracy"] >= 0.8  # chance is 1/3
+    history = list(csv.DictReader((repo / "reports/history.csv").open()))
+    losses = [float(r[k]) for r in history for k in ("loss", "val_loss")]
+    assert all(math.isfinite(v) and v >= 0 for v in losses)  # a sigmoid on 0/1/2 went negative
+
+
+def test_pred_csv_has_a_column_per_class_and_rows_that_sum_to_one(repo: Path) -> None:
+    header, ids, probs, truth = submission(repo)
+    assert header == ["id", *CLASSES, "true_class"]
+    n = len(CREATED) * PER_TEST_CLASS
+    assert ids == [f"{c}/{i}.jpg" for c in CLASSES for i in range(PER_TEST_CLASS)]
+    assert truth == [c for c in CLASSES for _ in range(PER_TEST_CLASS)]
+    assert probs.shape == (n, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=3e-6)  # 6 decimals per column
+    assert probs.min() >= CLIP - 1e-6 and probs.max() <= 1 - 2 * CLIP + 1e-6
+
+
+def test_the_labelled_test_set_is_scored_as_pred_csv_says(repo: Path) -> None:
+    _, _, probs, truth = submission(repo)
+    labels = np.array([CLASSES.index(t) for t in truth])
+    p_true = probs[np.arange(len(labels)), labels]
+    report = json.loads((repo / "reports/predict.json").read_text())
+    assert report["test_loss"] == pytest.approx(-np.mean(np.log(p_true)), abs=1e-4)
+    assert report["test_accuracy"] == np.mean(probs.argmax(axis=1) == labels)
+    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
+    [data] = [d["data"] for d in shown.values()]
+    assert data["reports/predict.json"]["data"]["test_accuracy"] == report["test_accuracy"]
+
+
+def test_confusion_matrices_and_the_mistakes_picture_are_declared_plots(repo: Path,
+                                                                      tmp_path: Path) -> None:
+    from test_tracking import html_specs
+
+    dvc(repo, "plots", "show", "-o", str(tmp_path))
+    html = (tmp_path / "index.html").read_text()
+    specs = html_specs(html)
+    _, _, _, truth = submission(repo)
+    test_cm = specs["Test_confusion_matrix"]["data"]["values"]
+    assert sorted(v["actual"] for v in test_cm) == sorted(truth)
+    val_cm = specs["Validation_confusion_matrix"]["data"]["values"]
+    assert {v["actual"] for v in val_cm} == set(CLASSES)
+    for curve in ("ROC", "precision-recall"):  # micro-averaged over the three classes
+        assert specs[f"Test_{curve}"]["data"]["values"]
+    assert "val_mistakes.png" in html
+    assert (repo / "reports/val_mistakes.png").read_bytes()[:4] == b"\x89PNG"
