@@ -74,17 +74,20 @@ def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray |
 
 
 def worst_mistakes(labels: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES) -> np.ndarray:
-    """Rows of the `n` most confident mistakes: wrongly classified, lowest p(true class) first
-    (ties: the earlier row first)."""
-    wrong = np.flatnonzero(np.argmax(probs, axis=1) != labels)
-    p_true = probs[wrong, labels[wrong].astype(np.int64)]
-    return wrong[np.argsort(p_true, kind="stable")[:n]]
+    """Rows of the `n` most confident mistakes, lowest p(true class) first (ties: the earlier
+    row first); where there are fewer mistakes, the right answers the model was least sure of
+    follow, again lowest p(true class) first."""
+    p_true = probs[np.arange(len(labels)), labels.astype(np.int64)]
+    wrong = np.argmax(probs, axis=1) != labels
+    order = np.lexsort((np.arange(len(labels)), p_true, ~wrong))  # wrong first, then by p_true
+    return order[:n]
 
 
 def mistakes_figure(path: str | Path, pictures: np.ndarray, names: Sequence[str],
                     classes: Sequence[str], labels: np.ndarray, probs: np.ndarray) -> None:
-    """A PNG grid of mistakes (see worst_mistakes): each picture captioned with its file name,
-    true class and predicted probabilities. `pictures`: uint8 RGB, one per row of the others."""
+    """A PNG grid of the rows of `worst_mistakes`: each picture captioned with wrong or right,
+    its file name, true class and predicted probabilities. `pictures`: uint8 RGB, one per row
+    of the others."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,16 +98,21 @@ def mistakes_figure(path: str | Path, pictures: np.ndarray, names: Sequence[str]
     fig, axes = plt.subplots(n_rows, cols, figsize=(3 * cols, 3.3 * n_rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    if not len(pictures):
-        axes[0, 0].text(0, 0.5, "no mistakes: every image is classified right", fontsize=12)
+    n_wrong = 0
     for ax, picture, name, true, p in zip(axes.ravel(), pictures, names, labels, probs,
                                           strict=False):
         pred = int(np.argmax(p))
+        wrong = pred != int(true)
+        n_wrong += wrong
         ax.imshow(picture)
         name = name if len(name) <= 34 else "…" + name[-33:]
-        ax.set_title(f"{name}\ntrue {classes[int(true)]}: p {p[int(true)]:.3f}\n"
-                     f"predicted {classes[pred]}: p {p[pred]:.3f}", fontsize=8)
-    fig.suptitle(f"The {len(pictures)} most confident mistakes (lowest p(true class) first)")
+        ax.set_title(f"{'WRONG' if wrong else 'right'}: {name}\n"
+                     f"true {classes[int(true)]}: p {p[int(true)]:.3f}\n"
+                     f"predicted {classes[pred]}: p {p[pred]:.3f}", fontsize=8,
+                     color="firebrick" if wrong else "black")
+    fig.suptitle(f"The {n_wrong} most confident mistakes on the validation split"
+                 + (", then the right answers the model was least sure of"
+                    if n_wrong < len(pictures) else "") + " (lowest p(true class) first)")
     fig.tight_layout()
     with h5io.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, metadata={"Software": None})  # no version stamp: same bytes

@@ -1,0 +1,84 @@
+"""Predictions against labels: probabilities, log loss, the plot files DVC's templates draw, and
+the order of the mistakes picture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages import evaluation
+
+
+def test_one_sigmoid_unit_becomes_two_class_probabilities() -> None:
+    p = evaluation.probabilities(np.array([[0.25], [0.9]], np.float32))
+    np.testing.assert_allclose(p, [[0.75, 0.25], [0.1, 0.9]], rtol=1e-6)
+    softmax = np.array([[0.2, 0.3, 0.5]])
+    np.testing.assert_array_equal(evaluation.probabilities(softmax), softmax)
+
+
+def test_log_loss_and_accuracy() -> None:
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.0, 1.0]])
+    labels = np.array([0, 1, 1, 0])
+    expected = -np.mean(np.log([0.9, 0.8, 0.4, 1e-15]))  # a certain mistake costs 34.5
+    assert evaluation.log_loss(labels, probs) == pytest.approx(expected)
+    assert evaluation.accuracy(labels, probs) == 0.5
+
+
+def test_mistakes_first_by_confidence_then_the_least_sure_right_answers() -> None:
+    probs = np.array([[0.6, 0.4], [0.1, 0.9], [0.45, 0.55], [0.99, 0.01], [0.7, 0.3]])
+    labels = np.array([1, 1, 0, 1, 0])
+    # wrong: row 0 (p true 0.4), row 2 (0.45), row 3 (0.01); right: row 4 (0.7), row 1 (0.9)
+    assert list(evaluation.worst_mistakes(labels, probs, n=4)) == [3, 0, 2, 4]
+    assert list(evaluation.worst_mistakes(labels, probs)) == [3, 0, 2, 4, 1]
+
+
+def read(folder: Path, name: str) -> object:
+    return json.loads((folder / "plots/sklearn" / f"{name}.json").read_text())
+
+
+def test_two_class_plots_name_the_classes(tmp_path: Path) -> None:
+    labels = np.array([0, 0, 1, 1])
+    probs = evaluation.probabilities(np.array([[0.1], [0.6], [0.7], [0.8]]))
+    evaluation.write_plots(tmp_path, ["Cat", "Dog"], labels, probs)
+    assert read(tmp_path, "confusion_matrix") == [
+        {"actual": "Cat", "predicted": "Cat"}, {"actual": "Cat", "predicted": "Dog"},
+        {"actual": "Dog", "predicted": "Dog"}, {"actual": "Dog", "predicted": "Dog"}]
+    roc = read(tmp_path, "roc")["roc"]  # type: ignore[index]
+    assert roc[0]["fpr"] == 0 and roc[-1] == {**roc[-1], "fpr": 1.0, "tpr": 1.0}
+    assert read(tmp_path, "precision_recall")["precision_recall"]  # type: ignore[index]
+
+
+def test_k_class_curves_are_micro_averaged(tmp_path: Path) -> None:
+    labels = np.array([0, 1, 2])
+    probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4]])
+    evaluation.write_plots(tmp_path, ["a", "b", "c"], labels, probs)
+    assert [r["predicted"] for r in read(tmp_path, "confusion_matrix")] == ["a", "b", "a"]
+    # 9 (image, class) decisions, 3 of them positive: the curve reaches tpr 1 at fpr 1/6
+    roc = read(tmp_path, "roc")["roc"]  # type: ignore[index]
+    assert min(r["fpr"] for r in roc if r["tpr"] == 1.0) == pytest.approx(1 / 6)
+
+
+def test_an_unlabelled_set_gets_empty_plot_files(tmp_path: Path) -> None:
+    evaluation.write_plots(tmp_path, ["cat", "dog"], None, np.full((3, 2), 0.5))
+    assert read(tmp_path, "confusion_matrix") == []
+    assert read(tmp_path, "roc") == {"roc": []}
+    assert read(tmp_path, "precision_recall") == {"precision_recall": []}
+
+
+def test_mistakes_figure_is_a_grid_of_four_columns(tmp_path: Path) -> None:
+    pictures = np.zeros((5, 16, 16, 3), np.uint8)
+    probs = evaluation.probabilities(np.linspace(0.1, 0.9, 5)[:, None])
+    path = tmp_path / "m.png"
+    evaluation.mistakes_figure(path, pictures, [f"{i}.jpg" for i in range(5)], ["cat", "dog"],
+                               np.array([1, 1, 0, 0, 1]), probs)
+    with Image.open(path) as im:
+        width, height = im.size
+    assert width > height  # two rows of four
+    first = path.read_bytes()
+    evaluation.mistakes_figure(path, pictures, [f"{i}.jpg" for i in range(5)], ["cat", "dog"],
+                               np.array([1, 1, 0, 0, 1]), probs)
+    assert path.read_bytes() == first  # no timestamp or version: the same bytes
