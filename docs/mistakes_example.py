@@ -4,7 +4,7 @@
     dvc repro                                     # then look at reports/val_mistakes.png
 
 Three classes (circle, square, triangle), 80 training and 20 test images each, 200×200, of
-random colours, sizes and places; 4 training images of each class are drawn as another shape
+random colours, sizes and places; 8 training images of each class are drawn as another shape
 but filed under this one, as a mislabelled photo would be. A head on ImageNet features learns
 the shapes, and the mislabelled files are its most confident "mistakes". Refuses to write into
 folders that exist.
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 CLASSES = ("circle", "square", "triangle")
-SIDE, N_TRAIN, N_TEST, N_WRONG = 200, 80, 20, 4
+SIDE, N_TRAIN, N_TEST, N_WRONG = 200, 80, 20, 8
 
 
 def draw(shape: str, rng: np.random.Generator) -> np.ndarray:

@@ -95,7 +95,8 @@ def mistakes_figure(path: str | Path, pictures: np.ndarray, names: Sequence[str]
 
     cols = 4
     n_rows = max(1, math.ceil(len(pictures) / cols))
-    fig, axes = plt.subplots(n_rows, cols, figsize=(3 * cols, 3.3 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3 * cols, 3.5 * n_rows + 0.4),
+                             squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     n_wrong = 0
@@ -111,9 +112,9 @@ def mistakes_figure(path: str | Path, pictures: np.ndarray, names: Sequence[str]
                      f"predicted {classes[pred]}: p {p[pred]:.3f}", fontsize=8,
                      color="firebrick" if wrong else "black")
     fig.suptitle(f"The {n_wrong} most confident mistakes on the validation split"
-                 + (", then the right answers the model was least sure of"
-                    if n_wrong < len(pictures) else "") + " (lowest p(true class) first)")
-    fig.tight_layout()
+                 + (",\nthen the right answers the model was least sure of"
+                    if n_wrong < len(pictures) else ""))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the suptitle
     with h5io.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, metadata={"Software": None})  # no version stamp: same bytes
     plt.close(fig)
