@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# The folder of local weights that dvc.yaml tracks (see README.md, "Weights"); not named
-# `weights`, which would clash with the param of that name in `dvc exp show`.
-WEIGHTS_DIR = "keras_weights"
+from stages.cli import UserError
+from stages.params import WEIGHTS_DIR
 
 
 @dataclass(frozen=True)
@@ -46,36 +45,33 @@ BACKBONES: dict[str, Backbone] = {
 FUSED_ORDER = ("inception_v3", "xception")  # column order in fused.h5, as in the original
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """The `weights` param cannot give this backbone real weights."""
+
+
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 
 def resolve_weights(backbone: Backbone, weights: str) -> str | None:
     """'imagenet' → 'imagenet' (Keras downloads), 'none' → None (random init, for tests),
-    a folder → the path of the backbone's notop file in it, which must exist."""
+    'keras_weights' → the path of the backbone's notop file in that folder, which must exist."""
     if weights == "imagenet":
         return "imagenet"
     if weights == "none":
         return None
-    folder = Path(weights)
-    if not folder.is_dir():
-        raise WeightsError(
-            f"params.yaml: 'weights' is {weights!r}, which is neither 'imagenet', 'none' nor a "
-            f"folder. Put Keras' notop weight files in {WEIGHTS_DIR}/ and set "
-            f"weights: {WEIGHTS_DIR}"
-        )
-    if folder.resolve() != Path(WEIGHTS_DIR).resolve():
+    if weights != WEIGHTS_DIR:
+        # params validation allows only these three; other folders would not be DVC-tracked
         raise WeightsError(
             f"params.yaml: 'weights' is {weights!r}, but DVC tracks local weights only in "
             f"{WEIGHTS_DIR}/ (so that replacing a file reruns the extractor). Copy or link the "
             f"files into {WEIGHTS_DIR}/ and set weights: {WEIGHTS_DIR}"
         )
-    path = folder / backbone.weights_file
+    path = Path(WEIGHTS_DIR) / backbone.weights_file
     if not path.is_file():
         raise WeightsError(
             f"{path}: missing. {backbone.name} needs Keras' notop ImageNet weights under exactly "
-            f"this name (from https://storage.googleapis.com/tensorflow/keras-applications/), or "
-            "set weights: imagenet on a machine with internet"
+            f"this name (from {KERAS_WEIGHTS_URL}), or set weights: imagenet on a machine with "
+            "internet"
         )
     return str(path)
 
@@ -87,6 +83,14 @@ def build(backbone: Backbone, width: int, weights: str, seed: int) -> Any:
     resolved = resolve_weights(backbone, weights)
     keras.utils.set_random_seed(seed)  # with weights none the random init comes from `seed`
     ctor = getattr(backbone.keras_module(), backbone.builder)
-    return ctor(include_top=False, weights=resolved, input_shape=(width, width, 3),
-                pooling="avg")
-
+    try:
+        return ctor(include_top=False, weights=resolved, input_shape=(width, width, 3),
+                    pooling="avg")
+    except Exception as e:  # Keras' get_file raises a bare Exception when a download fails
+        if not str(e).startswith("URL fetch failure"):
+            raise
+        raise WeightsError(
+            f"could not download {backbone.name}'s ImageNet weights ({str(e).split(': ', 1)[-1]})."
+            f" Without internet, put {backbone.weights_file} (from {KERAS_WEIGHTS_URL}, or "
+            f"~/.keras/models on a machine that has it) in {WEIGHTS_DIR}/ and set "
+            f"weights: {WEIGHTS_DIR} (README.md, \"Weights\")") from None

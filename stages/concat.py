@@ -10,13 +10,12 @@ not describe the same image.
 from __future__ import annotations
 
 import argparse
-import sys
 from contextlib import ExitStack
 
 import h5py
 import numpy as np
 
-from stages import h5io, previews
+from stages import cli, h5io, previews
 from stages.backbones import FUSED_ORDER
 
 ROWS = 4096  # rows per copy block: 4096 × 4096 float32 = 64 MB
@@ -34,10 +33,12 @@ def concat(inputs: list[str], out: str, resized_train: str) -> None:
             for key in sorted(set(info) | set(other)):
                 if key not in info or key not in other or \
                         not np.array_equal(info[key], other[key]):
-                    raise ValueError(f"{p}: '{key}' differ from {inputs[0]}; the feature files "
-                                     "come from different resized data. Rerun `dvc repro`.")
+                    raise h5io.MissingInput(
+                        f"{p}: '{key}' differ from {inputs[0]}; the feature files come from "
+                        "different resized data. Rerun `dvc repro`.")
             if h5io.classes_of(f) != classes:
-                raise ValueError(f"{p}: classes differ from {inputs[0]}. Rerun `dvc repro`.")
+                raise h5io.MissingInput(f"{p}: classes differ from {inputs[0]}. Rerun "
+                                        "`dvc repro`.")
         f_out = stack.enter_context(h5io.create_h5(out))
         for split in ("train", "test"):
             n = files[0][split].shape[0]
@@ -48,8 +49,9 @@ def concat(inputs: list[str], out: str, resized_train: str) -> None:
         h5io.write_row_info(f_out, info, classes)
         with h5py.File(resized_train, "r") as tr:
             if len(tr["images"]) != len(info["labels"]):
-                raise ValueError(f"{resized_train}: {len(tr['images'])} images, but the features "
-                                 f"have {len(info['labels'])} rows. Rerun `dvc repro`.")
+                raise h5io.MissingInput(
+                    f"{resized_train}: {len(tr['images'])} images, but the features have "
+                    f"{len(info['labels'])} rows. Rerun `dvc repro`.")
             previews.write(f_out, tr["images"])
 
 
@@ -61,11 +63,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="data/features/fused.h5")
     args = ap.parse_args(argv)
     inputs = [f"{args.features_dir}/{name}.h5" for name in FUSED_ORDER]
-    try:
+
+    def work() -> None:
         concat(inputs, args.out, args.images)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"concat: {e}")
-    print(f"concat: {' + '.join(FUSED_ORDER)} → {args.out}")
+        print(f"concat: {' + '.join(FUSED_ORDER)} → {args.out}")
+
+    cli.run("concat", work)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from stages import h5io
-from stages.backbones import BACKBONES, Backbone, WeightsError, build
+from stages import cli, h5io, quiet
+from stages.backbones import BACKBONES, Backbone, build
 from stages.params import load_params
 
 FEATURE_CHUNK = 256  # rows per HDF5 chunk of the feature matrices
@@ -50,7 +50,8 @@ def check_precision(precision: str) -> None:
                "TensorFlow's CUDA libraries with `pip install -r requirements-gpu.txt` "
                "(README.md, \"GPU machines\")" if nvidia_driver() else
                "on a CPU use 'mixed_bfloat16' (AVX-512-BF16/AMX) or 'float32'")
-        raise ValueError(f"params.yaml: 'precision' is 'mixed_float16', which needs a GPU; {fix}")
+        raise cli.ParamsError(f"params.yaml: 'precision' is 'mixed_float16', which needs a GPU; "
+                              f"{fix}")
 
 
 @contextlib.contextmanager
@@ -156,12 +157,16 @@ def write_features(model: Any, backbone: Backbone, strategy: Any, train_h5: str,
     with h5py.File(train_h5, "r") as tr, h5py.File(test_h5, "r") as te, h5io.create_h5(out) as f:
         step = compiled_step(model, backbone.preprocess, tr["images"].shape[1], batch_size,
                              strategy, jit)
+        info = resized_row_info(tr, te)
+        row_names = {"train": info["names"], "test": info.get("test_names", info["ids"])}
         for split, src in (("train", tr), ("test", te)):
             rows = h5io.Appender(f, split, (backbone.dim,), np.float32, FEATURE_CHUNK)
             for batch in features(model, backbone.preprocess, src["images"], batch_size,
                                   strategy, f"{backbone.name} {split}", jit, step):
+                h5io.check_finite(batch, row_names[split], f"{backbone.name} {split} features "
+                                  "(with precision: float32 they stay finite)", len(rows))
                 rows.append(batch)
-        h5io.write_row_info(f, resized_row_info(tr, te), h5io.classes_of(tr))
+        h5io.write_row_info(f, info, h5io.classes_of(tr))
         f.attrs["backbone"] = backbone.name
 
 
@@ -196,13 +201,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
-    params = load_params()
-    try:
+    def work() -> None:
+        params = load_params()
+        quiet.tensorflow()
         extract(BACKBONES[args.backbone], args.train, args.test, args.out, params["weights"],
                 params["precision"], params["extract_batch_size"], params["seed"])
-    except (WeightsError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"extract {args.backbone}: {e}")
-    print(f"extract {args.backbone}: features written to {Path(args.out)}")
+        print(f"extract {args.backbone}: features written to {Path(args.out)}")
+
+    cli.run(f"extract {args.backbone}", work)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+
+from stages.cli import MissingInput, UserError
 
 STR = h5py.string_dtype()
 # What describes the rows, travelling with them from the resized files to the fused features:
@@ -42,7 +44,7 @@ def read_row_info(f: h5py.File) -> dict[str, np.ndarray]:
 
 def classes_of(f: h5py.File) -> list[str]:
     if "classes" not in f.attrs:
-        raise ValueError(f"{f.filename}: records no class names; it was written by an older "
+        raise MissingInput(f"{f.filename}: records no class names; it was written by an older "
                          "version of the pipeline. Rerun `dvc repro`.")
     return [str(c) for c in f.attrs["classes"]]
 
@@ -124,8 +126,26 @@ def require(path: str | os.PathLike[str], keys: tuple[str, ...], hint: str) -> N
     """Fail with a message that names the file and the fix when an input is missing or wrong."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found. {hint}")
-    with h5py.File(path, "r") as f:
-        missing = [k for k in keys if k not in f]
+        raise MissingInput(f"{path}: not found. {hint}")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in keys if k not in f]
+    except OSError as e:  # not HDF5, or damaged
+        raise MissingInput(f"{path}: cannot be read as HDF5 ({e}). {hint}") from None
     if missing:
-        raise ValueError(f"{path}: has no dataset(s) {missing}. {hint}")
+        raise MissingInput(f"{path}: has no dataset(s) {missing}; it was written by an older "
+                           f"version of the pipeline or another program. {hint}")
+
+
+def check_finite(rows: np.ndarray, names: Sequence[str], what: str, start: int = 0) -> None:
+    """Stop, naming the rows, where `rows` (one row per image) holds NaN or an infinity: a
+    number that is not a number must not become a prediction or a checkpoint."""
+    bad = np.flatnonzero(~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1))
+    if len(bad):
+        shown = ", ".join(str(names[start + i]) for i in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise NonFinite(f"{what}: {len(bad)} row(s) hold NaN or infinite values: {shown}{more}")
+
+
+class NonFinite(UserError, ValueError):
+    """Numbers that are not numbers where a result is made from them."""

@@ -1,38 +1,48 @@
 """Finding, naming and decoding images: folders or zips, Kaggle names or class folders.
 
-Everything that turns a file into pixels lives here, once: the resize stage only orders the work.
+Everything that turns a file into pixels lives here, once (with headers.py, which reads image
+headers, and limits.py, the pixel limit): the resize stage only orders the work.
 Decoding is OpenCV's (it releases the GIL, so threads really run in parallel), straight to RGB,
 because the ImageNet networks were trained on RGB and the original fed them BGR.
 """
 
 from __future__ import annotations
 
+# Before cv2 loads: sets OpenCV's pixel limit (its guard against decompression bombs).
+from stages import limits  # isort: skip
+
 import os
+import re
+import threading
+import zipfile
+import zlib
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
-# OpenCV's own guard against decompression bombs, the backstop for formats whose header we do not
-# parse (ours, in decode_rgb, covers JPEG and PNG with a clearer message). OpenCV reads it once,
-# when cv2 is loaded, so it only holds where this module is imported before anything imports cv2
-# (as in the stage); elsewhere OpenCV's default of 2**30 pixels applies.
-MAX_PIXELS = 64_000_000  # e.g. 8000×8000: ~190 MB decoded; the Kaggle photos are ~0.2 MP
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+import cv2
+import numpy as np
 
-import re  # noqa: E402
-import struct  # noqa: E402
-import threading  # noqa: E402
-import zipfile  # noqa: E402
-import zlib  # noqa: E402
-from collections import Counter, deque  # noqa: E402
-from collections.abc import Callable, Iterable, Iterator, Sequence  # noqa: E402
-from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path, PurePosixPath  # noqa: E402
+from stages.area import resize_area
+from stages.cli import UserError
+from stages.headers import EOI, SOI, image_size, jpeg_end, what_is
+from stages.limits import default_workers as default_workers  # re-exported: the stage's default
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from stages.area import resize_area  # noqa: E402
-
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+# What the pinned OpenCV (opencv-python-headless 4.14) decodes, under the names its docs give:
+# the codecs its build lists under "Media I/O" (cv2.getBuildInformation()), each extension checked
+# by decoding a real file of it (tests/test_images.py makes one of each). Left out: OpenEXR (.exr),
+# which OpenCV leaves disabled unless OPENCV_IO_ENABLE_OPENEXR is set; HEIC/HEIF and camera raw
+# files, which it cannot read. OpenCV picks the decoder from the bytes, not from the name.
+IMAGE_EXTS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif",  # JPEG
+    ".png", ".apng", ".bmp", ".dib", ".webp", ".avif", ".gif", ".tif", ".tiff",
+    ".jp2", ".j2k",  # JPEG 2000, file and bare codestream
+    ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".pam", ".pfm",  # Netpbm and PFM
+    ".sr", ".ras",  # Sun raster
+    ".hdr", ".pic",  # Radiance HDR
+})
 KAGGLE_CLASSES = ("cat", "dog")  # label 0, 1
 DATA_HELP = (
     "Put the Kaggle 'Dogs vs. Cats Redux' data there: `kaggle competitions download -c "
@@ -43,7 +53,7 @@ _KAGGLE_TRAIN = re.compile(r"^(cat|dog)\.(\d+)\.[^.]+$", re.IGNORECASE)
 _TEST_ID = re.compile(r"^(\d{1,18})\.[^.]+$")  # 18 digits: every id fits the int64 `ids`
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The input data cannot make a correct output; the message names the files and the fix."""
 
 
@@ -79,20 +89,52 @@ class Source:
 
     def names(self) -> list[str]:
         """Every file, as a POSIX path relative to the source root."""
+        return self.tree()[0]
+
+    def tree(self) -> tuple[list[str], list[str]]:
+        """(every file, every folder), as POSIX paths relative to the source root; folders too,
+        so that a class folder without images can be named. Symbolic links are followed."""
         if not self.is_zip:
-            root = self.path
-            return [
-                (Path(d) / f).relative_to(root).as_posix()
-                for d, _, files in os.walk(root) for f in files
-            ]
-        names = [i.filename for i in self._zip().infolist() if not i.is_dir()]
+            return self._walk()
+        infos = self._zip().infolist()
+        names = [i.filename for i in infos if not i.is_dir()]
         # A zip may hold one name twice; only the last copy is readable by name, so the first
         # would silently become a second copy of it.
         dups = sorted(n for n, count in Counter(names).items() if count > 1)
         if dups:
             raise DataError(f"{self.path}: holds these names more than once: {_some(dups)}. "
                             "Rebuild the zip with one member per name.")
-        return names
+        folders = {i.filename.rstrip("/") for i in infos if i.is_dir()}
+        folders |= {str(p) for n in names for p in PurePosixPath(n).parents if str(p) != "."}
+        return names, sorted(folders)
+
+    def _walk(self) -> tuple[list[str], list[str]]:
+        # Symbolic links are followed: a class folder may live elsewhere (`Dog -> /data/Dog`).
+        # A link to a folder above it (a cycle) is not: its files are listed already.
+        files: list[str] = []
+        folders: list[str] = []
+        todo = [(self.path, "", frozenset({os.path.realpath(self.path)}))]
+        while todo:
+            path, rel, above = todo.pop()
+            try:
+                entries = list(os.scandir(path))
+            except OSError as e:  # os.walk would skip it, and its images, without a word
+                raise DataError(f"{path}: cannot be listed ({e.strerror}); fix its permissions "
+                                "or move it out of the data") from None
+            for entry in entries:
+                name = rel + entry.name
+                try:
+                    is_dir = entry.is_dir()  # follows links
+                except OSError:
+                    is_dir = False
+                if not is_dir:  # a file, or a broken link: reading it gives the reason
+                    files.append(name)
+                    continue
+                real = os.path.realpath(entry.path)
+                if real not in above:
+                    folders.append(name)
+                    todo.append((Path(entry.path), name + "/", above | {real}))
+        return files, folders
 
     def read(self, name: str) -> bytes:
         if not self.is_zip:
@@ -104,24 +146,39 @@ class Source:
             raise BadImage(f"cannot be read from the zip: {e}") from None
 
 
+def _litter(part: str) -> bool:
+    """A hidden file or folder, or macOS's `__MACOSX`: never an image, never a class."""
+    return part.startswith(".") or part == "__MACOSX"
+
+
 def is_ignored(name: str) -> bool:
     """Hidden files, macOS/Windows litter and non-image extensions: skipped and counted."""
-    parts = PurePosixPath(name).parts
-    if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+    if any(_litter(p) for p in PurePosixPath(name).parts):
         return True
     return PurePosixPath(name).suffix.lower() not in IMAGE_EXTS
 
 
-def strip_common_top(names: Sequence[str]) -> tuple[str, list[str]]:
+def subfolders(folders: Iterable[str], prefix: str) -> list[str]:
+    """The folders directly under `prefix` (`""` or `a/b/`) that can be classes, sorted."""
+    return sorted({f[len(prefix):] for f in folders if f.startswith(prefix)
+                   and f[len(prefix):] and "/" not in f[len(prefix):]
+                   and not _litter(f[len(prefix):])})
+
+
+def strip_common_top(names: Sequence[str], folders: Sequence[str] = ()
+                     ) -> tuple[str, list[str]]:
     """Drop leading folders shared by every file (`train/cat.0.jpg` → `cat.0.jpg`).
 
     Stops where the class folders begin (`PetImages/Cat/1.jpg` keeps `Cat/1.jpg`); a lone class
-    folder (`Cat/1.jpg`) is kept too, so the error says "one class", not "bad names".
+    folder (`Cat/1.jpg`) is kept too, so the error says "one class", not "bad names"; so does a
+    folder beside others in `folders` (a class folder beside empty ones, named by the caller).
     Returns the stripped prefix and the relative names, in the input order.
     """
     prefix = ""
     rel = list(names)
     while rel and all("/" in n for n in rel) and len({n.split("/", 1)[0] for n in rel}) == 1:
+        if len(subfolders(folders, prefix)) > 1:
+            break
         stripped = [n.split("/", 1)[1] for n in rel]
         flat = all("/" not in s for s in stripped)
         if flat and not any(parse_kaggle_label(s) for s in stripped):
@@ -168,8 +225,8 @@ def parse_test_id(name: str) -> int | None:
 def list_train(source: Source) -> Listing:
     """Kaggle names (`cat.N.jpg`, `dog.N.jpg`) or one subfolder per class, sorted by label then
     number; classes of a folder layout are the sorted folder names (label = index)."""
-    ignored, images = _images(source)
-    prefix, rel = strip_common_top(images)
+    ignored, images, folders = _images(source)
+    prefix, rel = strip_common_top(images, folders)
     depths = {r.count("/") for r in rel}
     if depths == {0}:
         parsed = [(parse_kaggle_label(r), prefix + r) for r in rel]
@@ -184,7 +241,8 @@ def list_train(source: Source) -> Listing:
         files = [n for _, n in order]
         labels = [p[0] for p, _ in order]  # type: ignore[index]
     elif 0 not in depths:
-        classes = sorted({r.split("/", 1)[0] for r in rel})
+        classes = subfolders(folders, prefix)  # empty ones too: a class must not vanish
+        _no_empty_classes(source, prefix, classes, rel, ignored, "class folder(s)")
         files, labels = _by_class(rel, prefix, classes)
     else:
         raise _mixed_layout(source, prefix, rel)
@@ -198,12 +256,13 @@ def list_test(source: Source, classes: Sequence[str] = KAGGLE_CLASSES) -> Listin
     """Unlabelled test images named `<id>.<ext>` (Kaggle), sorted by id; or a labelled test set,
     one subfolder per class, each one of the training `classes` (labels are their indices),
     sorted like the training images. Duplicate ids, other names and unknown classes are errors."""
-    ignored, images = _images(source)
+    ignored, images, folders = _images(source)
     # Drop top folders every file shares (`test/` in Kaggle's zip), but not a class folder: a
     # labelled test set may hold a single class.
     prefix, rel = "", images
     while all("/" in r for r in rel) and len({r.split("/", 1)[0] for r in rel}) == 1 \
-            and rel[0].split("/", 1)[0] not in classes:
+            and rel[0].split("/", 1)[0] not in classes \
+            and not set(subfolders(folders, prefix)) & set(classes):
         prefix += rel[0].split("/", 1)[0] + "/"
         rel = [r.split("/", 1)[1] for r in rel]
     if all("/" in r for r in rel):
@@ -213,6 +272,9 @@ def list_test(source: Source, classes: Sequence[str] = KAGGLE_CLASSES) -> Listin
                 f"{source.path}: test folder(s) {_some(unknown)} are not training classes "
                 f"({', '.join(classes)}); a labelled test set holds one subfolder per training "
                 "class. Rename or remove them.")
+        named = [f for f in subfolders(folders, prefix) if f in classes]
+        _no_empty_classes(source, prefix, named, rel, ignored,
+                          "test folder(s) named like training classes")
         files, labels = _by_class(rel, prefix, list(classes))
         return Listing(files=files, labels=labels, ids=list(range(len(files))),
                        classes=list(classes), ignored=sorted(ignored), prefix=prefix)
@@ -237,14 +299,36 @@ def list_test(source: Source, classes: Sequence[str] = KAGGLE_CLASSES) -> Listin
                    ignored=sorted(ignored))
 
 
-def _images(source: Source) -> tuple[list[str], list[str]]:
-    """(ignored files, image files) of a source; no images at all is an error."""
-    all_names = source.names()
+def _images(source: Source) -> tuple[list[str], list[str], list[str]]:
+    """(ignored files, image files, folders) of a source; no images at all is an error."""
+    all_names, folders = source.tree()
     ignored = [n for n in all_names if is_ignored(n)]
     images = [n for n in all_names if not is_ignored(n)]
     if not images:
         raise DataError(f"{source.path}: holds no images ({len(ignored)} other files). {DATA_HELP}")
-    return ignored, images
+    return ignored, images, folders
+
+
+def _no_empty_classes(source: Source, prefix: str, folders: Sequence[str], rel: Sequence[str],
+                      ignored: Sequence[str], what: str) -> None:
+    """Each of `folders` (under `prefix`) must hold an image: one that holds none would drop a
+    class, and shift the labels of the classes after it, without a word."""
+    full = {r.split("/", 1)[0] for r in rel}
+    empty = [f"{prefix}{f} ({_holding(ignored, f'{prefix}{f}/')})" for f in folders
+             if f not in full]
+    if empty:
+        raise DataError(
+            f"{source.path}: {len(empty)} {what} hold no images: {_some(empty)}. Add images "
+            "(JPEG, PNG, WebP, TIFF, BMP, GIF, AVIF, …; convert HEIC and raw files to JPEG) or "
+            "remove the folder.")
+
+
+def _holding(ignored: Sequence[str], folder: str) -> str:
+    inside = [n for n in ignored if n.startswith(folder)]
+    if not inside:
+        return "empty"
+    kinds = sorted({PurePosixPath(n).suffix.lower() or PurePosixPath(n).name for n in inside})
+    return f"only {len(inside)} other file(s): {_some(kinds, 5)}"
 
 
 def _by_class(rel: Sequence[str], prefix: str, classes: list[str]) -> tuple[list[str], list[int]]:
@@ -270,96 +354,47 @@ def _some(items: Sequence[str], n: int = 20) -> str:
 # --- decoding ---------------------------------------------------------------------------------
 
 
-def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG or PNG header without decoding; None for other formats."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        w, h = struct.unpack(">II", data[16:24])
-        return w, h
-    if data[:2] != b"\xff\xd8":
-        return None
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # TEM, RSTn, SOI: markers without a length
-            i += 2
-            continue
-        seg_len = struct.unpack(">H", data[i + 2:i + 4])[0]
-        # SOF0..SOF15 carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h, w = struct.unpack(">HH", data[i + 5:i + 9])
-            return w, h
-        if marker in (0xD9, 0xDA) or seg_len < 2:  # image end or scan before any frame: malformed
-            return None
-        i += 2 + seg_len
-    return None
-
-
-def _jpeg_truncated(data: bytes) -> bool:
-    # libjpeg decodes a truncated file with a grey lower part and only a warning; the end-of-image
-    # marker after the last start-of-scan is the reliable sign that the file is complete.
-    if data.endswith(b"\xff\xd9"):  # the usual case, found without a search (2% of decode time)
-        return False
-    sos = data.rfind(b"\xff\xda")
-    return sos == -1 or data.find(b"\xff\xd9", sos) == -1
-
-
-_MAGIC = {b"\xff\xd8": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP",
-          b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
-
-
-def _what_is(data: bytes) -> str:
-    """A guess at what undecodable bytes are, for the skip report."""
-    for magic, fmt in _MAGIC.items():
-        if data.startswith(magic):
-            return f"damaged {fmt} data"
-    head = data[:256].lstrip(b"\xef\xbb\xbf \t\r\n").lower()  # a UTF-8 BOM, then whitespace
-    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg")):
-        return "an HTML or XML page, not an image"
-    return "not an image: no known image header"
-
-
-def decode_rgb(data: bytes, width: int) -> np.ndarray:
+def decode_rgb(data: bytes, width: int, max_pixels: int = limits.DEFAULT_PIXELS) -> np.ndarray:
     """Bytes of one image → uint8 (width, width, 3) RGB, resized with INTER_AREA.
 
     OpenCV's IMREAD_COLOR_RGB (the pixels of IMREAD_COLOR then BGR → RGB, without that pass)
     turns grayscale, CMYK, 16-bit and alpha images into 8-bit 3-channel ones and applies the
-    EXIF orientation (the photo as a viewer shows it); alpha is dropped.
+    EXIF orientation (the photo as a viewer shows it); alpha is dropped. `max_pixels` is the
+    stage's limit (stages/limits.py), checked in JPEG and PNG headers before anything is decoded.
     Raises BadImage with the reason when the bytes are not a whole, sane image.
     """
     if not data:
         raise BadImage("empty file (0 bytes)")
     size = image_size(data)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise BadImage(
-            f"claims {size[0]}×{size[1]} pixels, over the {MAX_PIXELS:,}-pixel limit "
-            "(a decompression bomb or a huge scan); refused without decoding"
-        )
-    if data[:2] == b"\xff\xd8" and _jpeg_truncated(data):
-        raise BadImage("truncated JPEG (no end-of-image marker after the last scan)")
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise BadImage(limits.refusal(*size, max_pixels))
+    end = len(data)
+    # libjpeg decodes a truncated file with a grey lower part and only a warning: a JPEG must
+    # reach its end-of-image marker. Most files end with it; a motion photo has a video after it.
+    if data[:2] == SOI and not data.endswith(EOI):
+        found = jpeg_end(data)
+        if found is None:
+            raise BadImage("truncated JPEG (the data ends before its end-of-image marker)")
+        end = found
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8, count=end), cv2.IMREAD_COLOR_RGB)
     except cv2.error as e:
-        raise BadImage(f"refused by the decoder: {str(e).strip().splitlines()[-1]}") from None
+        reason = str(e).strip().splitlines()[-1]
+        if "CV_IO_MAX_IMAGE_PIXELS" in reason:
+            reason += (f" (OpenCV's pixel limit, read from {limits.ENV} when it loads: set it "
+                       "higher to decode this image)")
+        raise BadImage(f"refused by the decoder: {reason}") from None
     if img is None or img.size == 0:
-        raise BadImage(f"cannot be decoded ({_what_is(data)})")
+        raise BadImage(f"cannot be decoded ({what_is(data)})")
     return resize_area(img, width)
 
 
-def load_rgb(source: Source, name: str, width: int) -> np.ndarray:
-    return decode_rgb(source.read(name), width)
+def load_rgb(source: Source, name: str, width: int, max_pixels: int = limits.DEFAULT_PIXELS
+             ) -> np.ndarray:
+    return decode_rgb(source.read(name), width, max_pixels)
 
 
 # --- parallel, ordered, bounded ---------------------------------------------------------------
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-               else os.cpu_count() or 1)
 
 
 def parallel_map(fn: Callable[[str], object], items: Iterable[str], workers: int,

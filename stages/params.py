@@ -7,20 +7,23 @@ stage that runs with a message that names the key, the value and what is allowed
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from stages.cli import ParamsError
 
 PARAMS_FILE = "params.yaml"
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# The folder of local weights that dvc.yaml tracks (see README.md, "Weights"); not named
+# `weights`, which would clash with the param of that name in `dvc exp show`.
+WEIGHTS_DIR = "keras_weights"
+WEIGHTS = ("imagenet", "none", WEIGHTS_DIR)
 
-
-class ParamsError(ValueError):
-    """A value in params.yaml is unknown, of the wrong type or out of range."""
+__all__ = ["DEFAULTS", "SPECS", "ParamsError", "load_params", "validate"]
 
 
 @dataclass(frozen=True)
@@ -31,27 +34,39 @@ class Spec:
     allowed: str
 
 
-def _positive(v: Any) -> bool:
-    return v > 0
+def _between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False
+             ) -> Callable[[Any], bool]:
+    """A range check that refuses NaN and infinities (YAML's .nan and .inf are floats)."""
+    def check(v: Any) -> bool:
+        return (math.isfinite(v) and (lo < v if lo_open else lo <= v)
+                and (v < hi if hi_open else v <= hi))
+    return check
 
 
+# Every bound is what the code can take: `seed` seeds NumPy and TensorFlow, which take 32 bits;
+# `width` beyond 1024 makes a 25,000-image train.h5 of 78 GB; a learning rate above 10 only
+# ever diverges.
 SPECS: dict[str, Spec] = {
     "train_data": Spec((str,), "data/raw/train", bool, "a non-empty path to a folder or .zip"),
     "test_data": Spec((str,), "data/raw/test", bool, "a non-empty path to a folder or .zip"),
-    "width": Spec((int,), 299, lambda v: v >= 75, "an integer >= 75 (smallest both nets accept)"),
-    "weights": Spec((str,), "imagenet", bool, "'imagenet', 'none', or a folder of notop .h5 files"),
-    "extract_batch_size": Spec((int,), 32, _positive, "an integer >= 1"),
+    "width": Spec((int,), 299, _between(75, 1024),
+                  "an integer from 75 (the smallest both networks accept) to 1024"),
+    "weights": Spec((str,), "imagenet", lambda v: v in WEIGHTS,
+                    f"one of {WEIGHTS} ('{WEIGHTS_DIR}': the folder of local weight files)"),
+    "extract_batch_size": Spec((int,), 32, _between(1, 4096), "an integer from 1 to 4096"),
     "precision": Spec((str,), "float32", lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
-    "dropout": Spec((int, float), 0.5, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "learning_rate": Spec((int, float), 0.001, _positive, "a number > 0"),
-    "batch_size": Spec((int,), 8, _positive, "an integer >= 1"),
-    "epochs": Spec((int,), 30, _positive, "an integer >= 1"),
-    "val_split": Spec((int, float), 0.2, lambda v: 0 < v < 1, "a number in (0, 1)"),
-    "seed": Spec((int,), 2017, lambda v: v >= 0, "an integer >= 0"),
-    "clip": Spec((int, float), 0.005, lambda v: 0 <= v < 0.5, "a number in [0, 0.5)"),
+    "dropout": Spec((int, float), 0.5, _between(0, 1, hi_open=True), "a number in [0, 1)"),
+    "learning_rate": Spec((int, float), 0.001, _between(0, 10, lo_open=True),
+                          "a number in (0, 10]"),
+    "batch_size": Spec((int,), 8, _between(1, 65536), "an integer from 1 to 65536"),
+    "epochs": Spec((int,), 30, _between(1, 100_000), "an integer from 1 to 100000"),
+    "val_split": Spec((int, float), 0.2, _between(0, 1, True, True), "a number in (0, 1)"),
+    "seed": Spec((int,), 2017, _between(0, 2**32 - 1), "an integer from 0 to 4294967295"),
+    "clip": Spec((int, float), 0.005, _between(0, 0.5, hi_open=True), "a number in [0, 0.5)"),
 }
 
 DEFAULTS: dict[str, Any] = {k: s.default for k, s in SPECS.items()}
+CHOICES = {"weights": WEIGHTS, "precision": PRECISIONS}  # for "did you mean"
 
 
 def validate(raw: Mapping[str, Any], source: str = PARAMS_FILE) -> dict[str, Any]:
@@ -72,7 +87,10 @@ def validate(raw: Mapping[str, Any], source: str = PARAMS_FILE) -> dict[str, Any
         # bool is an int subclass in Python; `epochs: true` is a typo, not 1.
         ok_type = isinstance(value, spec.types) and not isinstance(value, bool)
         if not ok_type or not spec.check(value):
-            problems.append(f"'{key}' is {value!r}; it must be {spec.allowed}")
+            close = difflib.get_close_matches(value, CHOICES.get(key, ()), n=1) \
+                if isinstance(value, str) else []
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"'{key}' is {value!r}; it must be {spec.allowed}{hint}")
         params[key] = value
     if problems:
         raise ParamsError(f"{source}: " + "; ".join(problems))
@@ -80,9 +98,16 @@ def validate(raw: Mapping[str, Any], source: str = PARAMS_FILE) -> dict[str, Any
 
 
 def load_params(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
+    """Read params.yaml as DVC reads it (ruamel.yaml's safe loader: YAML 1.2, where `3e-4` is a
+    number, as `dvc exp show` prints it), then validate it."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml import YAMLError as RuamelError
+
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run the stage from the repository root")
-    with path.open() as f:
-        raw = yaml.safe_load(f) or {}
+    try:
+        raw = YAML(typ="safe").load(path.read_text()) or {}
+    except RuamelError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
     return validate(raw, str(path))

@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import h5py
 import numpy as np
 
-from stages import evaluation, h5io
+from stages import cli, evaluation, h5io, quiet
 from stages.params import load_params
 
 
@@ -36,8 +35,9 @@ def clip_probs(probs: np.ndarray, clip: float) -> np.ndarray:
         p1 = np.clip(probs[:, 1], clip, 1.0 - clip)
         return np.stack([1.0 - p1, p1], axis=1)
     if clip * k >= 1:
-        raise ValueError(f"params.yaml: 'clip' is {clip}, but with {k} classes it must be below "
-                         f"1/{k} = {1 / k:.4f} (every probability is kept at least `clip`)")
+        raise cli.ParamsError(f"params.yaml: 'clip' is {clip}, but with {k} classes it must be "
+                              f"below 1/{k} = {1 / k:.4f} (every probability is kept at least "
+                              "`clip`)")
     return clip + (1.0 - k * clip) * probs
 
 
@@ -100,16 +100,22 @@ def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None) ->
 
 def predict(model_path: str, features: str, batch_size: int = 1024
             ) -> tuple[TestSet, np.ndarray, list[str]]:
-    """(the test rows, their (M, K) class probabilities, the classes), unclipped."""
+    """(the test rows, their (M, K) class probabilities, the classes), unclipped. Features or
+    probabilities that are not finite stop it, naming the rows."""
     import keras
 
     model = keras.models.load_model(model_path, compile=False, safe_mode=True)
     with h5py.File(features, "r") as f:
         test, classes = TestSet.read(f), h5io.classes_of(f)
-        batches = h5io.iter_batches(f["test"], batch_size)
-        probs = np.concatenate([evaluation.probabilities(model.predict_on_batch(b))
-                                for b in batches])
-    return test, probs, classes
+        names = test.ids if test.names is None else test.names
+        probs: list[np.ndarray] = []
+        for batch in h5io.iter_batches(f["test"], batch_size):
+            start = sum(map(len, probs))
+            h5io.check_finite(batch, names, f"{features}, test features", start)
+            p = evaluation.probabilities(model.predict_on_batch(batch))
+            h5io.check_finite(p, names, f"{model_path}, predictions", start)
+            probs.append(p)
+    return test, np.concatenate(probs), classes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,24 +127,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-dir", default="reports/test", help="test plots (dvclive)")
     args = ap.parse_args(argv)
 
-    params = load_params()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
+    def work() -> None:
+        params = load_params()
         h5io.require(args.features, ("test", "ids"), "Run `dvc repro concat` first.")
         if not os.path.isfile(args.model):
-            raise FileNotFoundError(f"{args.model}: not found. Run `dvc repro train_head` first.")
+            raise cli.MissingInput(f"{args.model}: not found. Run `dvc repro train_head` first.")
+        with h5py.File(args.features, "r") as f:
+            clip_probs(np.full((1, len(h5io.classes_of(f))), 0.5), params["clip"])  # fail early
+        quiet.tensorflow()
         test, probs, classes = predict(args.model, args.features)
         probs = clip_probs(probs, params["clip"])
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"predict: {e}")
-    write_submission(args.out, test, probs, classes)
-    stats = summary(probs, classes, test.labels)
-    h5io.write_json(args.report, stats)
-    evaluation.write_plots(args.eval_dir, classes, test.labels, probs)
-    scored = (f"; test log loss {stats['test_loss']:.4f}, accuracy {stats['test_accuracy']:.4f}"
-              if test.labels is not None else "")
-    shares = ", ".join(f"{c} {s:.1%}" for c, s in stats["predicted_share"].items())
-    print(f"predict: {stats['n_test']} rows → {args.out} (predicted {shares}){scored}")
+        write_submission(args.out, test, probs, classes)
+        stats = summary(probs, classes, test.labels)
+        h5io.write_json(args.report, stats)
+        evaluation.write_plots(args.eval_dir, classes, test.labels, probs)
+        scored = (f"; test log loss {stats['test_loss']:.4f}, accuracy "
+                  f"{stats['test_accuracy']:.4f}" if test.labels is not None else "")
+        shares = ", ".join(f"{c} {s:.1%}" for c, s in stats["predicted_share"].items())
+        print(f"predict: {stats['n_test']} rows → {args.out} (predicted {shares}){scored}")
+
+    cli.run("predict", work)
 
 
 if __name__ == "__main__":

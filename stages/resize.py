@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from stages import h5io
+from stages import cli, h5io, limits
 from stages.images import (
     DataError,
     Listing,
     Source,
-    default_workers,
     list_test,
     list_train,
     load_rgb,
@@ -32,18 +31,20 @@ from stages.params import load_params
 WRITE_BATCH = 64  # images per HDF5 write: bounded memory, few calls
 
 
-def decoded(source: Source, listing: Listing, width: int, workers: int, desc: str
-            ) -> Iterator[tuple[int, np.ndarray | Exception]]:
-    """(index into listing.files, image or the reason it failed), in listing order."""
-    fn = partial(load_rgb, source, width=width)
+def decoded(source: Source, listing: Listing, width: int, workers: int, desc: str,
+            max_pixels: int | None = None) -> Iterator[tuple[int, np.ndarray | Exception]]:
+    """(index into listing.files, image or the reason it failed), in listing order. Images over
+    `max_pixels` (default: what memory allows `workers` threads, stages/limits.py) fail."""
+    limit = limits.max_pixels(workers) if max_pixels is None else max_pixels
+    fn = partial(load_rgb, source, width=width, max_pixels=limit)
     results = parallel_map(fn, listing.files, workers)
     bar = tqdm(results, total=len(listing.files), desc=desc, unit="img", mininterval=1.0,
                file=sys.stderr)
     yield from enumerate(bar)  # type: ignore[misc]
 
 
-def resize_train(source: Source, listing: Listing, out: str, width: int, workers: int
-                 ) -> list[tuple[str, str]]:
+def resize_train(source: Source, listing: Listing, out: str, width: int, workers: int,
+                 max_pixels: int | None = None) -> list[tuple[str, str]]:
     """Write train.h5 (`images`, `labels`, `names`); return the skipped files and reasons.
 
     `names` leave out the folders every file shares, so a folder and its zip give the same bytes;
@@ -65,7 +66,7 @@ def resize_train(source: Source, listing: Listing, out: str, width: int, workers
                 buf.clear()
 
         stored = listing.names
-        for i, result in decoded(source, listing, width, workers, "resize train"):
+        for i, result in decoded(source, listing, width, workers, "resize train", max_pixels):
             if isinstance(result, Exception):
                 skipped.append((listing.files[i], str(result)))
                 continue
@@ -84,7 +85,8 @@ def resize_train(source: Source, listing: Listing, out: str, width: int, workers
     return skipped
 
 
-def resize_test(source: Source, listing: Listing, out: str, width: int, workers: int) -> None:
+def resize_test(source: Source, listing: Listing, out: str, width: int, workers: int,
+                max_pixels: int | None = None) -> None:
     """Write test.h5 (`images`, `ids`; a labelled test set adds `labels`, `names` and the
     `classes`); any undecodable test image is an error naming them all."""
     src = source.path
@@ -98,7 +100,7 @@ def resize_test(source: Source, listing: Listing, out: str, width: int, workers:
             h5io.write_array(f, "names", np.asarray(listing.names, object))
             f.attrs["classes"] = listing.classes
         buf: list[np.ndarray] = []
-        for i, result in decoded(source, listing, width, workers, "resize test"):
+        for i, result in decoded(source, listing, width, workers, "resize test", max_pixels):
             if isinstance(result, Exception):
                 bad.append(f"{listing.files[i]} ({result})")
                 continue
@@ -127,42 +129,47 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out-dir", default="data/resized")
     ap.add_argument("--report", default="reports/resize.json", help="counts, for dvc metrics")
-    ap.add_argument("--workers", type=int, default=default_workers(),
-                    help="decoding threads (default: the cores this process may use)")
+    ap.add_argument("--workers", type=int, default=limits.default_workers(),
+                    help="decoding threads (default: the cores this process may use); each may "
+                    "hold one image, so more workers mean a lower pixel limit per image")
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error(f"--workers must be at least 1, got {args.workers}")
 
-    params = load_params()
-    width = params["width"]
-    out = Path(args.out_dir)
-    try:
+    def work() -> None:
+        params = load_params()
+        width = params["width"]
+        out = Path(args.out_dir)
         # List both sets before decoding anything: missing data or bad names fail in seconds.
         train_src, test_src = Source(params["train_data"]), Source(params["test_data"])
         train = list_train(train_src)
         test = list_test(test_src, train.classes)
+        # The pixel limit for the real worker count (OpenCV's own guard, read when cv2 loaded,
+        # could only use the default count).
+        max_pixels = limits.max_pixels(args.workers)
         # Test first: it is the cheaper half and its errors are fatal, so they surface early.
-        resize_test(test_src, test, str(out / "test.h5"), width, args.workers)
-        skipped = resize_train(train_src, train, str(out / "train.h5"), width, args.workers)
-    except DataError as e:
-        sys.exit(f"resize: {e}")
-    write_skipped(str(out / "skipped.csv"), skipped)
-    counts = {
-        "train_images": len(train.files) - len(skipped),
-        "train_skipped": len(skipped),
-        "train_ignored_files": len(train.ignored),
-        "test_images": len(test.files),
-        "test_ignored_files": len(test.ignored),
-        "classes": train.classes,
-    }
-    h5io.write_json(args.report, counts)
-    labelled = " labelled" if test.labels else ""
-    print(
-        f"resize: {counts['train_images']} train images ({', '.join(train.classes)}), "
-        f"{counts['test_images']}{labelled} test images at {width}×{width}; skipped {len(skipped)} "
-        f"undecodable (see {out / 'skipped.csv'}), ignored {len(train.ignored) + len(test.ignored)}"
-        " non-image files"
-    )
+        resize_test(test_src, test, str(out / "test.h5"), width, args.workers, max_pixels)
+        skipped = resize_train(train_src, train, str(out / "train.h5"), width, args.workers,
+                               max_pixels)
+        write_skipped(str(out / "skipped.csv"), skipped)
+        counts = {
+            "train_images": len(train.files) - len(skipped),
+            "train_skipped": len(skipped),
+            "train_ignored_files": len(train.ignored),
+            "test_images": len(test.files),
+            "test_ignored_files": len(test.ignored),
+            "classes": train.classes,
+        }
+        h5io.write_json(args.report, counts)
+        labelled = " labelled" if test.labels else ""
+        print(
+            f"resize: {counts['train_images']} train images ({', '.join(train.classes)}), "
+            f"{counts['test_images']}{labelled} test images at {width}×{width}; skipped "
+            f"{len(skipped)} undecodable (see {out / 'skipped.csv'}), ignored "
+            f"{len(train.ignored) + len(test.ignored)} non-image files"
+        )
+
+    cli.run("resize", work)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stages import evaluation, h5io, previews
+from stages import cli, evaluation, h5io, previews, quiet
 from stages.params import load_params
 
 # A Keras step here is a chunk of ~CHUNK_ROWS training rows whose train_step takes one optimizer
@@ -131,6 +130,37 @@ def checkpoint(model: Any, path: str) -> Any:
     return SaveModel(path, monitor="val_loss", mode="min", save_best_only=True, verbose=0)
 
 
+def epoch_lines(epochs: int, n_batches: int) -> Any:
+    """One line per epoch, in batches of `batch_size` (Keras' own progress line counts its
+    steps, which here are chunks of batches: "1/1" for an epoch of 30 batches)."""
+    import keras
+
+    class EpochLine(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            shown = " - ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items()
+                               if k in HISTORY_KEYS)
+            print(f"epoch {epoch + 1}/{epochs}: {shown} ({n_batches} batches, "
+                  f"{time.perf_counter() - self.start:.1f} s)", flush=True)
+
+    return EpochLine()
+
+
+def check_history(history: dict[str, list[float]], learning_rate: float) -> None:
+    """Stop where a loss is NaN or infinite: ModelCheckpoint never keeps such an epoch, so the
+    checkpoint and the best epoch would no longer agree."""
+    bad = [i + 1 for i, values in enumerate(zip(history["loss"], history["val_loss"],
+                                                strict=True))
+           if not all(math.isfinite(v) for v in values)]
+    if bad:
+        raise h5io.NonFinite(
+            f"training diverged: the loss is NaN or infinite in epoch(s) "
+            f"{', '.join(map(str, bad))}; no model was kept. Lower learning_rate (it is "
+            f"{learning_rate}) or check the features (`dvc repro concat`)")
+
+
 def train_dataset(x: Any, y: Any, idx: np.ndarray, batch_size: int, seed: int,
                   dropout: float = 0.0) -> Any:
     """What `fit(x[idx], y[idx], batch_size, shuffle=True)` feeds, built once and without copying
@@ -172,14 +202,17 @@ def best_epoch(history: dict[str, list[float]]) -> int:
     return int(np.argmin(history["val_loss"]))
 
 
+HISTORY_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy")
+
+
 def write_history(history: dict[str, list[float]], path: str) -> None:
     """Per-epoch loss and accuracy, train and validation, epochs counted from 1 (as
     `best_epoch` in metrics.json and the PNG count them): what `dvc plots show` draws."""
-    keys = ("loss", "val_loss", "accuracy", "val_accuracy")
     with h5io.atomic_path(path) as tmp, tmp.open("w") as f:
-        f.write(",".join(("epoch", *keys)) + "\n")
+        f.write(",".join(("epoch", *HISTORY_KEYS)) + "\n")
         for i in range(len(history["loss"])):
-            f.write(",".join([str(i + 1), *(repr(float(history[k][i])) for k in keys)]) + "\n")
+            f.write(",".join([str(i + 1), *(repr(float(history[k][i])) for k in HISTORY_KEYS)])
+                    + "\n")
 
 
 def plot_history(history: dict[str, list[float]], path: str) -> None:
@@ -232,12 +265,16 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
     yt = tf.convert_to_tensor(y.astype(np.float32 if n_classes == 2 else np.int32))
     train_ds = train_dataset(xt, yt, train_idx, params["batch_size"], params["seed"],
                              params["dropout"] if DROPOUT_IN_PIPELINE else 0.0)
+    n_batches = math.ceil(len(train_idx) / params["batch_size"])
     with h5io.atomic_path(model_path) as tmp:
+        callbacks = [checkpoint(model, str(tmp)), keras.callbacks.TerminateOnNaN(),
+                     epoch_lines(params["epochs"], n_batches)]
         hist = trainer.fit(
             train_ds, validation_data=val_dataset(xt, yt, val_idx), epochs=params["epochs"],
-            callbacks=[checkpoint(model, str(tmp))], verbose=2,
+            callbacks=callbacks, verbose=0,
             shuffle=False,  # the dataset shuffles itself, every epoch
         ).history
+        check_history(hist, params["learning_rate"])
         best_model = keras.models.load_model(tmp, compile=False, safe_mode=True)
         val_probs = evaluation.probabilities(
             best_model.predict(x[val_idx], batch_size=VAL_BATCH_SIZE, verbose=0))
@@ -266,32 +303,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mistakes", default="reports/val_mistakes.png")
     args = ap.parse_args(argv)
 
-    params = load_params()
-    try:
+    def work() -> None:
+        params = load_params()
         h5io.require(args.features, ("train", "labels", "names", "previews"),
                      "Run `dvc repro concat` first.")
         with h5py.File(args.features, "r") as f:
             x, y = f["train"][:], f["labels"][:]  # N × 4096 float32: 400 MB at full scale
             names, classes = f["names"].asstr()[:], h5io.classes_of(f)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"train_head: {e}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    result = train(x, y, params, args.model, len(classes))
-    metrics, val_idx, val_probs = result.metrics, result.val_idx, result.val_probs
-    h5io.write_json(args.metrics, metrics)
-    write_history(result.history, args.history)
-    plot_history(result.history, args.figure)
-    val_labels = y[val_idx]
-    evaluation.write_plots(args.eval_dir, classes, val_labels, val_probs)
-    wrong = evaluation.worst_mistakes(val_labels, val_probs)
-    with h5py.File(args.features, "r") as f:
-        pictures = previews.read(f, val_idx[wrong])
-    evaluation.mistakes_figure(args.mistakes, pictures, names[val_idx[wrong]], classes,
-                               val_labels[wrong], val_probs[wrong])
-    print(f"train_head: {len(classes)} classes, best epoch {metrics['best_epoch']}/"
-          f"{metrics['epochs']}: val_loss {metrics['val_loss']:.4f}, val_accuracy "
-          f"{metrics['val_accuracy']:.4f} ({metrics['n_train']} train, {metrics['n_val']} val) "
-          f"→ {Path(args.model)}")
+        h5io.check_finite(x, names, f"{args.features}, training features")
+        quiet.tensorflow()
+        result = train(x, y, params, args.model, len(classes))
+        metrics, val_idx, val_probs = result.metrics, result.val_idx, result.val_probs
+        h5io.write_json(args.metrics, metrics)
+        write_history(result.history, args.history)
+        plot_history(result.history, args.figure)
+        val_labels = y[val_idx]
+        evaluation.write_plots(args.eval_dir, classes, val_labels, val_probs)
+        wrong = evaluation.worst_mistakes(val_labels, val_probs)
+        with h5py.File(args.features, "r") as f:
+            pictures = previews.read(f, val_idx[wrong])
+        evaluation.mistakes_figure(args.mistakes, pictures, names[val_idx[wrong]], classes,
+                                   val_labels[wrong], val_probs[wrong])
+        print(f"train_head: {len(classes)} classes, best epoch {metrics['best_epoch']}/"
+              f"{metrics['epochs']}: val_loss {metrics['val_loss']:.4f}, val_accuracy "
+              f"{metrics['val_accuracy']:.4f} ({metrics['n_train']} train, {metrics['n_val']} "
+              f"val) → {Path(args.model)}")
+
+    cli.run("train_head", work)
 
 
 if __name__ == "__main__":

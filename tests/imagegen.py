@@ -6,6 +6,7 @@ has something to learn; `cat.0.jpg` is pure red, the known colour for the RGB-or
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import cv2
@@ -60,3 +61,24 @@ def test_set(root: Path, n: int, seed: int = 1, w: int = 96, h: int = 80) -> Pat
     for i in range(1, n + 1):
         write(root / f"{i}.jpg", image(rng, i % 2, w, h))
     return root
+
+
+def gradient_jpeg(w: int, h: int) -> bytes:
+    """A smooth w×h JPEG (red across, green down): a 108 MP one is ~2.6 MB, encoded in ~0.3 s."""
+    img = np.empty((h, w, 3), np.uint8)
+    img[..., 0] = 128
+    img[..., 1] = np.linspace(0, 255, h, dtype=np.float32).astype(np.uint8)[:, None]
+    img[..., 2] = np.linspace(0, 255, w, dtype=np.float32).astype(np.uint8)[None, :]
+    ok, buf = cv2.imencode(".jpg", img)
+    assert ok
+    return buf.tobytes()
+
+
+def motion_photo(jpeg: bytes, seed: int = 0) -> bytes:
+    """A phone's motion photo: the JPEG, then a short MP4 (`ftyp` and `mdat` boxes) whose video
+    data holds a JPEG start-of-scan marker after its last end-of-image one, as about half of
+    random data does."""
+    rng = np.random.default_rng(seed)
+    video = (rng.bytes(4000) + b"\xff\xda" + rng.bytes(4000)).replace(b"\xff\xd9", b"\xff\xd8")
+    ftyp = struct.pack(">I4s4sI4s", 20, b"ftyp", b"mp42", 0, b"isom")
+    return jpeg + ftyp + struct.pack(">I4s", 8 + len(video), b"mdat") + video

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from stages import h5io
 from stages import train_head as th
 from stages.params import DEFAULTS
 
@@ -154,3 +155,19 @@ def test_every_epoch_reaches_the_callbacks(tmp_path: Path) -> None:
     assert rows[0] == "epoch,loss,val_loss,accuracy,val_accuracy"
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]  # from 1, as best_epoch
     assert [float(r.split(",")[2]) for r in rows[1:]] == hist["val_loss"]
+
+
+def test_a_loss_that_is_not_a_number_stops_training_naming_the_epochs() -> None:
+    hist = {"loss": [0.5, 0.4, float("nan")], "val_loss": [0.6, float("inf"), float("nan")]}
+    with pytest.raises(h5io.NonFinite, match=r"epoch\(s\) 2, 3; no model was kept.*0\.001"):
+        th.check_history(hist, 0.001)
+    th.check_history({"loss": [0.5], "val_loss": [0.6]}, 0.001)  # finite: nothing to say
+
+
+def test_diverging_training_stops_instead_of_checkpointing_a_wrong_epoch(tmp_path: Path) -> None:
+    x, y = problem(n=60, dim=8, flip=0)
+    x[:] = 3e38  # logits overflow float32: the loss is infinite, then NaN
+    params = {**DEFAULTS, "epochs": 5, "learning_rate": 10.0}
+    with pytest.raises(h5io.NonFinite, match="training diverged"):
+        th.train(x, y, params, str(tmp_path / "m.h5"))
+    assert not (tmp_path / "m.h5").exists()  # no checkpoint that looks finished

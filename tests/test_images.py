@@ -1,4 +1,5 @@
-"""stages/images.py: names and layouts, and decoding every kind of awkward file, each one real.
+"""stages/images.py (with headers.py and limits.py): names and layouts, and decoding every kind
+of awkward file, each one real; where a JPEG ends; the pixel limit.
 
 The awkward files are made here, at test time, with OpenCV and Pillow; `BAD` (undecodable bytes
 and the reason each must give) is shared with test_resize.py.
@@ -7,22 +8,26 @@ and the reason each must give) is shared with test_resize.py.
 from __future__ import annotations
 
 import io
+import os
 import re
 import struct
 import subprocess
 import sys
+import time
 import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
+import imagegen
 import numpy as np
 import pytest
 from PIL import Image
 
-from stages import area, h5io, images
+from stages import area, h5io, headers, images, limits
 from stages.images import (
+    IMAGE_EXTS,
     BadImage,
     DataError,
     Source,
@@ -150,6 +155,15 @@ def test_hidden_and_non_image_files_are_ignored(name: str, ignored: bool) -> Non
 ])
 def test_strip_common_top(names: list[str], prefix: str, rel: list[str]) -> None:
     assert strip_common_top(names) == (prefix, rel)
+
+
+def test_strip_common_top_stops_beside_other_folders() -> None:
+    # Every image is in Cat/sub, but Cat has a sibling (an empty Dog): Cat is a class, not a top.
+    names = ["Cat/sub/1.jpg", "Cat/sub/2.jpg"]
+    assert strip_common_top(names) == ("Cat/", ["sub/1.jpg", "sub/2.jpg"])
+    assert strip_common_top(names, ["Cat", "Cat/sub", "Dog", ".git"]) == ("", names)
+    assert strip_common_top(names, ["Cat", "Cat/sub", ".git"]) == ("Cat/", ["sub/1.jpg",
+                                                                           "sub/2.jpg"])
 
 
 # --- listing a source ---------------------------------------------------------------------------
@@ -324,6 +338,150 @@ def test_damaged_zip_member_is_one_bad_image(tmp_path: Path) -> None:
     assert src.read("dog.0.jpg") == noisy_jpeg()
 
 
+# --- symbolic links ---------------------------------------------------------------------------
+
+
+def test_a_class_folder_behind_a_symbolic_link_keeps_every_label(tmp_path: Path) -> None:
+    write(tmp_path / "train", {"Bird/1.jpg": b"", "Cat/1.jpg": b"", "Zebra/1.jpg": b""})
+    write(tmp_path / "elsewhere", {"Dog/1.jpg": b"", "Dog/2.jpg": b""})
+    (tmp_path / "train/Dog").symlink_to(tmp_path / "elsewhere/Dog", target_is_directory=True)
+    listing = list_train(Source(tmp_path / "train"))
+    assert listing.classes == ["Bird", "Cat", "Dog", "Zebra"]  # Zebra stays label 3
+    assert listing.files == ["Bird/1.jpg", "Cat/1.jpg", "Dog/1.jpg", "Dog/2.jpg", "Zebra/1.jpg"]
+    assert listing.labels == [0, 1, 2, 2, 3]
+
+
+def test_symbolic_links_in_a_test_set(tmp_path: Path) -> None:
+    write(tmp_path / "elsewhere", {"Dog/7.jpg": b"", "photo.jpg": b""})
+    write(tmp_path / "test", {"Cat/1.jpg": b""})
+    (tmp_path / "test/Dog").symlink_to(tmp_path / "elsewhere/Dog", target_is_directory=True)
+    (tmp_path / "test/Cat/2.jpg").symlink_to(tmp_path / "elsewhere/photo.jpg")
+    (tmp_path / "test-link").symlink_to(tmp_path / "test", target_is_directory=True)
+    listing = list_test(Source(tmp_path / "test-link"), ["Cat", "Dog"])
+    assert listing.names == ["Cat/1.jpg", "Cat/2.jpg", "Dog/7.jpg"]
+    assert listing.labels == [0, 0, 1]
+
+
+def test_a_link_cycle_ends_and_lists_each_file_once(tmp_path: Path) -> None:
+    write(tmp_path / "train", {"Cat/1.jpg": b"", "Dog/1.jpg": b""})
+    (tmp_path / "train/Cat/up").symlink_to(tmp_path / "train", target_is_directory=True)
+    (tmp_path / "train/Dog/here").symlink_to(".", target_is_directory=True)
+    listing = list_train(Source(tmp_path / "train"))
+    assert listing.files == ["Cat/1.jpg", "Dog/1.jpg"]
+
+
+def test_a_broken_link_is_listed_so_that_reading_it_gives_the_reason(tmp_path: Path) -> None:
+    write(tmp_path / "train", {"cat.0.jpg": b"", "dog.0.jpg": b""})
+    (tmp_path / "train/dog.1.jpg").symlink_to(tmp_path / "gone.jpg")
+    source = Source(tmp_path / "train")
+    assert "dog.1.jpg" in list_train(source).files
+    with pytest.raises(FileNotFoundError):
+        source.read("dog.1.jpg")
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # os.walk skipped such a folder, and every image in it, without a word.
+    write(tmp_path, {"Cat/1.jpg": b"", "Dog/1.jpg": b""})
+    scandir = os.scandir
+
+    def no_entry(path: Path) -> object:
+        if Path(path).name == "Dog":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(images.os, "scandir", no_entry)
+    with pytest.raises(DataError, match=r"Dog: cannot be listed \(Permission denied\)"):
+        list_train(Source(tmp_path))
+
+
+# --- every format OpenCV reads, and classes that must not vanish -------------------------------
+
+
+def _samples() -> dict[str, bytes]:
+    """A real file for each name in IMAGE_EXTS, made by OpenCV or, where it cannot, Pillow."""
+    rng = np.random.default_rng(4)
+    bgr = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)  # JPEG 2000 needs ≥ 64 px a side
+    rgb = Image.fromarray(bgr[..., ::-1])
+    by_opencv = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".webp", ".avif", ".gif",
+                 ".tif", ".tiff", ".jp2", ".ppm", ".pnm", ".pam", ".sr", ".ras")
+    return {ext: encode(bgr, ext) for ext in by_opencv} | {
+        ".jfif": encode(bgr, ".jpg"),
+        ".apng": pil_bytes(rgb, "PNG", save_all=True, append_images=[rgb.rotate(180)]),
+        ".j2k": pil_bytes(rgb, "JPEG2000", no_jp2=True),  # a bare codestream
+        ".pbm": encode(bgr[..., 0], ".pbm"),
+        ".pgm": encode(bgr[..., 0], ".pgm"),
+        ".pxm": encode(bgr, ".ppm"),
+        ".pfm": encode(bgr.astype(np.float32) / 255, ".pfm"),
+        ".hdr": encode(bgr.astype(np.float32) / 255, ".hdr"),
+        ".pic": encode(bgr.astype(np.float32) / 255, ".pic"),
+    }
+
+
+SAMPLES = _samples()
+
+
+def test_every_accepted_extension_has_a_real_sample() -> None:
+    assert set(SAMPLES) == IMAGE_EXTS
+
+
+@pytest.mark.parametrize("ext", sorted(SAMPLES))
+def test_a_class_of_any_format_opencv_reads_is_listed_and_decoded(tmp_path: Path,
+                                                                  ext: str) -> None:
+    write(tmp_path, {f"Cat/1{ext.upper()}": SAMPLES[ext], "Dog/1.jpg": noisy_jpeg()})
+    source = Source(tmp_path)
+    listing = list_train(source)
+    assert listing.classes == ["Cat", "Dog"] and listing.ignored == []
+    out = images.load_rgb(source, listing.files[0], W)
+    assert out.shape == (W, W, 3) and out.dtype == np.uint8
+
+
+def _empty_dirs(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).mkdir(parents=True)
+
+
+@pytest.mark.parametrize(("files", "dirs", "named"), [
+    ({}, ["Dog"], "Dog (empty)"),
+    ({"Dog/IMG_1.HEIC": b"x", "Dog/IMG_2.heic": b"x", "Dog/.DS_Store": b"x"}, [],
+     "Dog (only 3 other file(s): .DS_Store, .heic)"),
+    ({"Dog/.thumbnails/1.jpg": b""}, [], "Dog (only 1 other file(s): .jpg)"),
+    ({}, ["Dog/2019"], "Dog (empty)"),
+], ids=["empty", "only-heic-and-litter", "only-hidden-images", "only-an-empty-folder"])
+@pytest.mark.parametrize("packed", ["folder", "zip"])
+def test_a_class_folder_without_images_is_named(tmp_path: Path, files: dict[str, bytes],
+                                                dirs: list[str], named: str, packed: str) -> None:
+    root = write(tmp_path / "pets", {"PetImages/Cat/1.jpg": b"", "PetImages/Zebra/1.jpg": b""}
+                 | {f"PetImages/{k}": v for k, v in files.items()})
+    _empty_dirs(root / "PetImages", *dirs)
+    if packed == "zip":
+        with zipfile.ZipFile(tmp_path / "pets.zip", "w") as zf:
+            for path in sorted(root.rglob("*")):
+                zf.write(path, path.relative_to(root).as_posix())  # folders too, as zip does
+        root = tmp_path / "pets.zip"
+    with pytest.raises(DataError, match=re.escape(
+            f"{root}: 1 class folder(s) hold no images: PetImages/{named}.")):
+        list_train(Source(root))
+
+
+def test_hidden_folders_and_macos_litter_are_not_classes(tmp_path: Path) -> None:
+    write(tmp_path, {"Cat/1.jpg": b"", "Dog/1.jpg": b"", ".ipynb_checkpoints/Cat/1.jpg": b"",
+                     "__MACOSX/Cat/._1.jpg": b"x", ".git/HEAD": b"x"})
+    _empty_dirs(tmp_path, ".cache")
+    listing = list_train(Source(tmp_path))
+    assert listing.classes == ["Cat", "Dog"]
+    assert len(listing.ignored) == 3
+
+
+def test_a_labelled_test_folder_without_images_is_named(tmp_path: Path) -> None:
+    write(tmp_path / "test", {"Cat/1.jpg": b"", "Dog/Thumbs.db": b"x", "notes/a.txt": b"x"})
+    with pytest.raises(DataError, match=re.escape(
+            "1 test folder(s) named like training classes hold no images: "
+            "test/Dog (only 1 other file(s): .db).")):
+        list_test(Source(tmp_path), ["Bird", "Cat", "Dog"])
+    # A training class the test set has no folder for is fine (test_labelled_test_set_...).
+
+
 # --- decoding ---------------------------------------------------------------------------------
 
 
@@ -429,6 +587,80 @@ def test_bytes_after_the_jpeg_end_marker_are_harmless() -> None:
     np.testing.assert_array_equal(decode_rgb(data + bytes(100), W), decode_rgb(data, W))
 
 
+# --- where a JPEG ends: motion photos, thumbnails, truncation ------------------------------------
+
+
+def progressive_jpeg(seed: int = 0) -> bytes:
+    rgb = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    data = pil_bytes(Image.fromarray(rgb), "JPEG", progressive=True)
+    assert data.count(b"\xff\xda") > 2 and b"\xff\xc2" in data  # several scans, SOF2
+    return data
+
+
+def with_thumbnail(data: bytes) -> bytes:
+    """The JPEG with a small whole JPEG inside a segment after its start, as EXIF keeps a
+    thumbnail (here an APP15 segment, which decoders skip)."""
+    thumb = noisy_jpeg(16, 12, seed=9)
+    return data[:2] + b"\xff\xef" + struct.pack(">H", 2 + len(thumb)) + thumb + data[2:]
+
+
+JPEGS = {"baseline": noisy_jpeg(), "progressive": progressive_jpeg(),
+         "thumbnail": with_thumbnail(noisy_jpeg()),
+         "progressive-thumbnail": with_thumbnail(progressive_jpeg())}
+
+
+def random_trailer(seed: int) -> bytes:
+    """Random bytes with an end-of-image marker, then a start-of-scan one and no 0xFF after it:
+    what a search for the last scan took for the image's own."""
+    rng = np.random.default_rng(seed)
+    no_ff = rng.integers(0, 255, int(rng.integers(1, 300)), dtype=np.uint8).tobytes()
+    before, between = (rng.bytes(int(n)) for n in rng.integers(0, 300, 2))
+    return before + b"\xff\xd9" + between + b"\xff\xda" + no_ff
+
+
+@pytest.mark.parametrize("kind", JPEGS)
+@pytest.mark.parametrize("seed", range(5))
+def test_bytes_after_the_end_of_image_are_ignored_whatever_they_hold(kind: str, seed: int) -> None:
+    data = JPEGS[kind]
+    photo = data + random_trailer(seed)
+    assert headers.jpeg_end(photo) == len(data)
+    np.testing.assert_array_equal(decode_rgb(photo, W), decode_rgb(data, W))
+
+
+def test_a_motion_photo_decodes_as_its_still_image() -> None:
+    data = JPEGS["baseline"]
+    np.testing.assert_array_equal(decode_rgb(imagegen.motion_photo(data), W), decode_rgb(data, W))
+
+
+def _cuts(data: bytes) -> dict[str, int]:
+    """Where to cut a JPEG so that it lacks its end: each the length of the truncated file."""
+    thumb_end = 4 + int.from_bytes(data[4:6]) if data[2:4] == b"\xff\xef" else 2
+    scans = [m.start() for m in re.finditer(b"\xff\xda", data) if m.start() > thumb_end]
+    return {"in-the-header": scans[0] - 6, "in-the-first-scan": scans[0] + 40,
+            "before-the-last-scan": scans[-1], "in-the-last-scan": scans[-1] + 30,
+            "without-its-end-marker": len(data) - 2, "half-its-end-marker": len(data) - 1}
+
+
+@pytest.mark.parametrize("kind", JPEGS)
+@pytest.mark.parametrize("cut", list(_cuts(JPEGS["baseline"])))
+def test_a_truncated_jpeg_is_refused(kind: str, cut: str) -> None:
+    data = JPEGS[kind]
+    truncated = data[:_cuts(data)[cut]]
+    assert headers.jpeg_end(truncated) is None
+    with pytest.raises(BadImage, match="truncated JPEG"):
+        decode_rgb(truncated, W)
+
+
+def test_finding_the_end_is_fast_on_a_large_photo() -> None:
+    # bytes.find skips the entropy-coded data at C speed (~2 ms here, for its ~10,000 stuffed
+    # 0xFF bytes); a Python loop over each of its bytes takes ~0.3 s.
+    data = noisy_jpeg(1600, 1200)
+    assert len(data) > 2_000_000
+    start = time.perf_counter()
+    assert headers.jpeg_end(data + b"\x00" * 100) == len(data)
+    assert time.perf_counter() - start < 0.05
+
+
 def test_damaged_png_is_called_damaged() -> None:
     png = encode(np.zeros((30, 40, 3), np.uint8), ".png")
     with pytest.raises(BadImage, match="damaged PNG data"):
@@ -530,17 +762,106 @@ def test_image_size_walks_jpeg_markers() -> None:
     assert image_size(HTML) is None
 
 
+def _stage_process(code: str, data: bytes, limit: str | None) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh process that imports the stage first, as `python -m stages.resize` does
+    (this one loaded cv2 before stages.images), with OPENCV_IO_MAX_IMAGE_PIXELS set or not."""
+    env = {k: v for k, v in os.environ.items() if k != limits.ENV}
+    env |= {limits.ENV: limit} if limit is not None else {}
+    p = subprocess.run([sys.executable, "-c", "import stages.resize\n" + code], input=data,
+                       cwd=REPO, env=env, capture_output=True)
+    return subprocess.CompletedProcess(p.args, p.returncode, p.stdout.decode(), p.stderr.decode())
+
+
+BMP_HEADER_SIZE = slice(18, 26)  # width, height: int32 little-endian
+
+
 def test_opencv_backstop_holds_in_the_stage_process() -> None:
-    # A BMP that claims 9000×9000 (81 MP): its header is OpenCV's to read, and the limit that
-    # stages.images sets before cv2 loads must refuse it. Run fresh: this process loaded cv2 first.
-    bmp = bytearray(encode(np.zeros((30, 40, 3), np.uint8), ".bmp"))
-    bmp[18:26] = struct.pack("<ii", 9000, 9000)
-    code = ("import sys, stages.resize; from stages.images import decode_rgb, BadImage\n"
-            "try: decode_rgb(sys.stdin.buffer.read(), 32)\n"
+    # A BMP that claims one row more than the stage's default limit: its header is OpenCV's to
+    # read, and the limit stages.limits gives OpenCV before cv2 loads must refuse it.
+    code = ("import os, struct, sys\n"
+            "from stages import limits\n"
+            "from stages.images import decode_rgb, BadImage\n"
+            "assert os.environ[limits.ENV] == str(limits.DEFAULT_PIXELS)\n"
+            "bmp = bytearray(sys.stdin.buffer.read())\n"
+            "bmp[18:26] = struct.pack('<ii', 20000, limits.DEFAULT_PIXELS // 20000 + 1)\n"
+            "try: decode_rgb(bytes(bmp), 32)\n"
             "except BadImage as e: print(e)\n")
-    p = subprocess.run([sys.executable, "-c", code], input=bytes(bmp), cwd=REPO,
-                       capture_output=True, check=True)
-    assert b"refused by the decoder" in p.stdout and b"CV_IO_MAX_IMAGE_PIXELS" in p.stdout
+    p = _stage_process(code, encode(np.zeros((30, 40, 3), np.uint8), ".bmp"), None)
+    assert p.returncode == 0, p.stderr
+    assert "refused by the decoder" in p.stdout and "CV_IO_MAX_IMAGE_PIXELS" in p.stdout
+    assert "set it higher to decode this image" in p.stdout
+
+
+def test_the_users_opencv_limit_wins_in_both_guards() -> None:
+    # 40×30 = 1,200 pixels, over the user's 1,000: our JPEG check and OpenCV's (for the BMP) agree.
+    code = ("import sys\n"
+            "from stages.images import decode_rgb, BadImage\n"
+            "for data in sys.stdin.buffer.read().split(b'--next--'):\n"
+            "    try: decode_rgb(data, 32)\n"
+            "    except BadImage as e: print(e)\n")
+    blank = np.zeros((30, 40, 3), np.uint8)
+    p = _stage_process(code, encode(blank) + b"--next--" + encode(blank, ".bmp"), "1000")
+    jpeg, bmp = p.stdout.splitlines()
+    assert jpeg.startswith("claims 40×30 pixels, over the 1,000 that OPENCV_IO_MAX_IMAGE_PIXELS "
+                           "allows; refused without decoding. To decode it, set "
+                           "OPENCV_IO_MAX_IMAGE_PIXELS=1200 (or more)")
+    assert "refused by the decoder" in bmp and "CV_IO_MAX_IMAGE_PIXELS" in bmp
+
+
+@pytest.mark.parametrize("value", ["2GB", "1e9", "", " 5", "-5", "lots"])
+def test_a_user_limit_opencv_cannot_read_stops_with_one_line(value: str) -> None:
+    # OpenCV aborts the process on these (`terminate called …`) when cv2 loads.
+    p = _stage_process("", b"", value)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == [
+        f"stages: OPENCV_IO_MAX_IMAGE_PIXELS={value!r} is not a number of pixels; set it to "
+        "a whole number, e.g. OPENCV_IO_MAX_IMAGE_PIXELS=200000000, or unset it"]
+
+
+@pytest.mark.parametrize(("value", "pixels"), [
+    ("200000000", 200_000_000), ("100MB", 100 << 20), ("64kb", 64 << 10), ("0", 0)])
+def test_the_user_limit_is_read_as_opencv_reads_it(value: str, pixels: int) -> None:
+    assert limits.user_limit({limits.ENV: value}) == pixels
+    assert limits.user_limit({}) is None
+
+
+def test_pixel_limit_is_a_share_of_memory_split_among_workers() -> None:
+    gb = 10**9
+    per_pixel = limits.BYTES_PER_PIXEL / limits.MEMORY_SHARE
+    for workers, avail in [(1, 8 * gb), (4, 16 * gb), (16, 64 * gb), (3, 12_345_678_901)]:
+        limit = limits.pixel_limit(workers, avail)
+        assert limit * workers * per_pixel <= avail < (limit + 1) * workers * per_pixel
+    # A 200 MP photo (16,320×12,240): 4 workers on 16 GB take it, 8 do not; 1 worker on 8 GB does.
+    assert limits.pixel_limit(4, 16 * gb) >= 200e6 > limits.pixel_limit(8, 16 * gb)
+    assert limits.pixel_limit(1, 8 * gb) >= 200e6
+    assert limits.pixel_limit(1, 10**15) == limits.OPENCV_DEFAULT == 2**30  # never above OpenCV's
+    assert limits.pixel_limit(64, 1000) == 1
+
+
+def test_the_limit_follows_the_memory_and_the_users_setting(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    avail = limits.available_memory()
+    assert 0 < avail <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    monkeypatch.setattr(limits, "USER_PIXELS", None)
+    monkeypatch.setattr(limits, "available_memory", lambda: 40 * 10**9)
+    assert limits.max_pixels(2) == limits.pixel_limit(2, 40 * 10**9)
+    monkeypatch.setattr(limits, "USER_PIXELS", 1234)
+    assert limits.max_pixels(1) == limits.max_pixels(64) == 1234
+
+
+def test_the_refusal_says_the_limit_why_and_how_to_raise_it(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    monkeypatch.setattr(limits, "USER_PIXELS", None)
+    data = encode(np.zeros((30, 40, 3), np.uint8))
+    with pytest.raises(BadImage) as e:
+        decode_rgb(data, W, max_pixels=1199)
+    assert str(e.value) == (
+        f"claims 40×30 pixels, over the 1,199-pixel limit that keeps the workers, each decoding "
+        f"one such image (~{limits.BYTES_PER_PIXEL} bytes a pixel), within 50% of the memory "
+        "available (a decompression bomb or a huge scan would exhaust it); refused without "
+        "decoding. To decode it, set OPENCV_IO_MAX_IMAGE_PIXELS=1200 (or more) in the "
+        "environment, or use fewer --workers")
+    assert decode_rgb(data, W, max_pixels=1200).shape == (W, W, 3)
 
 
 # --- parallel_map -------------------------------------------------------------------------------

@@ -49,14 +49,14 @@ def test_unknown_key_is_named_with_a_suggestion() -> None:
     ("key", "value", "allowed"),
     [
         ("dropout", 1.0, r"\[0, 1\)"),
-        ("width", 64, ">= 75"),
-        ("epochs", 0, ">= 1"),
+        ("width", 64, "from 75"),
+        ("epochs", 0, "from 1"),
         ("epochs", 2.5, "integer"),
         ("epochs", True, "integer"),
         ("precision", "float16", "mixed_float16"),
         ("val_split", 0, r"\(0, 1\)"),
         ("clip", 0.5, r"\[0, 0.5\)"),
-        ("learning_rate", "fast", "> 0"),
+        ("learning_rate", "fast", r"\(0, 10\]"),
         ("train_data", "", "path"),
     ],
 )
@@ -80,3 +80,52 @@ def test_load_params_names_the_file(tmp_path: Path) -> None:
         load_params(tmp_path / "params.yaml")
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(("text", "key", "value"), [
+    ("learning_rate: 3e-4\n", "learning_rate", 0.0003),  # YAML 1.1 (PyYAML) reads a string
+    ("learning_rate: 1E-3\n", "learning_rate", 0.001),
+    ("dropout: 0.3\n", "dropout", 0.3),
+    ("epochs: 1_000\n", "epochs", 1000),
+])
+def test_params_are_read_as_dvc_reads_them(tmp_path: Path, text: str, key: str,
+                                           value: object) -> None:
+    from dvc.utils.serialize import parse_yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    assert load_params(path)[key] == parse_yaml(text, str(path))[key] == value
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("seed: 4294967296\n", "seed"),  # NumPy and TensorFlow seeds are 32 bits
+    ("seed: -1\n", "seed"),
+    ("learning_rate: .inf\n", "learning_rate"),
+    ("learning_rate: .nan\n", "learning_rate"),
+    ("learning_rate: 100\n", "learning_rate"),
+    ("dropout: .nan\n", "dropout"),
+    ("clip: .nan\n", "clip"),
+    ("width: 100000\n", "width"),
+    ("epochs: 10000000\n", "epochs"),
+    ("batch_size: 0\n", "batch_size"),
+])
+def test_every_value_is_bounded_by_what_the_code_takes(tmp_path: Path, text: str,
+                                                       key: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError, match=rf"'{key}' is .*; it must be"):
+        load_params(path)
+
+
+def test_a_misspelt_choice_gets_a_suggestion() -> None:
+    with pytest.raises(ParamsError, match=r"'weights' is 'imagnet'.*did you mean 'imagenet'"):
+        validate({"weights": "imagnet"})
+    with pytest.raises(ParamsError, match=r"did you mean 'mixed_bfloat16'"):
+        validate({"precision": "mixed_bf16"})
+
+
+def test_a_file_that_is_not_yaml_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("dropout: [0.3\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: not valid YAML"):
+        load_params(path)

@@ -130,6 +130,25 @@ def test_precision_reruns_the_extractors_not_resize(repo: Path) -> None:
     assert sorted(ran) == ["extract_inception", "extract_xception"]
 
 
+def test_a_bad_value_costs_no_work(repo: Path) -> None:
+    """DVC removes a stage's outputs before running it, so a bad `clip` loses pred.csv; the
+    message says so, in one line, and putting the value back restores it from the run-cache."""
+    set_params(repo, precision="float32")  # back from the --dry test above
+    assert ran_stages(dvc(repo, "repro")) == []
+    before = (repo / "pred.csv").read_bytes()
+    set_params(repo, clip=0.7)
+    p = dvc(repo, "repro", check=False)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and ran_stages(p) == ["predict"]
+    assert "predict: params.yaml: 'clip' is 0.7; it must be a number in [0, 0.5)" in out
+    assert "restores them from the run-cache" in out and "Traceback" not in out
+    assert not (repo / "pred.csv").exists()
+    set_params(repo, clip=0.005)
+    p = dvc(repo, "repro")
+    assert ran_stages(p) == [] and "Stage 'predict' is cached - skipping run" in p.stdout
+    assert (repo / "pred.csv").read_bytes() == before
+
+
 def test_missing_data_stops_at_resize_with_help(tmp_path: Path) -> None:
     # A fresh clone: no data/raw/train at all. DVC itself stops at resize and names the path
     # (no placeholder lives there, so a teammate's --allow-missing sees the data as missing).

@@ -88,3 +88,20 @@ def test_summary_names_the_classes_and_scores_a_labelled_set() -> None:
     scored = summary(probs, ["cat", "dog"], np.array([0, 1, 0, 0]))
     assert scored["test_accuracy"] == 0.75
     assert scored["test_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.9, 0.2, 0.8])))
+
+
+def test_features_that_are_not_numbers_stop_naming_the_rows(tmp_path: Path) -> None:
+    import keras
+
+    from stages import h5io
+    from stages.predict import predict
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.save(tmp_path / "m.h5")
+    x = np.ones((5, 4), np.float32)
+    x[1, 2], x[3, 0] = np.nan, np.inf
+    with h5io.create_h5(tmp_path / "fused.h5") as f:
+        h5io.write_array(f, "test", x)
+        h5io.write_row_info(f, {"ids": np.array([10, 11, 12, 13, 14])}, ["cat", "dog"])
+    with pytest.raises(h5io.NonFinite, match=r"test features: 2 row\(s\) .*: 11, 13$"):
+        predict(str(tmp_path / "m.h5"), str(tmp_path / "fused.h5"))

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -18,9 +21,10 @@ import pytest
 import yaml
 from test_images import BAD, LITTER, noisy_jpeg, write, zip_of
 
-from stages import resize
+from stages import limits, resize
 from stages.images import DataError, Source, list_test, list_train
 
+REPO = Path(__file__).resolve().parents[1]
 W = 32
 N_PER_CLASS, N_TEST = 40, 9  # over one write batch (64) and many chunks per worker
 # Each kind of undecodable file, named like the good ones: name → (bytes, reason)
@@ -195,3 +199,119 @@ def test_main_stops_with_a_message_naming_the_files(stage_dir: Path, data: Path)
 def test_main_refuses_zero_workers(stage_dir: Path) -> None:
     with pytest.raises(SystemExit):
         resize.main(["--workers", "0"])
+
+
+# --- what cameras and file managers make -------------------------------------------------------
+
+
+def test_a_motion_photo_in_the_test_set_is_its_still_image(data: Path, tmp_path: Path) -> None:
+    # A phone's motion photo: the JPEG, then a short video. The test set must not stop on it.
+    files = folder_files(data / "test")
+    photos = write(tmp_path / "test", files | {"3.jpg": imagegen.motion_photo(files["3.jpg"])})
+    with h5py.File(run_test(photos, tmp_path / "photos")) as f, \
+            h5py.File(run_test(data / "test", tmp_path / "plain")) as g:
+        np.testing.assert_array_equal(f["images"][:], g["images"][:])
+        assert list(f["ids"][:]) == list(range(1, N_TEST + 1))
+
+
+def mean_rgb_by_label(path: Path) -> dict[int, np.ndarray]:
+    with h5py.File(path) as f:
+        imgs, labels = f["images"][:].astype(float), f["labels"][:]
+    return {int(c): imgs[labels == c].reshape(-1, 3).mean(axis=0) for c in np.unique(labels)}
+
+
+def test_class_folders_behind_symbolic_links_keep_their_labels(tmp_path: Path) -> None:
+    classes = ("Bird", "Cat", "Dog", "Zebra")  # imagegen colours them red, blue, green, yellow
+    imagegen.class_folders(tmp_path / "all", classes, 2)
+    train = tmp_path / "train"
+    train.mkdir()
+    for cls in classes:  # Cat and Zebra are real folders, Bird and Dog live elsewhere
+        if cls in ("Bird", "Dog"):
+            (train / cls).symlink_to(tmp_path / "all" / cls, target_is_directory=True)
+        else:
+            (tmp_path / "all" / cls).rename(train / cls)
+    (train / "Dog/1.jpg").unlink()
+    (train / "Dog/1.jpg").symlink_to(tmp_path / "all/Dog/0.jpg")  # a linked file too
+    path, skipped = run_train(train, tmp_path / "out")
+    assert skipped == []
+    with h5py.File(path) as f:
+        assert list(f.attrs["classes"]) == list(classes)
+        assert list(f["labels"][:]) == [0, 0, 1, 1, 2, 2, 3, 3]
+    for label, rgb in mean_rgb_by_label(path).items():
+        bgr = imagegen.PALETTE[label]
+        np.testing.assert_allclose(rgb, bgr[::-1], atol=12)
+
+
+def test_a_labelled_test_set_behind_symbolic_links(tmp_path: Path) -> None:
+    imagegen.class_folders(tmp_path / "elsewhere", ("Cat", "Dog"), 2)
+    test = tmp_path / "test"
+    (test / "Cat").mkdir(parents=True)
+    for i in range(2):
+        (test / f"Cat/{i}.jpg").symlink_to(tmp_path / f"elsewhere/Cat/{i}.jpg")
+    (test / "Dog").symlink_to(tmp_path / "elsewhere/Dog", target_is_directory=True)
+    (tmp_path / "test-link").symlink_to(test, target_is_directory=True)
+    source = Source(tmp_path / "test-link")
+    out = tmp_path / "out/test.h5"
+    resize.resize_test(source, list_test(source, ["Cat", "Dog"]), str(out), W, 2)
+    with h5py.File(out) as f:
+        assert list(f["names"][:].astype(str)) == ["Cat/0.jpg", "Cat/1.jpg", "Dog/0.jpg",
+                                                   "Dog/1.jpg"]
+        assert list(f["labels"][:]) == [0, 0, 1, 1]
+    for label, rgb in mean_rgb_by_label(out).items():
+        np.testing.assert_allclose(rgb, imagegen.PALETTE[label][::-1], atol=12)
+
+
+def test_main_sets_the_pixel_limit_for_its_worker_count(stage_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Memory for one 40×30 (1,200-pixel) image a worker with one worker, half that with two.
+    monkeypatch.setattr(limits, "USER_PIXELS", None)
+    avail = int(1200 * limits.BYTES_PER_PIXEL / limits.MEMORY_SHARE)
+    monkeypatch.setattr(limits, "available_memory", lambda: avail)
+    with pytest.raises(SystemExit, match=r"test image\(s\) cannot be decoded.*1\.jpg \(claims "
+                                         r"40×30 pixels, over the 600-pixel limit"):
+        resize.main(["--out-dir", "out", "--workers", "2"])
+    resize.main(["--out-dir", "out", "--workers", "1"])
+    with h5py.File(stage_dir / "out/test.h5") as f:
+        assert len(f["ids"]) == N_TEST
+
+
+# A fresh process runs resize_train on one small and one 108 MP photo with one worker, and says
+# how much memory it held before (imports done, resize kernels loaded) and at its peak.
+PEAK_RSS = """
+import json, re, sys
+from pathlib import Path
+from stages import resize
+from stages.images import Source, decode_rgb, list_train
+
+def status(key):
+    return int(re.search(key + r":\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) << 10
+
+decode_rgb(Path(sys.argv[1], "cat.0.jpg").read_bytes(), 299)  # loads the resize kernels
+try:
+    Path("/proc/self/clear_refs").write_text("5")  # the peak so far: from here on
+except OSError:
+    pass
+before = status("VmRSS")
+source = Source(sys.argv[1])
+skipped = resize.resize_train(source, list_train(source), sys.argv[2], 299, 1)
+print(json.dumps({"before": before, "peak": status("VmHWM"), "skipped": skipped}))
+"""
+SLACK = 64 << 20  # the JPEG's bytes (~3 MB), HDF5 and thread buffers, allocator rounding
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's VmHWM")
+def test_a_108_megapixel_photo_decodes_within_the_memory_bound(tmp_path: Path) -> None:
+    w, h = 12_000, 9_000
+    train = write(tmp_path / "train", {"cat.0.jpg": noisy_jpeg(400, 300),
+                                       "dog.0.jpg": imagegen.gradient_jpeg(w, h)})
+    # The limit the user would set to take it: exactly its pixels (whatever this machine's memory)
+    env = os.environ | {limits.ENV: str(w * h)}
+    p = subprocess.run([sys.executable, "-c", PEAK_RSS, str(train), str(tmp_path / "train.h5")],
+                       cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    got = json.loads(p.stdout)
+    assert got["skipped"] == []
+    used = got["peak"] - got["before"]
+    assert 3 * w * h < used < limits.BYTES_PER_PIXEL * w * h + SLACK, used / (w * h)
+    with h5py.File(tmp_path / "train.h5") as f:  # the gradient, red rising across
+        red = f["images"][1, ..., 0].astype(int)
+        assert red[:, -10:].mean() > red[:, :10].mean() + 200

@@ -21,6 +21,8 @@ EXPS = {"low-dropout": "dropout=0.3", "fast-lr": "learning_rate=0.01"}
 CURVES = {"Loss": "loss", "Accuracy": "accuracy"}  # train as Keras names it, and val_<name>
 EVALUATION = ("confusion_matrix", "ROC", "precision-recall")  # DVC's ids: "_" for " "
 
+OUTPUT: dict[str, str] = {}  # what each experiment's run printed
+
 pytestmark = pytest.mark.pipeline
 
 
@@ -29,8 +31,9 @@ def repo(baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two experiments on the session's run; each reruns the head and nothing else."""
     root = copy_project(baseline, tmp_path_factory.mktemp("tracking") / "p")
     for name, change in EXPS.items():
-        assert ran_stages(dvc(root, "exp", "run", "-n", name, "-S", change)) == [
-            "train_head", "predict"]
+        p = dvc(root, "exp", "run", "-n", name, "-S", change)
+        OUTPUT[name] = p.stdout + p.stderr
+        assert ran_stages(p) == ["train_head", "predict"]
         # Back to the baseline, so the next experiment changes one param only.
         run(root, "git", "checkout", "--", ".")
         dvc(root, "checkout")
@@ -142,3 +145,14 @@ def test_history_png_has_both_panels(repo: Path) -> None:
     for colour in ((0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)):
         near = np.abs(rgb - colour).sum(axis=-1) < 30
         assert near[:, : width // 2].sum() > 50 and near[:, width // 2:].sum() > 50, colour
+
+
+def test_a_run_prints_progress_and_summaries_not_noise(repo: Path) -> None:
+    out = OUTPUT["low-dropout"]
+    epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert [e.split(":")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert all("val_loss" in e and "batches" in e for e in epochs)
+    assert "train_head: 2 classes, best epoch" in out and "predict: 6 rows" in out
+    for noise in ("oneDNN", "cuInit", "absl::InitializeLog", "cuda drivers", "HDF5 file",
+                  "legacy", "Traceback", "1/1 -"):
+        assert noise not in out, noise

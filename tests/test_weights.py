@@ -11,6 +11,7 @@ import pytest
 from conftest import copy_project, dvc, ran_stages, run, set_params
 
 from stages.backbones import BACKBONES, WeightsError, resolve_weights
+from stages.params import ParamsError, validate
 
 
 def save_notop(backbone: str, path: Path, seed: int, width: int = 75) -> None:
@@ -47,8 +48,8 @@ def test_untracked_or_missing_folder_is_refused(tmp_path: Path,
     (tmp_path / "elsewhere").mkdir()
     with pytest.raises(WeightsError, match="DVC tracks local weights only in keras_weights/"):
         resolve_weights(BACKBONES["xception"], "elsewhere")
-    with pytest.raises(WeightsError, match="neither 'imagenet', 'none' nor a folder"):
-        resolve_weights(BACKBONES["xception"], "imagnet")
+    with pytest.raises(ParamsError, match="did you mean 'imagenet'"):  # stopped before any stage
+        validate({"weights": "imagnet"})
 
 
 @pytest.mark.pipeline

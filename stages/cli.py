@@ -1,0 +1,46 @@
+"""How a stage ends: one line for what the user can fix, a traceback for a bug of ours.
+
+Every stage's `main()` runs its work through `run`. A `UserError` (a bad param, bad data, a
+missing input or weights file) becomes one line that names the problem and the fix, exit code
+1; Ctrl-C becomes one line too, exit code 130; anything else keeps Python's traceback, because
+then the bug is ours (or TensorFlow's) and the traceback is what finds it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+# DVC removes a stage's outputs before it runs the stage's command, so a stage that stops has
+# already lost them; they come back from DVC's run-cache, without recomputing, once the inputs
+# and params are those of an earlier run again.
+RESTORE_HINT = ("DVC removed this stage's outputs before running it: with the value fixed, "
+                "`dvc repro` (or `dvc exp run`) restores them from the run-cache in seconds "
+                "where these params ran before")
+
+
+class UserError(Exception):
+    """Something the user can fix; the message names it and says how."""
+
+
+class ParamsError(UserError, ValueError):
+    """A value in params.yaml is unknown, of the wrong type or out of range."""
+
+
+class MissingInput(UserError, FileNotFoundError):
+    """An input file of the stage is missing or is not what the stage expects."""
+
+
+def run(stage: str, work: Callable[[], None]) -> None:
+    """Run a stage's work; end with one line for a UserError or Ctrl-C."""
+    try:
+        work()
+    except ParamsError as e:
+        sys.exit(f"{stage}: {e}. {RESTORE_HINT}.")
+    except UserError as e:
+        sys.exit(f"{stage}: {e}")
+    except KeyboardInterrupt:
+        print(f"{stage}: interrupted; its outputs are written under temporary names and only "
+              "renamed into place when complete, so nothing half-written is left. Run "
+              "`dvc repro` to start it again.", file=sys.stderr)
+        sys.exit(130)
