@@ -26,7 +26,7 @@ SUPPORTED = ((3, 11), (3, 13))
 # stages write (decoding, resampling, the networks, the HDF5 files), checked against the lock.
 NEEDED = {
     "numpy": "numpy", "h5py": "h5py", "yaml": "pyyaml", "tqdm": "tqdm", "cv2": None,
-    "numba": "numba", "tensorflow": "tensorflow", "keras": "keras", "dvclive": "dvclive",
+    "numba": "numba", "tensorflow": "tensorflow", "keras": "keras",
     "matplotlib": "matplotlib",
 }
 PINNED = ("tensorflow", "keras", "numpy", "opencv-python-headless", "h5py", "numba")

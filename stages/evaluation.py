@@ -2,10 +2,11 @@
 `dvc plots show` draws, and a picture of the most confident mistakes.
 
 Shared by `train_head` (the validation split) and `predict` (a labelled test set). The plot data
-is written by dvclive in the formats of DVC's own templates (a row per image for the confusion
-matrix, scikit-learn's curves for ROC and precision-recall); dvc.yaml declares which template
-draws which file, so every file is always written, empty where there is nothing to draw (an
-unlabelled test set).
+is written as dvclive's `log_sklearn_plot` writes it, in the formats of DVC's own templates (a
+row per image for the confusion matrix, scikit-learn's curves for ROC and precision-recall), but
+computed here with NumPy: scikit-learn would add a second to every TensorFlow stage's start,
+since Keras imports it when present. dvc.yaml declares which template draws which file, so every
+file is always written, empty where there is nothing to draw (an unlabelled test set).
 """
 
 from __future__ import annotations
@@ -42,35 +43,52 @@ def accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(np.argmax(probs, axis=1) == labels))
 
 
+def curves(truth: np.ndarray, score: np.ndarray) -> tuple[list[dict], list[dict]]:
+    """ROC and precision-recall points of a binary decision, one per distinct score, as
+    scikit-learn's `roc_curve` and `precision_recall_curve` compute them (ROC from (0, 0) up,
+    precision-recall by rising threshold). Empty when only one class is present: undefined."""
+    truth = np.asarray(truth, bool)
+    if truth.all() or not truth.any():
+        return [], []
+    order = np.argsort(-score, kind="stable")
+    score, truth = score[order], truth[order]
+    last = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]  # the end of each score's run
+    tps = np.cumsum(truth)[last].astype(np.float64)
+    fps = (last + 1) - tps
+    thresholds = score[last].astype(np.float64)
+    roc = [{"fpr": 0.0, "tpr": 0.0, "threshold": None}] + [
+        {"fpr": f, "tpr": t, "threshold": th}
+        for f, t, th in zip((fps / fps[-1]).tolist(), (tps / tps[-1]).tolist(),
+                        thresholds.tolist(), strict=True)]
+    pr = [{"precision": p, "recall": r, "threshold": th} for p, r, th in zip(
+        (tps / (tps + fps))[::-1].tolist(), (tps / tps[-1])[::-1].tolist(),
+        thresholds[::-1].tolist(), strict=True)]
+    return roc, pr
+
+
 def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray | None,
                 probs: np.ndarray) -> None:
     """The confusion matrix (class names on both axes) and, from the probabilities, ROC and
     precision-recall curves: of class 1 against class 0 for two classes, micro-averaged over
-    every class against the rest for more. `labels` None (an unlabelled test set): empty files.
-    """
-    from dvclive import Live
-
-    live = Live(dir=str(folder), dvcyaml=None, save_dvc_exp=False, report=None)
-    if labels is None:
-        empty = {"confusion_matrix": [], "roc": {"roc": []},
-                 "precision_recall": {"precision_recall": []}}
-        sklearn_dir = Path(live.plots_dir) / "sklearn"
-        sklearn_dir.mkdir(parents=True, exist_ok=True)
-        for name, data in empty.items():
-            (sklearn_dir / f"{name}.json").write_text(json.dumps(data) + "\n")
-        return
-    names = np.asarray(classes, dtype=object)
-    live.log_sklearn_plot("confusion_matrix", names[labels.astype(np.int64)],
-                          names[np.argmax(probs, axis=1)], name="confusion_matrix.json")
-    if len(classes) == 2:
-        truth, score = labels.astype(np.int64), probs[:, 1]
-    else:  # every (image, class) pair is one binary decision: micro-averaged one-vs-rest
-        truth = (labels.astype(np.int64)[:, None] == np.arange(len(classes))).ravel()
-        score = probs.ravel()
-    # Curves with a single class present (a tiny split) are undefined; scikit-learn warns.
-    live.log_sklearn_plot("roc", truth, score, name="roc.json", drop_intermediate=True)
-    live.log_sklearn_plot("precision_recall", truth, score, name="precision_recall.json",
-                          drop_intermediate=True)
+    every class against the rest for more. In dvclive's files and formats
+    (`plots/sklearn/*.json`), which DVC's templates draw. `labels` None (an unlabelled test
+    set): empty files."""
+    confusion: list[dict] = []
+    roc: list[dict] = []
+    pr: list[dict] = []
+    if labels is not None:
+        labels = labels.astype(np.int64)
+        confusion = [{"actual": classes[a], "predicted": classes[p]}
+                     for a, p in zip(labels, np.argmax(probs, axis=1), strict=True)]
+        if len(classes) == 2:
+            roc, pr = curves(labels == 1, probs[:, 1])
+        else:  # every (image, class) pair is one binary decision: micro-averaged one-vs-rest
+            roc, pr = curves((labels[:, None] == np.arange(len(classes))).ravel(), probs.ravel())
+    out = Path(folder) / "plots" / "sklearn"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in (("confusion_matrix", confusion), ("roc", {"roc": roc}),
+                       ("precision_recall", {"precision_recall": pr})):
+        (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 def worst_mistakes(labels: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES) -> np.ndarray:

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--features", default="data/features/fused.h5")
     ap.add_argument("--out", default="pred.csv")
     ap.add_argument("--report", default="reports/predict.json")
-    ap.add_argument("--eval-dir", default="reports/test", help="test plots (dvclive)")
+    ap.add_argument("--eval-dir", default="reports/test", help="test plots")
     args = ap.parse_args(argv)
 
     def work() -> None:

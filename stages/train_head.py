@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metrics", default="metrics.json")
     ap.add_argument("--history", default="reports/history.csv")
     ap.add_argument("--figure", default="reports/history.png")
-    ap.add_argument("--eval-dir", default="reports/val", help="validation plots (dvclive)")
+    ap.add_argument("--eval-dir", default="reports/val", help="validation plots")
     ap.add_argument("--mistakes", default="reports/val_mistakes.png")
     args = ap.parse_args(argv)
 

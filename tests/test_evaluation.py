@@ -82,3 +82,13 @@ def test_mistakes_figure_is_a_grid_of_four_columns(tmp_path: Path) -> None:
     evaluation.mistakes_figure(path, pictures, [f"{i}.jpg" for i in range(5)], ["cat", "dog"],
                                np.array([1, 1, 0, 0, 1]), probs)
     assert path.read_bytes() == first  # no timestamp or version: the same bytes
+
+
+def test_curves_are_scikit_learns() -> None:
+    # scikit-learn's own example: roc_curve([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    roc, pr = evaluation.curves(np.array([0, 0, 1, 1]) == 1, np.array([0.1, 0.4, 0.35, 0.8]))
+    assert [(r["fpr"], r["tpr"]) for r in roc] == [
+        (0, 0), (0, 0.5), (0.5, 0.5), (0.5, 1), (1, 1)]
+    assert [(r["precision"], r["recall"], r["threshold"]) for r in pr] == [
+        (0.5, 1, 0.1), (pytest.approx(2 / 3), 1, 0.35), (0.5, 0.5, 0.4), (1, 0.5, 0.8)]
+    assert evaluation.curves(np.array([True, True]), np.array([0.2, 0.3])) == ([], [])
