@@ -14,9 +14,9 @@ from collections.abc import Callable
 # DVC removes a stage's outputs before it runs the stage's command, so a stage that stops has
 # already lost them; they come back from DVC's run-cache, without recomputing, once the inputs
 # and params are those of an earlier run again.
-RESTORE_HINT = ("DVC removed this stage's outputs before running it: with the value fixed, "
-                "`dvc repro` (or `dvc exp run`) restores them from the run-cache in seconds "
-                "where these params ran before")
+RESTORE_HINT = ("DVC removed this stage's outputs before running it: once the value is "
+                "fixed, `dvc repro` (or `dvc exp run`) restores them from the run-cache in "
+                "seconds if the stage ran with those params before")
 
 
 class UserError(Exception):
