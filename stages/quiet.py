@@ -4,8 +4,10 @@ Importing TensorFlow 2.21 writes, from C++ and before its logging is set up (so
 TF_CPP_MIN_LOG_LEVEL cannot stop them), that oneDNN is on, that no CUDA driver was found, which
 CPU instructions it was built for and, at the first device query on a machine without a GPU, a
 `cuInit` error: about ten lines per stage, twice over. Keras then warns on every checkpoint that
-HDF5 is a "legacy" format (model_2.h5 is the contract). `tensorflow()` imports TensorFlow with
-the process's stderr caught, drops exactly those lines and passes on anything else it printed.
+HDF5 is a "legacy" format (model_2.h5 is the contract), and tf.data logs an error about an op
+attribute on every training run. `tensorflow()` imports TensorFlow with the process's stderr
+caught, drops exactly those lines and passes on anything else it printed; `filtered()` does the
+same around a block (the head's training).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ NOISE = re.compile(
     r"|This TensorFlow binary is optimized to use available CPU instructions"
     r"|To enable the following instructions:.*rebuild TensorFlow"
     r"|failed call to cuInit"
+    # tf.data's MapDataset in TF 2.21 logs this as an error on every run; nothing is wrong
+    r"|NodeDef mentions attribute use_unbounded_threadpool"
 )
 
 
@@ -52,18 +56,26 @@ class _NoLegacyH5Warning(logging.Filter):
         return "saving your model as an HDF5 file" not in record.getMessage()
 
 
-def tensorflow() -> ModuleType:
-    """Import TensorFlow (and initialise its devices) quietly; return the module."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
+@contextlib.contextmanager
+def filtered() -> Iterator[None]:
+    """Run a block with TensorFlow's C++ noise dropped from stderr; what else it printed is
+    passed on when the block ends (or fails)."""
     try:
         with _stderr_caught() as lines:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # where the cuInit error is printed
+            yield
     finally:
         kept = [line for line in lines if not NOISE.search(line)]
         if kept:
             print("\n".join(kept), file=sys.stderr)
+
+
+def tensorflow() -> ModuleType:
+    """Import TensorFlow (and initialise its devices) quietly; return the module."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with filtered():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # where the cuInit error is printed
     logging.getLogger("absl").addFilter(_NoLegacyH5Warning())
     return tf

@@ -312,7 +312,8 @@ def main(argv: list[str] | None = None) -> None:
             names, classes = f["names"].asstr()[:], h5io.classes_of(f)
         h5io.check_finite(x, names, f"{args.features}, training features")
         quiet.tensorflow()
-        result = train(x, y, params, args.model, len(classes))
+        with quiet.filtered():  # stdout (the epoch lines) is untouched
+            result = train(x, y, params, args.model, len(classes))
         metrics, val_idx, val_probs = result.metrics, result.val_idx, result.val_probs
         h5io.write_json(args.metrics, metrics)
         write_history(result.history, args.history)

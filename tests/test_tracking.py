@@ -154,5 +154,5 @@ def test_a_run_prints_progress_and_summaries_not_noise(repo: Path) -> None:
     assert all("val_loss" in e and "batches" in e for e in epochs)
     assert "train_head: 2 classes, best epoch" in out and "predict: 6 rows" in out
     for noise in ("oneDNN", "cuInit", "absl::InitializeLog", "cuda drivers", "HDF5 file",
-                  "legacy", "Traceback", "1/1 -"):
+                  "legacy", "Traceback", "1/1 -", "NodeDef", "E0000", "W0000", "I0000"):
         assert noise not in out, noise
