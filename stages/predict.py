@@ -5,6 +5,7 @@ K > 2: `id` and one probability column per class, named by the classes in label 
 Kaggle multi-class format). A labelled test set (class folders) names each row by its path and
 adds its true class; the stage then scores it: test log loss and accuracy in
 `reports/predict.json`, a confusion matrix (and curves) in `reports/test` for `dvc plots show`.
+The mean probability and predicted share of every class are in `reports/test/summary.json`.
 
 Probabilities are kept away from 0 and 1 by `clip`: log loss punishes a confident mistake without
 bound, and clipping at 0.005 costs almost nothing on the right answers. Two classes: p(class 1)
@@ -19,6 +20,7 @@ import argparse
 import csv
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -82,9 +84,14 @@ def write_submission(path: str, test: TestSet, probs: np.ndarray,
             w.writerow(cells)
 
 
+# What reports/predict.json, a metrics file, keeps of the summary: few columns in
+# `dvc exp show`, where a grid of experiments is compared (the rest is in the eval folder).
+METRICS = ("n_test", "classes", "test_loss", "test_accuracy")
+
+
 def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None) -> dict[str, Any]:
-    """What `dvc metrics show` prints for the test set: per class the mean probability and the
-    share of images predicted as it; for a labelled set, its log loss and accuracy."""
+    """The test set's summary: per class the mean probability and the share of images
+    predicted as it; for a labelled set, its log loss and accuracy."""
     predicted = np.argmax(probs, axis=1)
     out: dict[str, Any] = {
         "n_test": len(probs),
@@ -139,8 +146,9 @@ def main(argv: list[str] | None = None) -> None:
         probs = clip_probs(probs, params["clip"])
         write_submission(args.out, test, probs, classes)
         stats = summary(probs, classes, test.labels)
-        h5io.write_json(args.report, stats)
+        h5io.write_json(args.report, {k: v for k, v in stats.items() if k in METRICS})
         evaluation.write_plots(args.eval_dir, classes, test.labels, probs)
+        h5io.write_json(Path(args.eval_dir) / "summary.json", stats)
         scored = (f"; test log loss {stats['test_loss']:.4f}, accuracy "
                   f"{stats['test_accuracy']:.4f}" if test.labels is not None else "")
         shares = ", ".join(f"{c} {s:.1%}" for c, s in stats["predicted_share"].items())

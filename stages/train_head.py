@@ -279,13 +279,12 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
         val_probs = evaluation.probabilities(
             best_model.predict(x[val_idx], batch_size=VAL_BATCH_SIZE, verbose=0))
     best = best_epoch(hist)
+    # Few keys: every one is a column in `dvc exp show`. The training loss and accuracy are
+    # in reports/history.csv; a key `epochs` would clash with the param of that name there.
     metrics = {
         "val_loss": float(hist["val_loss"][best]),
         "val_accuracy": float(hist["val_accuracy"][best]),
-        "loss": float(hist["loss"][best]),
-        "accuracy": float(hist["accuracy"][best]),
         "best_epoch": best + 1,
-        "epochs": len(hist["val_loss"]),
         "n_train": len(train_idx),
         "n_val": len(val_idx),
     }
@@ -326,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
         evaluation.mistakes_figure(args.mistakes, pictures, names[val_idx[wrong]], classes,
                                    val_labels[wrong], val_probs[wrong])
         print(f"train_head: {len(classes)} classes, best epoch {metrics['best_epoch']}/"
-              f"{metrics['epochs']}: val_loss {metrics['val_loss']:.4f}, val_accuracy "
+              f"{len(result.history['loss'])}: val_loss {metrics['val_loss']:.4f}, val_accuracy "
               f"{metrics['val_accuracy']:.4f} ({metrics['n_train']} train, {metrics['n_val']} "
               f"val) → {Path(args.model)}")
 

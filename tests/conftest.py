@@ -14,6 +14,8 @@ as it is, tests that change something work on a copy (`copy_project`), which is 
 from __future__ import annotations
 
 import atexit
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -22,7 +24,9 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import h5py
 import pytest
 import yaml
 from filelock import FileLock
@@ -31,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `import imagegen
 
 import imagegen
 
-from stages.params import DEFAULTS
+from stages.backbones import BACKBONES
+from stages.params import DEFAULTS, WEIGHTS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("stages", "dvc.yaml", "keras_weights", "data", ".gitignore", ".dvcignore",
-                 "requirements.txt", "models/.gitignore", "reports/.gitignore")
+PROJECT_FILES = ("stages", "dvc.yaml", "data", ".gitignore", ".dvcignore", "requirements.txt",
+                 "models/.gitignore", "reports/.gitignore")
 ALL = ["resize", "extract_inception", "extract_xception", "concat", "train_head", "predict"]
 # Small enough for CI on 2 cores: 75 px is the smallest both networks accept.
 TINY = {"width": 75, "weights": "none", "epochs": 2, "extract_batch_size": 16}
@@ -61,9 +66,10 @@ ENV = {
 }
 
 
-def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    """Start a command in `cwd` in the background (two "machines" working at once)."""
-    return subprocess.Popen(args, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+def start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start a command in `cwd` in the background (two "machines" working at once); `env`
+    adds to the tests' environment."""
+    return subprocess.Popen(args, cwd=cwd, env={**ENV, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -76,12 +82,14 @@ def finish(p: subprocess.Popen[str], check: bool = True) -> subprocess.Completed
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
-def run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return finish(start(cwd, *args), check)
+def run(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    return finish(start(cwd, *args, env=env), check)
 
 
-def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(cwd, sys.executable, "-m", "dvc", *args, check=check)
+def dvc(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    return run(cwd, sys.executable, "-m", "dvc", *args, check=check, env=env)
 
 
 def dvc_start(cwd: Path, *args: str) -> subprocess.Popen[str]:
@@ -135,9 +143,21 @@ def make_project(root: Path, per_class: int = 12, n_test: int = 6, data: bool = 
     # The contract's defaults, not the user's params.yaml (which `dvc exp run -S` edits).
     (root / "params.yaml").write_text(
         yaml.safe_dump({**DEFAULTS, **TINY, **params}, sort_keys=False))
+    if data:
+        track_inputs(root)
+    else:
+        (root / "keras_weights").mkdir()
+        dvc(root, "add", "-q", "keras_weights")
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "project")
     return root
+
+
+def track_inputs(root: Path) -> None:
+    """The README's data step: the raw images and the local weights folder (empty with
+    `weights: none`) become DVC-tracked inputs."""
+    (root / "keras_weights").mkdir(exist_ok=True)
+    dvc(root, "add", "-q", "data/raw/train", "data/raw/test", "keras_weights")
 
 
 def copy_project(src: Path, dest: Path) -> Path:
@@ -145,6 +165,42 @@ def copy_project(src: Path, dest: Path) -> Path:
     Cheaper than a `dvc repro` by far; DVC rehashes the copied files once (they are tiny)."""
     shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
     return dest
+
+
+LINKS = "reflink,hardlink,symlink"  # README, "One copy on disk": outputs link to DVC's cache
+
+
+def linked_copy(src: Path, dest: Path) -> Path:
+    """A copy of a test project whose outputs are links to its DVC cache, as the README's
+    experiment workflow sets it up once per clone."""
+    copy_project(src, dest)
+    dvc(dest, "config", "--local", "cache.type", LINKS)
+    dvc(dest, "checkout", "--relink")
+    return dest
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def experiments(repo: Path) -> dict[str, dict[str, Any]]:
+    """`dvc exp show --json` by experiment name ("baseline": the commit they are based on)."""
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    exps = {}
+    for rev in shown:
+        if rev["rev"] != "workspace":
+            exps["baseline"] = rev["data"]
+        for exp in rev.get("experiments") or []:
+            exps[exp["name"]] = exp["revs"][0]["data"]
+    return exps
+
+
+def exp_lock_md5(repo: Path, name: str, stage: str, out: str) -> str:
+    """The md5 that experiment `name`'s commit records in dvc.lock for `stage`'s output."""
+    rev = next(e["revs"][0]["rev"] for r in json.loads(dvc(repo, "exp", "show", "--json").stdout)
+               for e in (r.get("experiments") or []) if e["name"] == name)
+    lock = yaml.safe_load(run(repo, "git", "show", f"{rev}:dvc.lock").stdout)
+    return next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == out)
 
 
 @pytest.fixture
@@ -167,7 +223,11 @@ def shared(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], N
 
 
 def _run_baseline(root: Path) -> None:
-    make_project(root)
+    make_project(root, weights=WEIGHTS_DIR)
+    for name, b in BACKBONES.items():  # random-init networks, saved as Keras' notop files
+        save_notop(name, root / WEIGHTS_DIR / b.weights_file, seed=1)
+    dvc(root, "add", WEIGHTS_DIR)  # the README's "Weights": the files, versioned
+    run(root, "git", "commit", "-qam", "local weights")
     p = dvc(root, "repro")
     assert sorted(ran_stages(p)) == sorted(ALL)
     run(root, "git", "add", "-A")
@@ -176,9 +236,25 @@ def _run_baseline(root: Path) -> None:
 
 @pytest.fixture(scope="session")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole pipeline run once, committed: 12 cats, 12 dogs, 6 test images, tiny params.
+    """The whole pipeline run once, committed: 12 cats, 12 dogs, 6 test images, tiny params,
+    on local weight files (`weights: keras_weights`: random-init networks saved as Keras'
+    notop files), with the raw images and the weights DVC-tracked as the README's data step
+    leaves them.
 
     Read it, never change it or run dvc in it (another worker may be reading it): copy it with
     `copy_project` instead.
     """
     return shared(tmp_path_factory, "baseline", _run_baseline)
+
+
+def save_notop(backbone: str, path: Path, seed: int, width: int = 75) -> None:
+    """A random-init network saved in the legacy HDF5 layout of Keras' own notop files."""
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(seed)
+    b = BACKBONES[backbone]
+    model = getattr(b.keras_module(), b.builder)(
+        include_top=False, weights=None, input_shape=(width, width, 3), pooling="avg")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)

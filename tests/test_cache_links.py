@@ -1,66 +1,23 @@
-"""One copy on disk: `cache.type reflink,hardlink,symlink` turns outputs into read-only links.
-
-With links, a stage that wrote into its previous output would write into DVC's cache and corrupt
-every commit that shares the object; so each check hashes the cache objects before and after.
-The tests run as whoever runs pytest (often root in CI, which ignores the read-only bits), so
-"unchanged cache" is asserted from content, not from a permission error.
-"""
+"""One copy on disk: `cache.type reflink,hardlink,symlink` turns outputs into read-only links
+(checks in `linkcheck`). Every stage rerunning over linked outputs is tested by `test_classes`,
+whose new data reruns them all."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import pytest
 import yaml
-from conftest import ALL, ENV, copy_project, dvc, ran_stages, run, set_params
+from conftest import ENV, LINKS, dvc, linked_copy, run
+from linkcheck import assert_cache_intact, assert_linked_read_only, cache_objects, cached_outputs
 
 from stages import h5io
 
-LINKS = "reflink,hardlink,symlink"
-
 pytestmark = pytest.mark.pipeline
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def cache_objects(root: Path) -> dict[Path, str]:
-    """Every object in the DVC cache and the md5 of its content (its name, while intact)."""
-    files = root / ".dvc/cache/files/md5"
-    return {p: md5(p) for p in sorted(files.rglob("*")) if p.is_file()}
-
-
-def assert_cache_intact(root: Path, before: dict[Path, str]) -> None:
-    after = cache_objects(root)
-    for path, digest in before.items():
-        assert after.get(path) == digest, f"{path} changed or vanished"
-    for path, digest in after.items():
-        name = path.parent.name + path.name.removesuffix(".dir")  # .dir: a directory out
-        assert name == digest, f"{path} holds other content"
-
-
-def cached_outputs(root: Path) -> list[Path]:
-    """The files DVC caches (and so links): every `outs` entry without `cache: false`, with a
-    directory output (reports/val/, reports/test/) standing for the files inside it."""
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    outs = [root / o for s in stages.values() for o in s.get("outs", []) if isinstance(o, str)]
-    return [f for o in outs for f in (sorted(p for p in o.rglob("*") if p.is_file())
-                                      if o.is_dir() else [o])]
-
-
-def assert_linked_read_only(root: Path, out: Path) -> None:
-    st = out.lstat()
-    assert out.is_symlink() or st.st_nlink > 1, f"{out} is a copy, not a link"
-    obj = root / ".dvc/cache/files/md5" / md5(out)[:2] / md5(out)[2:]
-    assert out.samefile(obj), f"{out} does not point at its cache object"
-    assert stat.S_IMODE(out.stat().st_mode) & 0o222 == 0, f"{out} is writable"
 
 
 def stage_cmd(root: Path, stage: str) -> list[str]:
@@ -71,10 +28,7 @@ def stage_cmd(root: Path, stage: str) -> list[str]:
 @pytest.fixture(scope="module")
 def linked(baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session's pipeline run, its outputs turned into links as README says."""
-    root = copy_project(baseline, tmp_path_factory.mktemp("links") / "p")
-    dvc(root, "config", "--local", "cache.type", LINKS)
-    dvc(root, "checkout", "--relink")
-    return root
+    return linked_copy(baseline, tmp_path_factory.mktemp("links") / "p")
 
 
 def test_link_setting_is_local_and_not_committed(linked: Path) -> None:
@@ -108,23 +62,6 @@ def test_stage_commands_replace_linked_outputs_without_writing_into_them(linked:
     dvc(linked, "checkout", "--relink")
     for out in cached_outputs(linked):
         assert_linked_read_only(linked, out)
-
-
-def test_every_stage_reruns_over_read_only_linked_outputs(linked: Path) -> None:
-    """A new `width` reruns every stage (what resize writes changes everything after it), and
-    each writes its new outputs beside the read-only linked old ones, never into them."""
-    before = cache_objects(linked)
-    set_params(linked, width=80)
-    assert sorted(ran_stages(dvc(linked, "repro"))) == sorted(ALL)
-    with h5py.File(linked / "data/resized/test.h5") as f:
-        assert f["images"].shape[1:] == (80, 80, 3)
-    assert_cache_intact(linked, before)
-    assert len(cache_objects(linked)) > len(before)  # the new outputs joined the old ones
-    for out in cached_outputs(linked):
-        # DVC 3.67 commits the files of a directory output (reports/val/, a few KB) as
-        # copies; `dvc checkout --relink` links them. Every file output is linked straight away.
-        if out.relative_to(linked).parts[:2] not in (("reports", "val"), ("reports", "test")):
-            assert_linked_read_only(linked, out)
 
 
 @pytest.mark.parametrize("kind", ["symlink", "hardlink"])

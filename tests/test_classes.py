@@ -1,20 +1,26 @@
 """Your own labelled images: three class folders and a labelled test set, end to end through
 `dvc repro`. The classes differ visibly (each its own colour), so even random-init features let
 the softmax head learn them; the folders are created in another order than their sorted names,
-which decide the labels."""
+which decide the labels.
+
+The project is the session's run with its outputs linked to DVC's cache (README, "One copy on
+disk"), its images replaced by the class folders: so every stage reruns over read-only linked
+outputs of the previous data, which must stay intact in the cache."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import h5py
 import imagegen
 import numpy as np
 import pytest
-from conftest import ALL, dvc, make_project, ran_stages, run
+from conftest import ALL, dvc, linked_copy, ran_stages, run, set_params
+from linkcheck import assert_cache_intact, assert_every_output_linked, cache_objects
 
 CREATED = ("zebra", "ant", "moth")  # colours by this order: zebra red, ant blue, moth green
 CLASSES = sorted(CREATED)  # labels 0, 1, 2: ant, moth, zebra
@@ -23,18 +29,31 @@ PER_CLASS, PER_TEST_CLASS, CLIP = 15, 4, 0.005
 pytestmark = pytest.mark.pipeline
 
 
+CACHE_BEFORE: dict[Path, str] = {}  # the cache objects before the classes' run
+
+
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def repo(baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = linked_copy(baseline, tmp_path_factory.mktemp("classes") / "p")
+    CACHE_BEFORE.update(cache_objects(root))
+    for split, per_class, seed in (("train", PER_CLASS, 0), ("test", PER_TEST_CLASS, 1)):
+        shutil.rmtree(root / "data/raw" / split)  # links to the cache: the objects stay
+        imagegen.class_folders(root / "data/raw" / split, CREATED, per_class, seed=seed)
+    dvc(root, "add", "-q", "data/raw/train", "data/raw/test")  # the README's data step again
     # Random-init features are tiny (~1e-4): adam needs a large step and a few epochs (cheap).
-    root = make_project(tmp_path_factory.mktemp("classes") / "p", data=False, epochs=20,
-                        learning_rate=0.3)
-    imagegen.class_folders(root / "data/raw/train", CREATED, PER_CLASS)
-    imagegen.class_folders(root / "data/raw/test", CREATED, PER_TEST_CLASS, seed=1)
+    set_params(root, epochs=20, learning_rate=0.3)
     p = dvc(root, "repro")
     assert sorted(ran_stages(p)) == sorted(ALL)
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "repro")
     return root
+
+
+def test_every_stage_reran_over_read_only_linked_outputs(repo: Path) -> None:
+    """Each stage wrote its new outputs beside the linked old ones, never into them."""
+    assert_cache_intact(repo, CACHE_BEFORE)
+    assert len(cache_objects(repo)) > len(CACHE_BEFORE)  # the new outputs joined the old ones
+    assert_every_output_linked(repo)
 
 
 def submission(repo: Path) -> tuple[list[str], list[str], np.ndarray, list[str]]:

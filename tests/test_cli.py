@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import ENV, REPO
@@ -43,10 +42,13 @@ def test_a_bug_keeps_its_traceback() -> None:
 
 def test_ctrl_c_is_one_line_and_exit_code_130() -> None:
     code = ("from stages import cli; import time; "
-            "cli.run('extract xception', lambda: time.sleep(60))")
+            "cli.run('extract xception', lambda: print('ready', flush=True) or time.sleep(60))")
+    # pytest-xdist's workers ignore SIGINT, and a child inherits that: give it the default back,
+    # as a shell does. "ready": the handler is in place (a loaded CI machine starts slowly).
     p = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=ENV,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert p.stdout is not None and p.stdout.readline() == "ready\n"
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=30)
     assert p.returncode == 130

@@ -1,5 +1,7 @@
-"""Comparing runs: the per-epoch history and the validation plots through `dvc plots`,
-`metrics.json` through `dvc exp show` and `dvc metrics diff`, and the PNGs.
+"""Experiments and comparing them: a grid queued with `dvc exp run --queue` and run two at a
+time by `dvc queue start -j 2`, as the README's experiment workflow does it (links to DVC's
+cache, no copies of the tensors); then the per-epoch history and the validation plots through
+`dvc plots`, `metrics.json` through `dvc exp show` and `dvc metrics diff`, and the PNGs.
 
 A copy of the session's pipeline run and two named experiments on it (dropout and learning rate
 changed), so every command has two different runs to compare.
@@ -7,37 +9,93 @@ changed), so every command has two different runs to compare.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import copy_project, dvc, ran_stages, run
+import yaml
+from conftest import dvc, exp_lock_md5, experiments, linked_copy, md5
 from PIL import Image
 
 EXPS = {"low-dropout": "dropout=0.3", "fast-lr": "learning_rate=0.01"}
 CURVES = {"Loss": "loss", "Accuracy": "accuracy"}  # train as Keras names it, and val_<name>
 EVALUATION = ("confusion_matrix", "ROC", "precision-recall")  # DVC's ids: "_" for " "
+INPUTS = ("data/resized", "data/features")  # the big tensors a head-only experiment reads
 
 OUTPUT: dict[str, str] = {}  # what each experiment's run printed
+STATUS: dict[str, str] = {}  # how each ended
+COPIES: list[str] = []  # input tensors found as copies in an experiment's workspace
+SEEN: set[str] = set()  # every input tensor found there
 
 pytestmark = pytest.mark.pipeline
 
 
+def watch_for_copies(tmp: Path, stop: threading.Event) -> None:
+    """While experiments run, look in their workspaces (under .dvc/tmp) for the resized tensors
+    and features: each must be a link to DVC's cache, never a copy of it."""
+    while not stop.wait(0.2):
+        for folder, _, files in os.walk(tmp):  # errors (a workspace going away) are skipped
+            if not folder.endswith(INPUTS):
+                continue
+            for name in (f for f in files if f.endswith(".h5")):
+                path = Path(folder) / name
+                try:
+                    st = path.lstat()
+                except FileNotFoundError:
+                    continue
+                SEEN.add(str(path))
+                if not path.is_symlink() and st.st_nlink == 1:
+                    COPIES.append(str(path))
+
+
 @pytest.fixture(scope="module")
 def repo(baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two experiments on the session's run; each reruns the head and nothing else."""
-    root = copy_project(baseline, tmp_path_factory.mktemp("tracking") / "p")
+    """Two queued experiments on the session's run, run two at a time; each reruns the head and
+    nothing else."""
+    root = linked_copy(baseline, tmp_path_factory.mktemp("tracking") / "p")
     for name, change in EXPS.items():
-        p = dvc(root, "exp", "run", "-n", name, "-S", change)
+        dvc(root, "exp", "run", "--queue", "-n", name, "-S", change)
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_for_copies, args=(root / ".dvc/tmp", stop))
+    watcher.start()
+    try:
+        dvc(root, "queue", "start", "-j", "2")
+        STATUS.update(wait_for_queue(root))
+    finally:
+        stop.set()
+        watcher.join()
+        dvc(root, "queue", "stop", check=False)  # the idle workers
+    for name in EXPS:
+        p = dvc(root, "queue", "logs", name)
         OUTPUT[name] = p.stdout + p.stderr
-        assert ran_stages(p) == ["train_head", "predict"]
-        # Back to the baseline, so the next experiment changes one param only.
-        run(root, "git", "checkout", "--", ".")
-        dvc(root, "checkout")
     return root
+
+
+def wait_for_queue(root: Path, timeout: float = 600) -> dict[str, str]:
+    """Each queued experiment's final state, once none is queued or running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [line.split() for line in dvc(root, "queue", "status").stdout.splitlines()]
+        states = {r[1]: r[-1] for r in rows if len(r) >= 4 and r[1] in EXPS}
+        if set(states) == set(EXPS) and not {"Queued", "Running"} & set(states.values()):
+            return states
+        assert time.monotonic() < deadline, states
+        time.sleep(1)
+
+
+def test_each_queued_experiment_runs_only_the_head(repo: Path) -> None:
+    assert dict.fromkeys(EXPS, "Success") == STATUS, OUTPUT
+    for name in EXPS:
+        assert re.findall(r"Running stage '([^']+)'", OUTPUT[name]) == ["train_head", "predict"]
+    assert SEEN and not COPIES, COPIES  # every tensor in their workspaces links to the cache
 
 
 def html_specs(html: str) -> dict[str, dict[str, Any]]:
@@ -94,17 +152,6 @@ def test_plots_diff_overlays_two_experiments(repo: Path, tmp_path: Path) -> None
     assert {v["rev"] for v in cm} == set(EXPS)
 
 
-def experiments(repo: Path) -> dict[str, dict[str, Any]]:
-    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
-    exps = {}
-    for rev in shown:
-        if rev["rev"] != "workspace":
-            exps["baseline"] = rev["data"]
-        for exp in rev.get("experiments") or []:
-            exps[exp["name"]] = exp["revs"][0]["data"]
-    return exps
-
-
 def test_exp_show_has_metrics_and_params_per_experiment(repo: Path) -> None:
     exps = experiments(repo)
     assert set(exps) == {"baseline", *EXPS}
@@ -112,7 +159,7 @@ def test_exp_show_has_metrics_and_params_per_experiment(repo: Path) -> None:
         metrics = data["metrics"]["metrics.json"]["data"]
         assert metrics["val_loss"] > 0 and 0 <= metrics["val_accuracy"] <= 1
         predicted = data["metrics"]["reports/predict.json"]["data"]
-        assert predicted["n_test"] == 6 and set(predicted["mean_prob"]) == {"cat", "dog"}
+        assert predicted == {"n_test": 6}  # (and the class names, a list, which DVC skips)
     params = {name: data["params"]["params.yaml"]["data"] for name, data in exps.items()}
     assert (params["baseline"]["dropout"], params["baseline"]["learning_rate"]) == (0.5, 0.001)
     assert (params["low-dropout"]["dropout"], params["low-dropout"]["learning_rate"]) == (
@@ -156,3 +203,28 @@ def test_a_run_prints_progress_and_summaries_not_noise(repo: Path) -> None:
     for noise in ("oneDNN", "cuInit", "absl::InitializeLog", "cuda drivers", "HDF5 file",
                   "legacy", "Traceback", "1/1 -", "NodeDef", "E0000", "W0000", "I0000"):
         assert noise not in out, noise
+
+
+def test_the_readmes_grid_fits_a_terminal_and_ranks_by_val_loss(repo: Path) -> None:
+    grid = ("exp", "show", "--no-pager", "--only-changed", "--keep", "val_(loss|accuracy)",
+            "--drop", ".*/.*", "--sort-by", "val_loss")
+    table = dvc(repo, *grid, env={"COLUMNS": "1000"}).stdout  # no cropping: its own width
+    lines = [line for line in table.splitlines() if line.strip()]
+    assert max(map(len, lines)) <= 120, table
+    assert set(lines[1].split()) == {"Experiment", "Created", "State", "Executor", "val_loss",
+                                     "val_accuracy", "dropout", "learning_rate"}, table
+    rows = list(csv.DictReader(io.StringIO(dvc(repo, *grid, "--csv").stdout)))
+    ranked = [r["Experiment"] for r in rows if r["Experiment"] in EXPS]
+    losses = {r["Experiment"]: float(r["val_loss"]) for r in rows if r["Experiment"] in EXPS}
+    assert ranked == sorted(EXPS, key=losses.__getitem__), rows
+
+
+def test_apply_brings_the_best_experiment_into_the_workspace(repo: Path) -> None:
+    exps = experiments(repo)
+    best = min(EXPS, key=lambda e: exps[e]["metrics"]["metrics.json"]["data"]["val_loss"])
+    dvc(repo, "exp", "apply", best)
+    assert yaml.safe_load((repo / "params.yaml").read_text())[
+        EXPS[best].split("=")[0]] == float(EXPS[best].split("=")[1])
+    assert md5(repo / "pred.csv") == exp_lock_md5(repo, best, "predict", "pred.csv")
+    assert md5(repo / "models/model_2.h5") == exp_lock_md5(repo, best, "train_head",
+                                                            "models/model_2.h5")

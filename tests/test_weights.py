@@ -8,23 +8,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import copy_project, dvc, ran_stages, run, set_params
+from conftest import copy_project, dvc, ran_stages, save_notop
 
 from stages.backbones import BACKBONES, WeightsError, resolve_weights
 from stages.params import ParamsError, validate
-
-
-def save_notop(backbone: str, path: Path, seed: int, width: int = 75) -> None:
-    """A random-init network saved in the legacy HDF5 layout of Keras' own notop files."""
-    import keras
-    from keras.src.legacy.saving import legacy_h5_format
-
-    keras.utils.set_random_seed(seed)
-    b = BACKBONES[backbone]
-    model = getattr(b.keras_module(), b.builder)(
-        include_top=False, weights=None, input_shape=(width, width, 3), pooling="avg")
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
 
 
 def test_imagenet_and_none_pass_through() -> None:
@@ -54,23 +41,18 @@ def test_untracked_or_missing_folder_is_refused(tmp_path: Path,
 
 @pytest.mark.pipeline
 def test_replacing_a_weight_file_reruns_extraction(baseline: Path, tmp_path: Path) -> None:
-    root = copy_project(baseline, tmp_path / "p")
-    set_params(root, weights="keras_weights")
-    # Only xception's file: the inception extractor is never run with these weights.
-    save_notop("xception", root / "keras_weights" / BACKBONES["xception"].weights_file, seed=1)
-    assert ran_stages(dvc(root, "repro", "extract_xception")) == ["extract_xception"]
+    root = copy_project(baseline, tmp_path / "p")  # the pipeline run on local weights files
     with h5py.File(root / "data/features/xception.h5") as f:
         before = f["train"][:]
-    run(root, "git", "add", "-A")
-    run(root, "git", "commit", "-qm", "repro")
-
     save_notop("xception", root / "keras_weights" / BACKBONES["xception"].weights_file, seed=2)
+    dvc(root, "add", "keras_weights")  # as README's "Weights" says: the new files, versioned
     assert ran_stages(dvc(root, "repro", "extract_xception")) == ["extract_xception"]
     with h5py.File(root / "data/features/xception.h5") as f:
         assert not np.allclose(before, f["train"][:]), "new weights, new features"
 
     # A missing file stops the extractor with a message naming it, never random weights.
-    assert not (root / "keras_weights" / BACKBONES["inception_v3"].weights_file).exists()
+    (root / "keras_weights" / BACKBONES["inception_v3"].weights_file).unlink()
+    dvc(root, "add", "keras_weights")
     p = dvc(root, "repro", "extract_inception", check=False)
     assert p.returncode != 0
     missing = f"{BACKBONES['inception_v3'].weights_file}: missing"
