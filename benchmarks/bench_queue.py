@@ -35,8 +35,10 @@ LINKS = "reflink,hardlink,symlink"
 
 
 def sh(cwd: Path, *args: str) -> str:
+    # The stages run `python3` from PATH: this interpreter's, its venv active or not.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     p = subprocess.run(args, cwd=cwd, capture_output=True, text=True,
-                       env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+                       env={**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path})
     if p.returncode:
         sys.exit(f"{' '.join(args)} failed:\n{p.stdout}\n{p.stderr}")
     return p.stdout + p.stderr
