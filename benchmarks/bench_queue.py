@@ -88,16 +88,17 @@ def run_grid(root: Path, seeds: list[int], jobs: int) -> tuple[float, int]:
     dvc(root, "queue", "start", "-j", str(jobs))
     try:
         while True:
-            rows = [r.split() for r in dvc(root, "queue", "status").splitlines()]
+            status = dvc(root, "queue", "status")
+            rows = [r.split() for r in status.splitlines()]
             states = [r[-1] for r in rows if len(r) >= 4 and r[0] != "Task"]
             if states and not {"Queued", "Running"} & set(states):
-                break
+                wall = time.perf_counter() - start
+            if "0 active, 0 idle" in status and not {"Queued", "Running"} & set(states):
+                break  # the workers exit by themselves (`dvc queue stop` would outlive them)
             time.sleep(1)
-        wall = time.perf_counter() - start
     finally:
         stop.set()
         watcher.join()
-        dvc(root, "queue", "stop")
     failed = [r for r in dvc(root, "queue", "status").splitlines() if "Failed" in r]
     if failed:
         sys.exit("experiments failed:\n" + "\n".join(failed))
