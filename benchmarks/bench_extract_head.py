@@ -58,6 +58,8 @@ import numpy as np
 from benchmarks.machine_load import cpu_ticks, wait_for_quiet
 
 ROOT = Path(__file__).resolve().parents[1]
+# Measure mixed_bfloat16 even on a CPU without bfloat16 instructions (the stage refuses it).
+os.environ.setdefault("EXTRACT_BF16_EMULATED", "1")
 NETWORKS = ("inception_v3", "xception")
 SEED = 2017
 HEAD_DIM = 4096
@@ -185,7 +187,8 @@ def child_stream(a: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
             t0 = time.perf_counter()
             extract.write_features(model, backbone, strategy, str(data / "train.h5"),
                                    str(data / "test.h5"), str(out / f"{tag}.h5"), bs,
-                                   {"auto": None, "on": True, "off": False}[jit])
+                                   {"auto": None, "on": True, "off": False}[jit],
+                                   precision=a.precision)
             t2 = time.perf_counter()
             with h5py.File(out / f"{tag}.h5") as f:
                 np.save(out / f"{tag}.npy", f["train"][:])

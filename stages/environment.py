@@ -31,6 +31,7 @@ NEEDED = {
 }
 PINNED = ("tensorflow", "keras", "numpy", "opencv-python-headless", "h5py", "numba")
 LOCK = "requirements.txt"
+SKIP = "STAGES_SKIP_ENVIRONMENT_CHECK"  # set by benchmarks/gpu_extract.py only
 HOW_TO_FIX = (
     "Run DVC from the project's virtual environment: `. .venv/bin/activate`, then `dvc repro` "
     "(create it with `python3 -m venv .venv && .venv/bin/pip install -r requirements.txt`; "

@@ -8,64 +8,27 @@ one batch of activations are alive at a time.
 Speed (benchmarks/bench_extract_head.py): the uint8 batch goes into one compiled function that
 casts, preprocesses and runs the network, so the float32 copy exists only per batch. On a CPU the
 batch size hardly matters (8 to 64 within 5%; memory grows with it); `precision: mixed_bfloat16`
-is 1.5-1.7× faster where the CPU has AVX-512-BF16 or AMX. On a GPU, XLA compiles the function
-(as Keras' own `predict` does there) and the last batch is padded to full size, so that one
-shape, hence one compilation, serves all.
+on a CPU with AVX512_BF16 or AMX takes oneDNN's whole-graph bfloat16 rewrite, the fastest
+bfloat16 path measured (`stages.devices` says why, and what a CPU without them gets). On a GPU,
+XLA compiles the function (as Keras' own `predict` does there) and the last batch is padded to
+full size, so that one shape, hence one compilation, serves all.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
-from stages import cli, h5io, quiet
+from stages import cli, devices, h5io, keras_extract, quiet
 from stages.backbones import BACKBONES, Backbone, build
 from stages.params import load_params
 
-FEATURE_CHUNK = 256  # rows per HDF5 chunk of the feature matrices
 RESIZE_HINT = "Run `dvc repro resize` first."
-
-
-def nvidia_driver() -> bool:
-    """An NVIDIA driver is installed, whether or not TensorFlow can use the GPU."""
-    return bool(shutil.which("nvidia-smi")) or Path("/proc/driver/nvidia/version").exists()
-
-
-def check_precision(precision: str) -> None:
-    import tensorflow as tf
-
-    if precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
-        # Plain `tensorflow` on a GPU machine without system-wide CUDA libraries runs on the
-        # CPU: the fix there is the CUDA build, not another precision.
-        fix = ("this machine has an NVIDIA driver, but TensorFlow finds no GPU: install "
-               "TensorFlow's CUDA libraries with `pip install -r requirements-gpu.txt` "
-               "(README.md, \"GPU machines\")" if nvidia_driver() else
-               "on a CPU use 'mixed_bfloat16' (AVX-512-BF16/AMX) or 'float32'")
-        raise cli.ParamsError(f"params.yaml: 'precision' is 'mixed_float16', which needs a GPU; "
-                              f"{fix}")
-
-
-@contextlib.contextmanager
-def dtype_policy(precision: str) -> Iterator[None]:
-    """Layers built inside take `precision`'s dtype policy; the global policy is restored after
-    (it matters only when layers are built, and tests build several models in one process)."""
-    import keras
-
-    old = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(old)
 
 
 def make_strategy() -> Any:
@@ -87,9 +50,9 @@ def use_xla(strategy: Any) -> bool:
 def build_extractor(backbone: Backbone, width: int, weights: str, precision: str,
                     seed: int) -> tuple[Any, Any]:
     """The network under `precision`'s dtype policy, in the strategy's scope; (model, strategy)."""
-    check_precision(precision)
+    devices.check_precision(precision)
     strategy = make_strategy()
-    with dtype_policy(precision), strategy.scope():
+    with keras_extract.dtype_policy(devices.keras_policy(precision)), strategy.scope():
         model = build(backbone, width, weights, seed)
     return model, strategy
 
@@ -115,7 +78,7 @@ def compiled_step(model: Any, preprocess: Any, width: int, batch_size: int, stra
 
 
 def features(model: Any, preprocess: Any, images: h5py.Dataset, batch_size: int,
-             strategy: Any, desc: str, jit: bool | None = None,
+             strategy: Any, jit: bool | None = None,
              step: Any = None) -> Iterator[np.ndarray]:
     """Yield float32 feature batches for `images` (uint8, N×W×W×3), in row order.
 
@@ -141,42 +104,24 @@ def features(model: Any, preprocess: Any, images: h5py.Dataset, batch_size: int,
     ds = strategy.experimental_distribute_dataset(ds)
 
     done = 0
-    with tqdm(total=n, desc=desc, unit="img", mininterval=2.0, file=sys.stderr) as bar:
-        for x in ds:
-            out = strategy.gather(strategy.run(step, args=(x,)), axis=0).numpy()
-            out = out[:n - done]  # drop the padding rows of a last XLA batch
-            done += len(out)
-            bar.update(len(out))
-            yield out
+    for x in ds:
+        out = strategy.gather(strategy.run(step, args=(x,)), axis=0).numpy()
+        out = out[:n - done]  # drop the padding rows of a last XLA batch
+        done += len(out)
+        yield out
 
 
 def write_features(model: Any, backbone: Backbone, strategy: Any, train_h5: str,
-                   test_h5: str, out: str, batch_size: int, jit: bool | None = None) -> None:
-    """Stream both splits through `model` into `out` (the timed part of the stage)."""
+                   test_h5: str, out: str, batch_size: int, jit: bool | None = None,
+                   precision: str = "float32") -> None:
+    """Stream both splits through `model` into `out` (the timed part of the stage).
+    `precision`: the param the model was built for (`mixed_bfloat16` on a CPU: the rewrite)."""
     jit = use_xla(strategy) if jit is None else jit
-    with h5py.File(train_h5, "r") as tr, h5py.File(test_h5, "r") as te, h5io.create_h5(out) as f:
-        step = compiled_step(model, backbone.preprocess, tr["images"].shape[1], batch_size,
-                             strategy, jit)
-        info = resized_row_info(tr, te)
-        row_names = {"train": info["names"], "test": info.get("test_names", info["ids"])}
-        for split, src in (("train", tr), ("test", te)):
-            rows = h5io.Appender(f, split, (backbone.dim,), np.float32, FEATURE_CHUNK)
-            for batch in features(model, backbone.preprocess, src["images"], batch_size,
-                                  strategy, f"{backbone.name} {split}", jit, step):
-                h5io.check_finite(batch, row_names[split], f"{backbone.name} {split} features "
-                                  "(with precision: float32 they stay finite)", len(rows))
-                rows.append(batch)
-        h5io.write_row_info(f, info, h5io.classes_of(tr))
-        f.attrs["backbone"] = backbone.name
-
-
-def resized_row_info(train: h5py.File, test: h5py.File) -> dict[str, np.ndarray]:
-    """The rows' labels, names and ids, as the feature files hold them (h5io.ROW_INFO)."""
-    tr, te = h5io.read_row_info(train), h5io.read_row_info(test)
-    info = {"labels": tr["labels"], "names": tr["names"], "ids": te["ids"]}
-    if "labels" in te:  # a labelled test set
-        info |= {"test_labels": te["labels"], "test_names": te["names"]}
-    return info
+    step = compiled_step(model, backbone.preprocess, _width(train_h5), batch_size, strategy, jit)
+    with devices.graph_rewrite(devices.cpu_bf16_rewrite(precision)):
+        keras_extract.stream_to_h5(
+            lambda images: features(model, backbone.preprocess, images, batch_size, strategy,
+                                    jit, step), backbone, train_h5, test_h5, out)
 
 
 def extract(backbone: Backbone, train_h5: str, test_h5: str, out: str, weights: str,
@@ -184,8 +129,17 @@ def extract(backbone: Backbone, train_h5: str, test_h5: str, out: str, weights: 
     """Write `out` with `train`, `test` (float32, N×D), `labels` and `ids` in resized order."""
     for p, keys in ((train_h5, ("images", "labels")), (test_h5, ("images", "ids"))):
         h5io.require(p, keys, RESIZE_HINT)
-    model, strategy = build_extractor(backbone, _width(train_h5), weights, precision, seed)
-    write_features(model, backbone, strategy, train_h5, test_h5, out, batch_size)
+    width = _width(train_h5)
+    if devices.backend() == "tensorflow":
+        model, strategy = build_extractor(backbone, width, weights, precision, seed)
+        write_features(model, backbone, strategy, train_h5, test_h5, out, batch_size,
+                       precision=precision)
+        return
+    devices.check_precision(precision)
+    model = keras_extract.extractor(backbone, width, weights, precision, seed)
+    keras_extract.stream_to_h5(
+        lambda images: keras_extract.feature_batches(model, images, batch_size), backbone,
+        train_h5, test_h5, out)
 
 
 def _width(path: str) -> int:
@@ -203,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def work() -> None:
         params = load_params()
-        quiet.tensorflow()
+        if devices.backend() == "tensorflow":  # (KERAS_BACKEND picks another: README)
+            quiet.tensorflow()
         extract(BACKBONES[args.backbone], args.train, args.test, args.out, params["weights"],
                 params["precision"], params["extract_batch_size"], params["seed"])
         print(f"extract {args.backbone}: features written to {Path(args.out)}")

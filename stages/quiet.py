@@ -70,7 +70,10 @@ def filtered() -> Iterator[None]:
 
 
 def tensorflow() -> ModuleType:
-    """Import TensorFlow (and initialise its devices) quietly; return the module."""
+    """Import TensorFlow (and initialise its devices) quietly; return the module. Keras, imported
+    after, runs on it, whatever backend the environment or ~/.keras/keras.json names: only the
+    extractors follow that choice (README, "Backends")."""
+    os.environ["KERAS_BACKEND"] = "tensorflow"
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     with filtered():

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 import pytest
 import yaml
 from filelock import FileLock
@@ -245,6 +246,35 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     `copy_project` instead.
     """
     return shared(tmp_path_factory, "baseline", _run_baseline)
+
+
+def resized_images(n: int, seed: int, width: int) -> np.ndarray:
+    """Smooth random colour fields plus noise: features that differ from image to image."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        small = rng.integers(0, 256, (4, 4, 3)).astype(np.float32)
+        img = cv2.resize(small, (width, width), interpolation=cv2.INTER_CUBIC)
+        img += rng.normal(0, 20, (width, width, 3))
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def write_resized(root: Path, n_train: int, n_test: int, width: int) -> Path:
+    """`root`/train.h5 and test.h5 laid out as the resize stage writes them (Kaggle layout)."""
+    from stages import h5io
+
+    with h5io.create_h5(root / "train.h5") as f:
+        h5io.write_array(f, "images", resized_images(n_train, 0, width))
+        h5io.write_array(f, "labels", (np.arange(n_train) % 2).astype(np.uint8))
+        h5io.write_array(f, "names", np.array([f"{i}.jpg" for i in range(n_train)], object))
+        f.attrs["classes"] = ["cat", "dog"]
+    with h5io.create_h5(root / "test.h5") as f:
+        h5io.write_array(f, "images", resized_images(n_test, 1, width))
+        h5io.write_array(f, "ids", np.arange(1, n_test + 1, dtype=np.int64))
+    return root
 
 
 def save_notop(backbone: str, path: Path, seed: int, width: int = 75) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import write_resized
 
-from stages import extract, h5io
+from stages import devices, extract
 from stages.backbones import BACKBONES, build
 
 W, N_TRAIN, N_TEST, BATCH, SEED = 75, 10, 3, 4, 2017  # 10 = 4 + 4 + a partial batch of 2
@@ -27,33 +28,10 @@ def rel_err(f: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(num / np.linalg.norm(ref.astype(np.float64), axis=1)))
 
 
-def images(n: int, seed: int) -> np.ndarray:
-    """Smooth random colour fields plus noise: features that differ from image to image."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        small = rng.integers(0, 256, (4, 4, 3)).astype(np.float32)
-        img = cv2.resize(small, (W, W), interpolation=cv2.INTER_CUBIC)
-        img += rng.normal(0, 20, (W, W, 3))
-        out.append(np.clip(img, 0, 255).astype(np.uint8))
-    return np.stack(out)
-
-
 @pytest.fixture(scope="module")
 def resized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train.h5 and test.h5 laid out as the resize stage writes them."""
-    root = tmp_path_factory.mktemp("resized")
-    with h5io.create_h5(root / "train.h5") as f:
-        h5io.write_array(f, "images", images(N_TRAIN, 0))
-        h5io.write_array(f, "labels", (np.arange(N_TRAIN) % 2).astype(np.uint8))
-        h5io.write_array(f, "names", np.array([f"{i}.jpg" for i in range(N_TRAIN)], object))
-        f.attrs["classes"] = ["cat", "dog"]
-    with h5io.create_h5(root / "test.h5") as f:
-        h5io.write_array(f, "images", images(N_TEST, 1))
-        h5io.write_array(f, "ids", np.arange(1, N_TEST + 1, dtype=np.int64))
-    return root
+    return write_resized(tmp_path_factory.mktemp("resized"), N_TRAIN, N_TEST, W)
 
 
 def run_stage(resized: Path, name: str, precision: str) -> Path:
@@ -83,10 +61,19 @@ def test_streaming_equals_the_in_memory_reference(resized: Path, name: str) -> N
         assert list(f.attrs["classes"]) == ["cat", "dog"]
 
 
+@pytest.fixture
+def bf16_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run mixed_bfloat16 here even if this CPU lacks the instructions (emulated: the same
+    arithmetic, slower)."""
+    monkeypatch.setenv(devices.EMULATED, "1")
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_bf16_features_are_close_to_float32(resized: Path, name: str) -> None:
+def test_bf16_features_are_close_to_float32(resized: Path, name: str,
+                                            bf16_anywhere: None) -> None:
     import keras
 
+    assert devices.keras_policy("mixed_bfloat16") == "float32"  # the rewrite, not the policy
     f32, bf16 = run_stage(resized, name, "float32"), run_stage(resized, name, "mixed_bfloat16")
     with h5py.File(f32) as a, h5py.File(bf16) as b:
         for split in ("train", "test"):
@@ -94,6 +81,41 @@ def test_bf16_features_are_close_to_float32(resized: Path, name: str) -> None:
             assert 0 < err < BF16_BOUND, (split, err)  # > 0: bf16 really was used
     # The policy is set only while the network is built, not left for whatever runs next.
     assert keras.mixed_precision.global_policy().name == "float32"
+    # Nor the rewrite: float32 runs after it are float32.
+    import tensorflow as tf
+
+    assert not tf.config.optimizer.get_experimental_options().get(
+        "auto_mixed_precision_onednn_bfloat16")
+
+
+def test_bf16_twice_gives_the_same_bytes(resized: Path, tmp_path: Path,
+                                         bf16_anywhere: None) -> None:
+    """What DVC hashes: a second run at mixed_bfloat16 writes the same file, byte for byte."""
+    first = run_stage(resized, "inception_v3", "mixed_bfloat16")
+    again = tmp_path / "again.h5"
+    extract.extract(BACKBONES["inception_v3"], str(resized / "train.h5"),
+                    str(resized / "test.h5"), str(again), "none", "mixed_bfloat16", BATCH, SEED)
+    assert first.read_bytes() == again.read_bytes()
+    with h5py.File(again) as f:  # the contract: float32 features, rows in resized order
+        assert f["train"].dtype == np.float32 and f["train"].shape == (N_TRAIN, 2048)
+        assert list(f["ids"][:]) == list(range(1, N_TEST + 1))
+
+
+def test_bf16_on_a_cpu_without_it_stops_with_the_fix(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    if devices.gpu_count():
+        pytest.skip("a GPU is present")
+    info = tmp_path / "cpuinfo"
+    for flags, has in (("fpu avx512f avx512_vnni", False), ("avx512f amx_bf16 amx_tile", True)):
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert devices.cpu_has_bf16(str(info)) is has
+    assert devices.cpu_has_bf16(str(tmp_path / "none")) is None  # not Linux: cannot tell
+    monkeypatch.delenv(devices.EMULATED, raising=False)
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    with pytest.raises(devices.ParamsError, match=r"no bfloat16 instructions .* Use 'float32'"):
+        devices.check_precision("mixed_bfloat16")
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    devices.check_precision("mixed_bfloat16")  # the fast path: no message
 
 
 def test_xla_pads_the_last_batch_and_drops_the_padding(resized: Path) -> None:
@@ -110,7 +132,7 @@ def test_xla_pads_the_last_batch_and_drops_the_padding(resized: Path) -> None:
         ref = model(ds[:].astype(np.float32) / 255.0).numpy()
         for jit in (True, False):
             got = np.concatenate(list(extract.features(model, lambda x: x / 255.0, ds, BATCH,
-                                                       strategy, "test", jit=jit)))
+                                                       strategy, jit=jit)))
             assert got.shape == ref.shape
             np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
@@ -136,9 +158,7 @@ def test_one_trace_serves_both_splits(resized: Path, tmp_path: Path,
 
 
 def test_mixed_float16_needs_a_gpu() -> None:
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
+    if devices.gpu_count():
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="mixed_float16"):
-        extract.check_precision("mixed_float16")
+        devices.check_precision("mixed_float16")

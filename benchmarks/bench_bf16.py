@@ -1,0 +1,169 @@
+"""Benchmark: the extract stage as whole processes, per network and precision, against the
+original's float32 `predict`, and against the machine's bfloat16 matmul ceiling.
+
+    python -m benchmarks.bench_bf16                       # 512 images at 299 px: ~15 min here
+    python -m benchmarks.bench_bf16 --images 64 --nets inception_v3 --paths rewrite  # quick
+
+Every row is one process timed from its start to its exit (imports, building the network,
+reading and writing HDF5 included), on the same N synthetic photos (smooth colour fields plus
+noise) resized to 299 px and stored as `resize` writes them; weights none (seeded), so nothing
+is downloaded:
+- `original`: the original's extraction: the whole uint8 array in memory, `preprocess_input`
+  on a float32 copy, `model.predict(X, batch_size=12)` at float32;
+- `stage float32`: `python3 -m stages.extract` with `precision: float32`;
+- `stage mixed_bfloat16`: the stage as it runs at `mixed_bfloat16` (on a CPU: oneDNN's
+  whole-graph rewrite of a float32 network, `stages.devices`), and the other candidates the
+  stage could have taken (`--paths`): `policy`, Keras' `mixed_bfloat16` dtype policy; `both`,
+  the policy and the rewrite.
+`× original` is the original's time over the row's; `ceiling share` is the row's multiply-adds
+per second (InceptionV3 5.7 G, Xception 8.4 G per 299-px image) over the machine's bfloat16
+matmul peak, measured first (TensorFlow, 4096² bf16 matrices, best of 5 s). Then the time of a
+full Kaggle run's extraction (37,500 images per network) at each measured rate.
+
+On a CPU without bfloat16 instructions (AVX512_BF16 or AMX) the stage refuses
+`mixed_bfloat16`; the benchmark runs it anyway (EXTRACT_BF16_EMULATED=1) and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MACS = {"inception_v3": 5.7e9, "xception": 8.4e9}  # per 299-px image, without the top
+KAGGLE = 37_500  # images per network in a full run
+ORIGINAL = """
+import sys, h5py, numpy as np, keras
+from stages.backbones import BACKBONES
+b = BACKBONES[sys.argv[1]]
+keras.utils.set_random_seed(1)
+model = getattr(b.keras_module(), b.builder)(include_top=False, weights=None, pooling="avg",
+                                             input_shape=(299, 299, 3))
+for split in ("train", "test"):
+    X = h5py.File(split + ".h5")["images"][:]
+    feats = model.predict(b.preprocess(X.astype(np.float32)), batch_size=12, verbose=0)
+np.save("original.npy", feats)
+"""
+# The candidates: the stage's own choice, and the paths it could have taken instead.
+PATHS = {
+    "rewrite": "",
+    "policy": "devices.cpu_bf16_rewrite = lambda p: False\n",
+    "both": "devices.keras_policy = lambda p: p\n",
+}
+STAGE = """
+import sys
+from stages import devices
+{patch}from stages import extract
+extract.main(["--backbone", sys.argv[1], "--train", "train.h5", "--test", "test.h5",
+              "--out", "features.h5"])
+"""
+
+
+def ceiling() -> tuple[float, float]:
+    """The bf16 and float32 matmul peaks of this machine, FLOP/s (in a child: TensorFlow)."""
+    code = """
+import time, tensorflow as tf
+for dtype in (tf.bfloat16, tf.float32):
+    a = tf.random.uniform((4096, 4096), dtype=tf.float32); a = tf.cast(a, dtype)
+    mm = tf.function(lambda x: tf.matmul(x, x))
+    mm(a).numpy(); best = 0.0; end = time.perf_counter() + 5
+    while time.perf_counter() < end:
+        t = time.perf_counter(); mm(a).numpy()
+        best = max(best, 2 * 4096**3 / (time.perf_counter() - t))
+    print(best)
+"""
+    out = run([sys.executable, "-c", code], ROOT)[1].split()
+    return float(out[-2]), float(out[-1])
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, str]:
+    t = time.perf_counter()
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
+                            **(env or {})})
+    wall = time.perf_counter() - t
+    if p.returncode:
+        sys.exit(f"{' '.join(cmd[:3])} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    return wall, p.stdout
+
+
+def make_data(folder: Path, n: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    from stages import h5io
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:299, 0:299] / 299.0
+    n_test = max(1, n // 8)
+    for split, rows in (("train", n - n_test), ("test", n_test)):
+        imgs = np.empty((rows, 299, 299, 3), np.uint8)
+        for i in range(rows):
+            c = rng.uniform(0, 255, (3, 3))
+            field = c[0] + np.multiply.outer(xx, c[1] - c[0]) + np.multiply.outer(yy, c[2] - c[0])
+            imgs[i] = np.clip(field + rng.normal(0, 15, field.shape), 0, 255)
+        with h5io.create_h5(folder / f"{split}.h5") as f:
+            h5io.write_array(f, "images", imgs)
+            if split == "train":
+                h5io.write_array(f, "labels", (np.arange(rows) % 2).astype(np.uint8))
+                h5io.write_array(f, "names", np.array([f"{i}.jpg" for i in range(rows)], object))
+                f.attrs["classes"] = ["cat", "dog"]
+            else:
+                h5io.write_array(f, "ids", np.arange(1, rows + 1, dtype=np.int64))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--nets", default="inception_v3,xception")
+    ap.add_argument("--paths", default="rewrite,policy,both",
+                    help="mixed_bfloat16 candidates: rewrite (the stage's), policy, both")
+    ap.add_argument("--batch-size", type=int, default=32)
+    a = ap.parse_args()
+
+    sys.path.insert(0, str(ROOT))
+    from stages.devices import cpu_has_bf16
+
+    bf16_peak, f32_peak = ceiling()
+    native = cpu_has_bf16()
+    print(f"matmul peak: bfloat16 {bf16_peak / 1e9:.0f} GFLOP/s, float32 {f32_peak / 1e9:.0f} "
+          f"GFLOP/s; bfloat16 instructions: {'yes' if native else 'NO (emulated)'}; "
+          f"{a.images} images at 299 px", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-bf16-") as tmp:
+        work = Path(tmp)
+        make_data(work, a.images)
+        (work / "keras_weights").mkdir()
+        for net in a.nets.split(","):
+            base, _ = run([sys.executable, "-c", ORIGINAL, net], work)
+            rows.append((net, "original predict, float32", base, base))
+            print(rows[-1], flush=True)
+            settings = [("float32", "rewrite")] + [("mixed_bfloat16", p)
+                                                   for p in a.paths.split(",")]
+            for precision, path in settings:
+                params = {"weights": "none", "precision": precision, "seed": 1,
+                          "extract_batch_size": a.batch_size}
+                (work / "params.yaml").write_text(yaml.safe_dump(params))
+                wall, _ = run([sys.executable, "-c", STAGE.format(patch=PATHS[path]), net],
+                              work, {"EXTRACT_BF16_EMULATED": "1"})
+                label = f"stage {precision}" + (f" ({path})" if precision != "float32" else "")
+                rows.append((net, label, wall, base))
+                print(rows[-1], flush=True)
+
+    print("\n| network | run | img/s | × original | ceiling share | full Kaggle run |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for net, label, wall, base in rows:
+        ips = a.images / wall
+        share = ips * MACS[net] / (bf16_peak / 2)  # peak in FLOP/s, 2 per multiply-add
+        print(f"| {net} | {label} | {ips:.1f} | ×{base / wall:.2f} | {share:.0%} | "
+              f"{KAGGLE / ips / 3600:.1f} h |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Extraction through Keras alone, on any backend (TensorFlow, JAX, PyTorch), and the HDF5
+writing every backend shares.
+
+The network is wrapped in a Keras model that takes the uint8 batch, casts it, applies the
+network's own `preprocess_input` and returns float32 features, so the float32 copy of the
+pixels exists only per batch, on the device. Batches go through Keras' own compiled predict
+step (`predict_on_batch`: jitted on JAX, eager on PyTorch, as Keras' `jit_compile="auto"`
+decides), every batch padded to the same shape, so a compiling backend compiles once per run. A
+reader thread keeps the next batches read from HDF5 while the device works.
+
+TensorFlow keeps its own path in `stages.extract` (a tf.function over a tf.data pipeline,
+MirroredStrategy over several GPUs, oneDNN's bfloat16 rewrite on CPUs), which it had before
+the other backends came; this module's `stream_to_h5` writes the features for both.
+
+Nothing here imports TensorFlow, DVC or the params reader, so the GPU benchmark
+(`benchmarks/gpu_extract.py`) runs it where only Keras, JAX or PyTorch, h5py and numpy exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import h5py
+import numpy as np
+
+from stages import h5io
+from stages.backbones import Backbone, build
+
+FEATURE_CHUNK = 256  # rows per HDF5 chunk of the feature matrices
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str) -> Iterator[None]:
+    """Layers built inside take `precision`'s dtype policy; the global policy is restored after
+    (it matters only when layers are built, and tests build several models in one process)."""
+    import keras
+
+    old = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(old)
+
+
+def extractor(backbone: Backbone, width: int, weights: str, policy: str, seed: int) -> Any:
+    """uint8 (N, width, width, 3) → float32 (N, dim): cast, preprocessing, network, cast."""
+    import keras
+
+    with dtype_policy(policy):
+        net = build(backbone, width, weights, seed)
+    pixels = keras.Input((width, width, 3), dtype="uint8")
+    x = backbone.preprocess(keras.ops.cast(pixels, "float32"))
+    return keras.Model(pixels, keras.ops.cast(net(x), "float32"), name=f"{backbone.name}_u8")
+
+
+def prefetched(batches: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
+    """`batches`, read ahead by a thread (h5py releases the GIL while it reads)."""
+    q: queue.Queue[Any] = queue.Queue(depth)
+    end = object()
+
+    def read() -> None:
+        try:
+            for b in batches:
+                q.put(b)
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put(e)
+        q.put(end)
+
+    threading.Thread(target=read, daemon=True).start()
+    while (item := q.get()) is not end:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def feature_batches(model: Any, images: h5py.Dataset, batch_size: int) -> Iterator[np.ndarray]:
+    """float32 features of `images` (uint8, N×W×W×3), in row order, one batch at a time."""
+    for batch in prefetched(h5io.iter_batches(images, batch_size)):
+        n = len(batch)
+        if n < batch_size:  # one shape for the whole run: one compilation
+            pad = np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)
+            batch = np.concatenate([batch, pad])
+        yield np.asarray(model.predict_on_batch(batch))[:n]
+
+
+def resized_row_info(train: h5py.File, test: h5py.File) -> dict[str, np.ndarray]:
+    """The rows' labels, names and ids, as the feature files hold them (h5io.ROW_INFO)."""
+    tr, te = h5io.read_row_info(train), h5io.read_row_info(test)
+    info = {"labels": tr["labels"], "names": tr["names"], "ids": te["ids"]}
+    if "labels" in te:  # a labelled test set
+        info |= {"test_labels": te["labels"], "test_names": te["names"]}
+    return info
+
+
+def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]],
+                 backbone: Backbone, train_h5: str, test_h5: str, out: str,
+                 progress: bool = True) -> None:
+    """Both splits' features, from `batches_of(images)`, into `out` with the rows' labels,
+    names and ids; a progress bar per split (`progress`)."""
+    import keras
+    from tqdm import tqdm
+
+    with h5py.File(train_h5, "r") as tr, h5py.File(test_h5, "r") as te, h5io.create_h5(out) as f:
+        info = resized_row_info(tr, te)
+        row_names = {"train": info["names"], "test": info.get("test_names", info["ids"])}
+        for split, src in (("train", tr), ("test", te)):
+            rows = h5io.Appender(f, split, (backbone.dim,), np.float32, FEATURE_CHUNK)
+            with tqdm(total=len(src["images"]), desc=f"{backbone.name} {split}", unit="img",
+                      mininterval=2.0, file=sys.stderr, disable=not progress) as bar:
+                for batch in batches_of(src["images"]):
+                    h5io.check_finite(batch, row_names[split], f"{backbone.name} {split} "
+                                      "features (with precision: float32 they stay finite)",
+                                      len(rows))
+                    rows.append(batch)
+                    bar.update(len(batch))
+        h5io.write_row_info(f, info, h5io.classes_of(tr))
+        f.attrs["backbone"] = backbone.name
+        f.attrs["keras_backend"] = keras.backend.backend()  # which one computed them
