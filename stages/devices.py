@@ -11,10 +11,11 @@ CPU's bfloat16 instructions.
   46.0 img/s with the rewrite against 31.4 with Keras' policy and 17.3 at float32; Xception
   20.0 against 16.6 and 11.2. The policy keeps a cast around every layer and runs some ops
   in float32 kernels; the rewrite converts the whole graph once, so oneDNN fuses
-  convolution, bias and activation in bfloat16. Features stay within 2.0% of float32 on real
-  photos and ImageNet weights (`benchmarks/bench_extract_head.py` measures both paths).
+  convolution, bias and activation in bfloat16. Features stay within 2.4% of float32 on real
+  photos with ImageNet weights, the head's validation loss within noise
+  (`benchmarks/bf16_quality.py`); `benchmarks/bench_bf16.py` times the candidates.
 - `mixed_bfloat16` on a CPU without bfloat16 instructions (AVX512_BF16 or AMX): oneDNN then
-  emulates it, about 3× slower than float32 (measured on this project's AVX-512 development
+  emulates it, slower than float32 (1.4× to 2.7× measured on this project's AVX-512 development
   machine), so the stage stops and says so, unless `EXTRACT_BF16_EMULATED=1` asks for it
   anyway (a teammate reproducing bf16 features, the tests).
 """
@@ -95,9 +96,12 @@ def check_precision(precision: str) -> None:
     if precision == "mixed_float16" and not gpu_count():
         # A GPU machine where the backend finds no GPU: the fix is its CUDA build, not
         # another precision.
-        fix = ("this machine has an NVIDIA driver, but Keras' backend finds no GPU: install "
-               "TensorFlow's CUDA libraries with `pip install -r requirements-gpu.txt` "
-               "(README.md, \"GPU machines\")" if nvidia_driver() else
+        cuda = {"tensorflow": "TensorFlow's CUDA libraries with `pip install -r "
+                              "requirements-gpu.txt` (README.md, \"GPU machines\")",
+                "jax": "JAX's CUDA build (README.md, \"Backends\")"}.get(
+                    backend(), f"a CUDA build of {backend()}")
+        fix = (f"this machine has an NVIDIA driver, but Keras' {backend()} backend finds no "
+               f"GPU: install {cuda}" if nvidia_driver() else
                "on a CPU use 'mixed_bfloat16' (AVX512_BF16/AMX) or 'float32'")
         raise ParamsError(f"params.yaml: 'precision' is 'mixed_float16', which needs a GPU; "
                           f"{fix}")
@@ -105,7 +109,7 @@ def check_precision(precision: str) -> None:
             and os.environ.get(EMULATED) != "1"):
         raise ParamsError(
             "params.yaml: 'precision' is 'mixed_bfloat16', but this CPU has no bfloat16 "
-            "instructions (AVX512_BF16 or AMX): it would be emulated, about 3× slower than "
+            "instructions (AVX512_BF16 or AMX): it would be emulated, slower than "
             "float32. Use 'float32' here (`dvc exp run -S precision=float32`), or extract on a "
             f"machine that has them; {EMULATED}=1 runs it emulated anyway")
 

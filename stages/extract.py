@@ -12,6 +12,10 @@ on a CPU with AVX512_BF16 or AMX takes oneDNN's whole-graph bfloat16 rewrite, th
 bfloat16 path measured (`stages.devices` says why, and what a CPU without them gets). On a GPU,
 XLA compiles the function (as Keras' own `predict` does there) and the last batch is padded to
 full size, so that one shape, hence one compilation, serves all.
+
+That is the TensorFlow path, Keras' default backend. With `KERAS_BACKEND=jax` (or `torch`) the
+stage runs `stages.keras_extract` instead: the same network and preprocessing through Keras'
+own compiled predict step, never importing TensorFlow (README, "Backends").
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import h5py
 import numpy as np
 
 from stages import cli, devices, h5io, keras_extract, quiet
-from stages.backbones import BACKBONES, Backbone, build
+from stages.backbones import BACKBONES, Backbone, build, resolve_weights
 from stages.params import load_params
 
 RESIZE_HINT = "Run `dvc repro resize` first."
@@ -157,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def work() -> None:
         params = load_params()
+        resolve_weights(BACKBONES[args.backbone], params["weights"])  # a missing file: before
+        # the seconds of importing TensorFlow
         if devices.backend() == "tensorflow":  # (KERAS_BACKEND picks another: README)
             quiet.tensorflow()
         extract(BACKBONES[args.backbone], args.train, args.test, args.out, params["weights"],

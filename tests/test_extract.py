@@ -162,3 +162,15 @@ def test_mixed_float16_needs_a_gpu() -> None:
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="mixed_float16"):
         devices.check_precision("mixed_float16")
+
+
+def test_mixed_float16_on_a_gpu_machine_without_cuda_libraries_names_the_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain `tensorflow` on a GPU machine runs on the CPU: the fix is the CUDA build."""
+    monkeypatch.setattr(devices, "gpu_count", lambda: 0)
+    monkeypatch.setattr(devices, "nvidia_driver", lambda: True)
+    with pytest.raises(devices.ParamsError, match=r"requirements-gpu\.txt"):
+        devices.check_precision("mixed_float16")
+    monkeypatch.setattr(devices, "backend", lambda: "jax")
+    with pytest.raises(devices.ParamsError, match="JAX's CUDA build"):
+        devices.check_precision("mixed_float16")
