@@ -1,6 +1,7 @@
 """Extraction on Keras' JAX backend (the CPU build `requirements.txt` installs) against
-TensorFlow's: the stage's own command in a process of its own per backend (Keras picks its
-backend once, at import), on the same resized files and the same weight file.
+TensorFlow's: the stage's own command in a process of its own (Keras picks its backend once, at
+import), against the stage's code run here on TensorFlow, on the same resized files and weight
+file.
 
 The JAX run must not import TensorFlow at all, as on a GPU machine that has JAX or PyTorch and
 no TensorFlow: a stand-in `tensorflow` package that fails on import is put first on its path.
@@ -8,6 +9,7 @@ no TensorFlow: a stand-in `tensorflow` package that fails on import is put first
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -65,8 +67,18 @@ def rel_err(f: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(num / np.linalg.norm(ref.astype(np.float64), axis=1)))
 
 
+def tensorflow_reference(work: Path) -> Path:
+    """TensorFlow's features, in this process (TensorFlow is Keras' backend here already)."""
+    from stages import extract as stage
+
+    with contextlib.chdir(work):  # where keras_weights/ is
+        stage.extract(BACKBONES[NET], "train.h5", "test.h5", "tf.h5", "keras_weights",
+                      "float32", BATCH, DEFAULTS["seed"])
+    return work / "tf.h5"
+
+
 def test_jax_features_match_tensorflow_and_keep_the_contract(work: Path) -> None:
-    tf_out, jax_out = extract(work, "tensorflow", "tf.h5"), extract(work, "jax", "jax.h5")
+    tf_out, jax_out = tensorflow_reference(work), extract(work, "jax", "jax.h5")
     with h5py.File(tf_out) as t, h5py.File(jax_out) as j:
         assert (t.attrs["keras_backend"], j.attrs["keras_backend"]) == ("tensorflow", "jax")
         for split, n in (("train", N_TRAIN), ("test", N_TEST)):
