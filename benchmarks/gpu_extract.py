@@ -1,6 +1,6 @@
 """Benchmark: feature extraction on a GPU through Keras on JAX or PyTorch, no TensorFlow needed.
 
-    KERAS_BACKEND=jax python3 benchmarks/gpu_extract.py            # or torch; ~4 min on an H200
+    KERAS_BACKEND=jax python3 benchmarks/gpu_extract.py            # or torch (not yet run on a GPU)
     KERAS_BACKEND=jax python3 benchmarks/gpu_extract.py --n 256 --width 75 --batch-sizes 16,32
                                                                    # a CPU smoke run, ~1 min
 
@@ -19,7 +19,8 @@ laid out as `resize` writes them (weights none, seeded: nothing is downloaded):
   network, float32 features back to the host);
 - `stage img/s`: the stage's own path (`stages.keras_extract`: HDF5 read by a reader thread,
   host→device copy, network, features written to HDF5), both splits, as a stage runs them;
-- `peak GPU GiB`: the backend's peak device memory during the setting.
+- `peak GPU GiB`: the backend's peak device memory (PyTorch: during the setting; JAX cannot
+  reset it, so its column is the peak so far in the run).
 Then the data path alone: the HDF5 read and the host→device copy, in images/s, so that a stage
 rate under the compute rate says which part limits it.
 """
@@ -105,7 +106,8 @@ def data_path(train: str, batch: int) -> tuple[float, float]:
         t = time.perf_counter()
         batches = list(h5io.iter_batches(images, batch))
         read = len(images) / (time.perf_counter() - t)
-    full = [b for b in batches if len(b) == batch]
+    full = [b for b in batches if len(b) == batch] or batches[:1]
+    batch = len(full[0])
     device_sync(keras.ops.convert_to_tensor(full[0]))  # the backend's start-up, untimed
     t = time.perf_counter()
     for b in full:

@@ -4,7 +4,7 @@ CPU's bfloat16 instructions.
 `precision` picks the arithmetic; this module picks how to get it on this machine:
 - `float32`: everywhere.
 - `mixed_float16`: GPUs only (Keras' policy; on TensorFlow with XLA on one GPU).
-- `mixed_bfloat16` on a GPU: Keras' policy, on every backend.
+- `mixed_bfloat16` on a GPU, or on JAX or PyTorch: Keras' policy.
 - `mixed_bfloat16` on a CPU with TensorFlow: a float32 network and oneDNN's whole-graph
   bfloat16 rewrite (grappler's `auto_mixed_precision_onednn_bfloat16`), not Keras' policy.
   Measured on a 2-core Xeon with AMX (issue 13, 299 px, batch 32, weights none): InceptionV3
@@ -15,7 +15,7 @@ CPU's bfloat16 instructions.
   photos with ImageNet weights, the head's validation loss within noise
   (`benchmarks/bf16_quality.py`); `benchmarks/bench_bf16.py` times the candidates.
 - `mixed_bfloat16` on a CPU without bfloat16 instructions (AVX512_BF16 or AMX): oneDNN then
-  emulates it, slower than float32 (1.4× to 2.7× measured on this project's AVX-512 development
+  emulates it, slower than float32 (1.4× to 3.2× measured on this project's AVX-512 development
   machine), so the stage stops and says so, unless `EXTRACT_BF16_EMULATED=1` asks for it
   anyway (a teammate reproducing bf16 features, the tests).
 """

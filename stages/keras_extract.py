@@ -12,7 +12,7 @@ TensorFlow keeps its own path in `stages.extract` (a tf.function over a tf.data 
 MirroredStrategy over several GPUs, oneDNN's bfloat16 rewrite on CPUs), which it had before
 the other backends came; this module's `stream_to_h5` writes the features for both.
 
-Nothing here imports TensorFlow, DVC or the params reader, so the GPU benchmark
+Nothing here imports TensorFlow, DVC or the YAML reader, so the GPU benchmark
 (`benchmarks/gpu_extract.py`) runs it where only Keras, JAX or PyTorch, h5py and numpy exist.
 """
 

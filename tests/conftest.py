@@ -168,7 +168,9 @@ def copy_project(src: Path, dest: Path) -> Path:
     return dest
 
 
-LINKS = "reflink,hardlink,symlink"  # README, "One copy on disk": outputs link to DVC's cache
+# README, "One copy on disk", says `reflink,hardlink,symlink`; the tests leave out reflinks,
+# which stat cannot tell from copies (on XFS, Btrfs, APFS the link checks would fail).
+LINKS = "hardlink,symlink"
 
 
 def linked_copy(src: Path, dest: Path) -> Path:

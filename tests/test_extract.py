@@ -17,8 +17,9 @@ from stages import devices, extract
 from stages.backbones import BACKBONES, build
 
 W, N_TRAIN, N_TEST, BATCH, SEED = 75, 10, 3, 4, 2017  # 10 = 4 + 4 + a partial batch of 2
-# Measured (benchmarks/bench_extract_head.py, weights none): bf16's max relative error per image
-# is 1.3e-2 (inception_v3) and 0.7e-2 (xception), at 75 px as at 299 px; 3× room.
+# Measured: bf16's max relative error per image, 1.3e-2 (inception_v3) and 0.7e-2 (xception)
+# with Keras' policy at 75 and 299 px (bench_extract_head, weights none); the rewrite gave
+# 0.65e-2 (xception, 75 px) and 2.4e-2 on real photos at 299 px (bf16_quality). 0.04: room.
 BF16_BOUND = 0.04
 
 
@@ -73,7 +74,8 @@ def test_bf16_features_are_close_to_float32(resized: Path, name: str,
                                             bf16_anywhere: None) -> None:
     import keras
 
-    assert devices.keras_policy("mixed_bfloat16") == "float32"  # the rewrite, not the policy
+    if not devices.gpu_count():  # a CPU: the rewrite of a float32 network, not the policy
+        assert devices.keras_policy("mixed_bfloat16") == "float32"
     f32, bf16 = run_stage(resized, name, "float32"), run_stage(resized, name, "mixed_bfloat16")
     with h5py.File(f32) as a, h5py.File(bf16) as b:
         for split in ("train", "test"):
