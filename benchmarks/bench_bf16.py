@@ -34,8 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
+
+from benchmarks.synthetic import colour_field, write_resized
 
 ROOT = Path(__file__).resolve().parents[1]
 MACS = {"inception_v3": 5.7e9, "xception": 8.4e9}  # per 299-px image, without the top
@@ -96,26 +97,8 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[f
 
 
 def make_data(folder: Path, n: int) -> None:
-    sys.path.insert(0, str(ROOT))
-    from stages import h5io
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:299, 0:299] / 299.0
     n_test = max(1, n // 8)
-    for split, rows in (("train", n - n_test), ("test", n_test)):
-        imgs = np.empty((rows, 299, 299, 3), np.uint8)
-        for i in range(rows):
-            c = rng.uniform(0, 255, (3, 3))
-            field = c[0] + np.multiply.outer(xx, c[1] - c[0]) + np.multiply.outer(yy, c[2] - c[0])
-            imgs[i] = np.clip(field + rng.normal(0, 15, field.shape), 0, 255)
-        with h5io.create_h5(folder / f"{split}.h5") as f:
-            h5io.write_array(f, "images", imgs)
-            if split == "train":
-                h5io.write_array(f, "labels", (np.arange(rows) % 2).astype(np.uint8))
-                h5io.write_array(f, "names", np.array([f"{i}.jpg" for i in range(rows)], object))
-                f.attrs["classes"] = ["cat", "dog"]
-            else:
-                h5io.write_array(f, "ids", np.arange(1, rows + 1, dtype=np.int64))
+    write_resized(folder, n - n_test, n_test, 299, colour_field(299, noise=15))
 
 
 def main() -> None:

@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine_load import cpu_ticks, wait_for_quiet
+from benchmarks.synthetic import colour_field, write_resized
 
 ROOT = Path(__file__).resolve().parents[1]
 # Measure mixed_bfloat16 even on a CPU without bfloat16 instructions (the stage refuses it).
@@ -73,31 +74,19 @@ def make_images(folder: Path, n: int, width: int) -> Path:
     """`train.h5` (N labelled images, alternating cat/dog) and an empty `test.h5`, as `resize`
     writes them; reused by later runs of the same size. numpy only (no OpenCV on a bare GPU
     machine)."""
-    from stages import h5io
-
-    folder.mkdir(parents=True, exist_ok=True)
     done = folder / "done"
     if done.exists():
         return folder
     print(f"generating {n} images of {width}×{width} in {folder} …", file=sys.stderr)
-    # Bilinear weights that blow a 5×5 colour grid up to width×width: smooth colour fields.
-    grid = np.linspace(0, 4, width)
-    up = np.clip(1 - np.abs(grid[:, None] - np.arange(5)[None, :]), 0, 1).astype(np.float32)
-    labels = np.arange(n, dtype=np.uint8) % 2
-    with h5io.create_h5(folder / "train.h5") as f:
-        images = h5io.Appender(f, "images", (width, width, 3), np.uint8)
-        for i in range(n):
-            rng = np.random.default_rng(i)
-            small = rng.integers(0, 256, (5, 5, 3)).astype(np.float32)
-            img = np.einsum("ij,jkc,lk->ilc", up, small, up)
-            # A weak class cue under the colour field: +red for cats, +blue for dogs (RGB).
-            img[..., 0 if labels[i] == 0 else 2] += 40
-            img += rng.normal(0, 20, img.shape).astype(np.float32)
-            images.append(np.clip(img, 0, 255).astype(np.uint8)[None])
-        h5io.write_array(f, "labels", labels)
-    with h5io.create_h5(folder / "test.h5") as f:
-        h5io.Appender(f, "images", (width, width, 3), np.uint8)
-        h5io.write_array(f, "ids", np.zeros(0, np.int64))
+    field = colour_field(width)
+
+    def draw(rng: np.random.Generator, label: int) -> np.ndarray:
+        img = field(rng, label).astype(np.float32)
+        # A weak class cue over the colour field: +red for cats, +blue for dogs (RGB).
+        img[..., 0 if label == 0 else 2] += 40
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    write_resized(folder, n, 0, width, draw)
     done.touch()
     return folder
 
@@ -297,7 +286,7 @@ def rel_err(f: np.ndarray, ref: np.ndarray) -> float:
 
 
 def bench_extract(a: argparse.Namespace, out: Path) -> None:
-    data = make_images(Path(a.cache) / f"images_v2_n{a.images}_w{a.width}", a.images, a.width)
+    data = make_images(Path(a.cache) / f"images_v3_n{a.images}_w{a.width}", a.images, a.width)
     nets = a.networks.split(",")
     precisions = a.precisions.split(",")
     sizes = a.batch_sizes.split(",")

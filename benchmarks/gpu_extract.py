@@ -72,27 +72,12 @@ def sync(x: object) -> None:
 
 
 def synthetic(folder: Path, n: int, width: int) -> tuple[str, str]:
-    """train.h5 (n images) and test.h5 (n // 2), as `resize` writes them."""
-    from stages import h5io
+    """train.h5 (n random images) and test.h5 (n // 2), as `resize` writes them."""
+    from benchmarks.synthetic import write_resized
 
-    rng = np.random.default_rng(0)
-    paths = []
-    for split, rows in (("train", n), ("test", n // 2)):
-        path = folder / f"{split}.h5"
-        with h5io.create_h5(path) as f:
-            images = h5io.Appender(f, "images", (width, width, 3), np.uint8)  # as resize
-            for start in range(0, rows, 256):
-                k = min(256, rows - start)
-                images.append(rng.integers(0, 256, (k, width, width, 3), dtype=np.uint8))
-            if split == "train":
-                h5io.write_array(f, "labels", (np.arange(rows) % 2).astype(np.uint8))
-                h5io.write_array(f, "names", np.array([f"{i}.jpg" for i in range(rows)],
-                                                      object))
-                f.attrs["classes"] = ["cat", "dog"]
-            else:
-                h5io.write_array(f, "ids", np.arange(1, rows + 1, dtype=np.int64))
-        paths.append(str(path))
-    return paths[0], paths[1]
+    train, test = write_resized(folder, n, n // 2, width, lambda rng, label: rng.integers(
+        0, 256, (width, width, 3), dtype=np.uint8))
+    return str(train), str(test)
 
 
 def data_path(train: str, batch: int) -> tuple[float, float]:
@@ -193,8 +178,8 @@ def main() -> None:
     for net, precision, bs, c, comp, stage, peak in rows:
         print(f"| {net} | {precision} | {bs} | {c:.1f} | {comp:,.0f} | {stage:,.0f} | "
               f"{stage / comp:.0%} | {peak:.1f} |")
-    print(f"\ndata path alone (batch 128): HDF5 read {read:,.0f} img/s, host→device copy "
-          f"{copy:,.0f} img/s")
+    print(f"\ndata path alone (batch {min(128, args.n)}): HDF5 read {read:,.0f} img/s, "
+          f"host→device copy {copy:,.0f} img/s")
 
 
 if __name__ == "__main__":

@@ -98,10 +98,7 @@ def features(model: Any, preprocess: Any, images: h5py.Dataset, batch_size: int,
 
     def batches() -> Iterator[np.ndarray]:
         for batch in h5io.iter_batches(images, batch_size):
-            if jit and len(batch) < batch_size:
-                batch = np.concatenate(
-                    [batch, np.zeros((batch_size - len(batch), *batch.shape[1:]), batch.dtype)])
-            yield batch
+            yield keras_extract.padded(batch, batch_size) if jit else batch
 
     spec = tf.TensorSpec((batch_size if jit else None, w, w, 3), tf.uint8)
     ds = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)

@@ -79,14 +79,19 @@ def prefetched(batches: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.nda
         yield item
 
 
+def padded(batch: np.ndarray, batch_size: int) -> np.ndarray:
+    """A short last batch filled up with zero rows: one shape for the whole run, so a compiling
+    backend (JAX, TensorFlow's XLA) compiles once. The caller drops the padding rows' output."""
+    if len(batch) == batch_size:
+        return batch
+    pad = np.zeros((batch_size - len(batch), *batch.shape[1:]), batch.dtype)
+    return np.concatenate([batch, pad])
+
+
 def feature_batches(model: Any, images: h5py.Dataset, batch_size: int) -> Iterator[np.ndarray]:
     """float32 features of `images` (uint8, N×W×W×3), in row order, one batch at a time."""
     for batch in prefetched(h5io.iter_batches(images, batch_size)):
-        n = len(batch)
-        if n < batch_size:  # one shape for the whole run: one compilation
-            pad = np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)
-            batch = np.concatenate([batch, pad])
-        yield np.asarray(model.predict_on_batch(batch))[:n]
+        yield np.asarray(model.predict_on_batch(padded(batch, batch_size)))[:len(batch)]
 
 
 def resized_row_info(train: h5py.File, test: h5py.File) -> dict[str, np.ndarray]:

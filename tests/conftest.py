@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `import imagegen
 
 import imagegen
 
+from benchmarks import synthetic
 from stages.backbones import BACKBONES
 from stages.params import DEFAULTS, WEIGHTS_DIR
 
@@ -198,12 +199,12 @@ def experiments(repo: Path) -> dict[str, dict[str, Any]]:
     return exps
 
 
-def exp_lock_md5(repo: Path, name: str, stage: str, out: str) -> str:
-    """The md5 that experiment `name`'s commit records in dvc.lock for `stage`'s output."""
+def exp_lock_md5(repo: Path, name: str) -> dict[str, str]:
+    """The md5 of every stage output that experiment `name`'s commit records in dvc.lock."""
     rev = next(e["revs"][0]["rev"] for r in json.loads(dvc(repo, "exp", "show", "--json").stdout)
                for e in (r.get("experiments") or []) if e["name"] == name)
     lock = yaml.safe_load(run(repo, "git", "show", f"{rev}:dvc.lock").stdout)
-    return next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == out)
+    return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
 
 
 @pytest.fixture
@@ -250,32 +251,24 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shared(tmp_path_factory, "baseline", _run_baseline)
 
 
-def resized_images(n: int, seed: int, width: int) -> np.ndarray:
-    """Smooth random colour fields plus noise: features that differ from image to image."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        small = rng.integers(0, 256, (4, 4, 3)).astype(np.float32)
-        img = cv2.resize(small, (width, width), interpolation=cv2.INTER_CUBIC)
-        img += rng.normal(0, 20, (width, width, 3))
-        out.append(np.clip(img, 0, 255).astype(np.uint8))
-    return np.stack(out)
+def rel_err(f: np.ndarray, ref: np.ndarray) -> float:
+    """Max over rows of ‖f − ref‖ / ‖ref‖ (features against a reference)."""
+    num = np.linalg.norm(f.astype(np.float64) - ref, axis=1)
+    return float(np.max(num / np.linalg.norm(ref.astype(np.float64), axis=1)))
 
 
 def write_resized(root: Path, n_train: int, n_test: int, width: int) -> Path:
-    """`root`/train.h5 and test.h5 laid out as the resize stage writes them (Kaggle layout)."""
-    from stages import h5io
+    """`root`/train.h5 and test.h5 laid out as the resize stage writes them (Kaggle layout):
+    smooth random colour fields plus noise, features that differ from image to image."""
+    import cv2
 
-    with h5io.create_h5(root / "train.h5") as f:
-        h5io.write_array(f, "images", resized_images(n_train, 0, width))
-        h5io.write_array(f, "labels", (np.arange(n_train) % 2).astype(np.uint8))
-        h5io.write_array(f, "names", np.array([f"{i}.jpg" for i in range(n_train)], object))
-        f.attrs["classes"] = ["cat", "dog"]
-    with h5io.create_h5(root / "test.h5") as f:
-        h5io.write_array(f, "images", resized_images(n_test, 1, width))
-        h5io.write_array(f, "ids", np.arange(1, n_test + 1, dtype=np.int64))
+    def draw(rng: np.random.Generator, label: int) -> np.ndarray:
+        small = rng.integers(0, 256, (4, 4, 3)).astype(np.float32)
+        img = cv2.resize(small, (width, width), interpolation=cv2.INTER_CUBIC)
+        img += rng.normal(0, 20, (width, width, 3))
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    synthetic.write_resized(root, n_train, n_test, width, draw)
     return root
 
 

@@ -4,7 +4,6 @@ and "machines": each its own `git clone` with its own DVC cache and its own cred
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import boto3
 import yaml
-from conftest import dvc, run
+from conftest import dvc, md5, run
 from moto.server import ThreadedMotoServer
 
 BUCKET = "dvc-remote"
@@ -79,10 +78,6 @@ def machine(source: Path, dest: Path, raw: bool = True) -> Path:
             shutil.copytree(source / inputs, dest / inputs, dirs_exist_ok=True)
     credentials(dest, "storage")
     return dest
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def snapshot(root: Path) -> dict[str, str]:

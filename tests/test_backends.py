@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import ENV, REPO, save_notop, write_resized
+from conftest import ENV, REPO, rel_err, save_notop, write_resized
 
 from stages.backbones import BACKBONES
 from stages.params import DEFAULTS
@@ -60,11 +60,6 @@ def extract(work: Path, backend: str, out: str) -> Path:
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     return work / out
-
-
-def rel_err(f: np.ndarray, ref: np.ndarray) -> float:
-    num = np.linalg.norm(f.astype(np.float64) - ref, axis=1)
-    return float(np.max(num / np.linalg.norm(ref.astype(np.float64), axis=1)))
 
 
 def tensorflow_reference(work: Path) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import write_resized
+from conftest import rel_err, write_resized
 
 from stages import devices, extract
 from stages.backbones import BACKBONES, build
@@ -21,12 +21,6 @@ W, N_TRAIN, N_TEST, BATCH, SEED = 75, 10, 3, 4, 2017  # 10 = 4 + 4 + a partial b
 # with Keras' policy at 75 and 299 px (bench_extract_head, weights none); the rewrite gave
 # 0.65e-2 (xception, 75 px) and 2.4e-2 on real photos at 299 px (bf16_quality). 0.04: room.
 BF16_BOUND = 0.04
-
-
-def rel_err(f: np.ndarray, ref: np.ndarray) -> float:
-    """Max over rows of ‖f − ref‖ / ‖ref‖."""
-    num = np.linalg.norm(f.astype(np.float64) - ref, axis=1)
-    return float(np.max(num / np.linalg.norm(ref.astype(np.float64), axis=1)))
 
 
 @pytest.fixture(scope="module")

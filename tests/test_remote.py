@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_project, dvc, ran_stages
+from conftest import copy_project, dvc, md5, ran_stages
 from s3remote import (
     S3Server,
     add_remote,
     machine,
-    md5,
     outputs,
     s3_server,
     snapshot,

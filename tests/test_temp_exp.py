@@ -27,4 +27,4 @@ def test_a_temp_experiment_runs_the_head_and_apply_restores_it(
 
     dvc(repo, "exp", "apply", "temp-dropout")
     assert yaml.safe_load((repo / "params.yaml").read_text())["dropout"] == 0.1
-    assert md5(repo / "pred.csv") == exp_lock_md5(repo, "temp-dropout", "predict", "pred.csv")
+    assert md5(repo / "pred.csv") == exp_lock_md5(repo, "temp-dropout")["pred.csv"]

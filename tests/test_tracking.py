@@ -229,6 +229,6 @@ def test_apply_brings_the_best_experiment_into_the_workspace(repo: Path) -> None
     dvc(repo, "exp", "apply", best)
     assert yaml.safe_load((repo / "params.yaml").read_text())[
         EXPS[best].split("=")[0]] == float(EXPS[best].split("=")[1])
-    assert md5(repo / "pred.csv") == exp_lock_md5(repo, best, "predict", "pred.csv")
-    assert md5(repo / "models/model_2.h5") == exp_lock_md5(repo, best, "train_head",
-                                                            "models/model_2.h5")
+    recorded = exp_lock_md5(repo, best)
+    assert md5(repo / "pred.csv") == recorded["pred.csv"]
+    assert md5(repo / "models/model_2.h5") == recorded["models/model_2.h5"]
