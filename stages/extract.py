@@ -39,16 +39,14 @@ def make_strategy() -> Any:
     """Several GPUs: mirror the network so every GPU works. One or none: no strategy overhead."""
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    return (tf.distribute.MirroredStrategy() if devices.gpu_count() > 1
+            else tf.distribute.get_strategy())
 
 
 def use_xla(strategy: Any) -> bool:
     """Keras' own rule for `jit_compile="auto"`: XLA on one GPU, not on a CPU (where oneDNN's
     convolutions are faster) nor under a distribution strategy."""
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU")) and strategy.num_replicas_in_sync == 1
+    return devices.gpu_count() > 0 and strategy.num_replicas_in_sync == 1
 
 
 def build_extractor(backbone: Backbone, width: int, weights: str, precision: str,
