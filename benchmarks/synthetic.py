@@ -19,7 +19,8 @@ Draw = Callable[[np.random.Generator, int], np.ndarray]
 def write_resized(folder: Path, n_train: int, n_test: int, width: int,
                   draw: Draw) -> tuple[Path, Path]:
     """`folder`/train.h5 (labels alternating cat, dog; names `<i>.jpg`; classes) and test.h5
-    (ids 1..n_test), one image at a time from `draw` (seeded 0 for train, 1 for test)."""
+    (Kaggle's: ids 1..n_test, names `<id>.jpg`), one image at a time from `draw` (seeded 0 for
+    train, 1 for test)."""
     from stages import h5io
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,9 @@ def write_resized(folder: Path, n_train: int, n_test: int, width: int,
                 h5io.write_row_info(f, {"labels": labels, "names": np.array(
                     [f"{i}.jpg" for i in range(rows)], object)}, ["cat", "dog"])
             else:
-                h5io.write_array(f, "ids", np.arange(1, rows + 1, dtype=np.int64))
+                ids = np.arange(1, rows + 1, dtype=np.int64)
+                h5io.write_row_info(f, {"ids": ids, "names": np.array(
+                    [f"{i}.jpg" for i in ids], object)}, None)
     return paths
 
 

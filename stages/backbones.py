@@ -1,7 +1,10 @@
 """The backbone registry: which Keras application, which preprocessing, which weights file.
 
-Each backbone is `include_top=False` + global average pooling: a 299×299 RGB image → 2048 floats.
-The network's own `preprocess_input` runs inside the extractor, on RGB uint8 pixels.
+Each backbone is `include_top=False` + global average pooling: an RGB image → one vector, as long
+as Keras builds it (2048 for the card's InceptionV3 and Xception; the extractor reads it from the
+model). The network's own `preprocess_input` runs inside the extractor, on RGB uint8 pixels.
+The weight file names are Keras' own (tests/test_backbones.py checks them against what Keras
+asks for), so a `keras_weights/` folder filled from `~/.keras/models` works as it is.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.cli import UserError
-from stages.params import WEIGHTS_DIR
+from stages.params import NETWORKS, WEIGHTS_DIR
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,6 @@ class Backbone:
     module: str       # keras.applications.<module>
     builder: str      # the constructor in that module
     weights_file: str  # Keras' own name of the notop ImageNet weights
-    dim: int = 2048
 
     def keras_module(self) -> Any:
         import keras  # heavy: only when a network is really needed
@@ -33,16 +35,24 @@ class Backbone:
         return self.keras_module().preprocess_input
 
 
+_NOTOP = "_weights_tf_dim_ordering_tf_kernels_notop.h5"  # most of Keras' notop file names
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in (
-        Backbone("inception_v3", "inception_v3", "InceptionV3",
-                 "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-        Backbone("xception", "xception", "Xception",
-                 "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        Backbone("inception_v3", "inception_v3", "InceptionV3", f"inception_v3{_NOTOP}"),
+        Backbone("xception", "xception", "Xception", f"xception{_NOTOP}"),
+        Backbone("vgg16", "vgg16", "VGG16", f"vgg16{_NOTOP}"),
+        Backbone("resnet50", "resnet50", "ResNet50", f"resnet50{_NOTOP}"),
+        Backbone("resnet50_v2", "resnet_v2", "ResNet50V2", f"resnet50v2{_NOTOP}"),
+        Backbone("densenet121", "densenet", "DenseNet121", f"densenet121{_NOTOP}"),
+        Backbone("inception_resnet_v2", "inception_resnet_v2", "InceptionResNetV2",
+                 f"inception_resnet_v2{_NOTOP}"),
+        Backbone("efficientnet_v2_b0", "efficientnet_v2", "EfficientNetV2B0",
+                 "efficientnetv2-b0_notop.h5"),
+        Backbone("convnext_tiny", "convnext", "ConvNeXtTiny", "convnext_tiny_notop.h5"),
     )
 }
-FUSED_ORDER = ("inception_v3", "xception")  # column order in fused.h5, as in the original
+assert tuple(BACKBONES) == NETWORKS, "stages/params.py's NETWORKS must name the registry"
 
 
 class WeightsError(UserError, ValueError):
@@ -77,7 +87,7 @@ def resolve_weights(backbone: Backbone, weights: str) -> str | None:
 
 
 def build(backbone: Backbone, width: int, weights: str, seed: int) -> Any:
-    """The Keras feature extractor: uint8-range RGB (N, width, width, 3) → float (N, 2048)."""
+    """The Keras feature extractor: uint8-range RGB (N, width, width, 3) → float (N, D)."""
     import keras
 
     resolved = resolve_weights(backbone, weights)

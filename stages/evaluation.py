@@ -1,4 +1,5 @@
-"""Predictions against labels: class probabilities, log loss and accuracy, the plots that
+"""Predictions against labels: class probabilities, the scores (log loss, accuracy, AUC,
+balanced accuracy, sensitivity, specificity), the per-image predictions file, the plots that
 `dvc plots show` draws, and a picture of the most confident mistakes.
 
 Shared by `train_head` (the validation split) and `predict` (a labelled test set). The plot data
@@ -11,6 +12,7 @@ file is always written, empty where there is nothing to draw (an unlabelled test
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Sequence
@@ -41,6 +43,71 @@ def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
 
 def accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(np.argmax(probs, axis=1) == labels))
+
+
+def recalls(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> list[float | None]:
+    """Per class, the share of its images predicted as it (None: no image of it)."""
+    predicted = np.argmax(probs, axis=1)
+    return [float(np.mean(predicted[labels == c] == c)) if np.any(labels == c) else None
+            for c in range(n_classes)]
+
+
+def balanced_accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
+    """The mean recall over the classes present, as scikit-learn's balanced_accuracy_score."""
+    return float(np.mean([r for r in recalls(labels, probs, probs.shape[1]) if r is not None]))
+
+
+def auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    """ROC AUC: of class 1 for two classes; for K, the macro mean of one-vs-rest AUCs over the
+    classes present (scikit-learn's `multi_class="ovr"`). None where undefined (one class)."""
+    labels = labels.astype(np.int64)
+    k = probs.shape[1]
+    present = [c for c in range(k) if 0 < np.sum(labels == c) < len(labels)]
+    if not present:
+        return None
+    if k == 2:
+        present = [1]
+    return float(np.mean([_area(curves(labels == c, probs[:, c])[0]) for c in present]))
+
+
+def _area(roc: list[dict]) -> float:
+    """The trapezoidal area under ROC points, as scikit-learn's `auc` takes it."""
+    return float(np.trapezoid([p["tpr"] for p in roc], [p["fpr"] for p in roc]))
+
+
+def scores(labels: np.ndarray, probs: np.ndarray, prefix: str) -> dict[str, float | None]:
+    """The clinical scores of a split, keys prefixed (`val_`, `test_`): AUC and balanced
+    accuracy; for two classes also sensitivity (recall of class 1) and specificity (recall of
+    class 0). Log loss and accuracy are the caller's (Keras' for validation)."""
+    out = {f"{prefix}auc": auc(labels, probs),
+           f"{prefix}balanced_accuracy": balanced_accuracy(labels, probs)}
+    if probs.shape[1] == 2:
+        specificity, sensitivity = recalls(labels, probs, 2)
+        out |= {f"{prefix}sensitivity": sensitivity, f"{prefix}specificity": specificity}
+    return out
+
+
+def fmt(score: float | None) -> str:
+    """A score for a summary line; None (one class present) is undefined."""
+    return "undefined" if score is None else f"{score:.4f}"
+
+
+def write_predictions(path: str | Path, rows: Sequence[str], probs: np.ndarray,
+                      classes: Sequence[str], true: Sequence[str] | None = None,
+                      extra: dict[str, Sequence[str]] | None = None) -> None:
+    """One row per image: `id` (its number or path), the probabilities — two classes: one
+    column `label` = p(class 1), as Kaggle's submission; K: one per class, headed by the class
+    names — then `true_class` where known and the `extra` columns."""
+    if len(rows) != len(probs):
+        raise ValueError(f"{len(rows)} rows but {len(probs)} predictions")
+    columns = probs[:, 1:] if len(classes) == 2 else probs
+    header = ["id", *(["label"] if len(classes) == 2 else classes)]
+    tail = {**({"true_class": true} if true is not None else {}), **(extra or {})}
+    with h5io.atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow([*header, *tail])
+        for i, (row_id, row) in enumerate(zip(rows, columns, strict=True)):
+            w.writerow([row_id, *(f"{p:.6f}" for p in row), *(v[i] for v in tail.values())])
 
 
 def curves(truth: np.ndarray, score: np.ndarray) -> tuple[list[dict], list[dict]]:
@@ -85,10 +152,10 @@ def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray |
         else:  # every (image, class) pair is one binary decision: micro-averaged one-vs-rest
             roc, pr = curves((labels[:, None] == np.arange(len(classes))).ravel(), probs.ravel())
     out = Path(folder) / "plots" / "sklearn"
-    out.mkdir(parents=True, exist_ok=True)
     for name, data in (("confusion_matrix", confusion), ("roc", {"roc": roc}),
                        ("precision_recall", {"precision_recall": pr})):
-        (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+        with h5io.atomic_path(out / f"{name}.json") as tmp:
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def worst_mistakes(labels: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES) -> np.ndarray:

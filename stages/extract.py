@@ -1,7 +1,8 @@
-"""Stages `extract_inception` and `extract_xception`: resized images → 2048-d features.
+"""Stages `extract_<network>` (`extract_inception`, `extract_xception`, …), once per split:
+one split's resized images → the network's pooled features (2048-d for the card's two).
 
-One module for both: `--backbone` picks the network from the registry. Images stream from the
-resized HDF5 files in batches (tf.data, prefetched so reading overlaps compute) and features stream
+One module for every network: `--backbone` picks it from the registry. Images stream from the
+resized HDF5 file in batches (tf.data, prefetched so reading overlaps compute) and features stream
 back to disk, so memory does not grow with the number of images: at most a few uint8 batches and
 one batch of activations are alive at a time.
 
@@ -28,11 +29,16 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stages import cli, devices, h5io, keras_extract, quiet
+from stages import cli, devices, feature_files, h5io, keras_extract, quiet
 from stages.backbones import BACKBONES, Backbone, build, resolve_weights
 from stages.params import load_params
 
 RESIZE_HINT = "Run `dvc repro resize` first."
+# What the stage reads of params.yaml. Only `weights` and `precision` are dvc.yaml `params:`:
+# `extract_batch_size` changes the speed, not the features (numerically: oneDNN's summation order
+# differs with the batch, ~1e-6 relative), and `seed` matters only under `weights: none`
+# (tests); rerunning hours of extraction for either would be waste.
+PARAMS = ("weights", "precision", "extract_batch_size", "seed")
 
 
 def make_strategy() -> Any:
@@ -61,8 +67,8 @@ def build_extractor(backbone: Backbone, width: int, weights: str, precision: str
 
 def compiled_step(model: Any, preprocess: Any, width: int, batch_size: int, strategy: Any,
                   jit: bool) -> Any:
-    """uint8 batch → float32 features, as one tf.function (XLA-compiled if `jit`). Built once
-    per run and reused for both splits, so the network is traced (or compiled) once."""
+    """uint8 batch → float32 features, as one tf.function (XLA-compiled if `jit`), traced (or
+    compiled) once per run."""
     import tensorflow as tf
 
     spec = tf.TensorSpec((batch_size if jit else None, width, width, 3), tf.uint8)
@@ -110,35 +116,38 @@ def features(model: Any, preprocess: Any, images: h5py.Dataset, batch_size: int,
         yield out
 
 
-def write_features(model: Any, backbone: Backbone, strategy: Any, train_h5: str,
-                   test_h5: str, out: str, batch_size: int, jit: bool | None = None,
-                   precision: str = "float32") -> None:
-    """Stream both splits through `model` into `out` (the timed part of the stage).
+def write_features(model: Any, backbone: Backbone, strategy: Any, images_h5: str, out: str,
+                   batch_size: int, jit: bool | None = None, precision: str = "float32") -> None:
+    """Stream one split's images through `model` into `out` (the timed part of the stage).
     `precision`: the param the model was built for (`mixed_bfloat16` on a CPU: the rewrite)."""
     jit = use_xla(strategy) if jit is None else jit
-    step = compiled_step(model, backbone.preprocess, _width(train_h5), batch_size, strategy, jit)
+    step = compiled_step(model, backbone.preprocess, _width(images_h5), batch_size, strategy, jit)
     with devices.graph_rewrite(devices.cpu_bf16_rewrite(precision)):
-        keras_extract.stream_to_h5(
+        feature_files.stream_to_h5(
             lambda images: features(model, backbone.preprocess, images, batch_size, strategy,
-                                    jit, step), backbone, train_h5, test_h5, out)
+                                    jit, step), backbone.name, _dim(model), images_h5, out)
 
 
-def extract(backbone: Backbone, train_h5: str, test_h5: str, out: str, weights: str,
-            precision: str, batch_size: int, seed: int) -> None:
-    """Write `out` with `train`, `test` (float32, N×D), `labels` and `ids` in resized order."""
-    for p, keys in ((train_h5, ("images", "labels")), (test_h5, ("images", "ids"))):
-        h5io.require(p, keys, RESIZE_HINT)
-    width = _width(train_h5)
+def extract(backbone: Backbone, images_h5: str, out: str, weights: str, precision: str,
+            batch_size: int, seed: int) -> None:
+    """Write `out` with `features` (float32, rows × D) and the rows' info, in resized order."""
+    h5io.require(images_h5, ("images", "names"), RESIZE_HINT)
+    width = _width(images_h5)
     if devices.backend() == "tensorflow":
         model, strategy = build_extractor(backbone, width, weights, precision, seed)
-        write_features(model, backbone, strategy, train_h5, test_h5, out, batch_size,
+        write_features(model, backbone, strategy, images_h5, out, batch_size,
                        precision=precision)
         return
     devices.check_precision(precision)
     model = keras_extract.extractor(backbone, width, weights, precision, seed)
-    keras_extract.stream_to_h5(
-        lambda images: keras_extract.feature_batches(model, images, batch_size), backbone,
-        train_h5, test_h5, out)
+    feature_files.stream_to_h5(
+        lambda images: keras_extract.feature_batches(model, images, batch_size), backbone.name,
+        _dim(model), images_h5, out)
+
+
+def _dim(model: Any) -> int:
+    """The network's pooled feature size, as Keras built it."""
+    return int(model.output_shape[-1])
 
 
 def _width(path: str) -> int:
@@ -149,20 +158,20 @@ def _width(path: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
-    ap.add_argument("--train", default="data/resized/train.h5")
-    ap.add_argument("--test", default="data/resized/test.h5")
+    ap.add_argument("--images", required=True, help="a split's resized HDF5 file")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
     def work() -> None:
-        params = load_params()
+        params = load_params(keys=PARAMS)
         resolve_weights(BACKBONES[args.backbone], params["weights"])  # a missing file: before
         # the seconds of importing TensorFlow
         if devices.backend() == "tensorflow":  # (KERAS_BACKEND picks another: README)
             quiet.tensorflow()
-        extract(BACKBONES[args.backbone], args.train, args.test, args.out, params["weights"],
+        quiet.without_sklearn()
+        extract(BACKBONES[args.backbone], args.images, args.out, params["weights"],
                 params["precision"], params["extract_batch_size"], params["seed"])
-        print(f"extract {args.backbone}: features written to {Path(args.out)}")
+        print(f"extract {args.backbone}: {args.images} → {Path(args.out)}")
 
     cli.run(f"extract {args.backbone}", work)
 

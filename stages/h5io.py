@@ -21,10 +21,13 @@ import numpy as np
 from stages.cli import MissingInput, UserError
 
 STR = h5py.string_dtype()
-# What describes the rows, travelling with them from the resized files to the fused features:
-# training `labels` and `names`, test `ids`, and for a labelled test set `test_labels` and
-# `test_names`. The class names, in label order, travel as the `classes` attribute.
-ROW_INFO = ("labels", "names", "ids", "test_labels", "test_names")
+# What describes the rows, travelling with them from a split's resized file to its feature
+# files: `names` (paths relative to the data folder), `labels` (class indices; a test set's
+# index its own top folders) and, for Kaggle's numbered test images, `ids`. The class names, in
+# label order, travel as the `classes` attribute.
+ROW_INFO = ("labels", "names", "ids")
+# HDF5 keeps an attribute in its object's header, which holds 64 KiB: the class names must fit.
+MAX_ATTR_BYTES = 64_000
 
 
 def label_dtype(n_classes: int) -> np.dtype:
@@ -49,11 +52,29 @@ def classes_of(f: h5py.File) -> list[str]:
     return [str(c) for c in f.attrs["classes"]]
 
 
-def write_row_info(f: h5py.File, info: dict[str, np.ndarray], classes: list[str]) -> None:
+def classes_if_any(f: h5py.File) -> list[str] | None:
+    """The class names of a file whose rows may have none (an unlabelled test set)."""
+    return classes_of(f) if "classes" in f.attrs else None
+
+
+def set_classes(f: h5py.File, classes: Sequence[str]) -> None:
+    """The `classes` attribute; more names than an HDF5 header holds stop with the limit."""
+    size = sum(len(c.encode()) + 16 for c in classes)  # h5py stores each as a variable string
+    if size > MAX_ATTR_BYTES:
+        raise UserError(
+            f"{len(classes)} classes: their names take ~{size:,} bytes, more than the "
+            f"{MAX_ATTR_BYTES:,} that an HDF5 attribute holds (a few thousand classes, fewer "
+            "with long names). Merge classes, or shorten their folder names")
+    f.attrs["classes"] = list(classes)
+
+
+def write_row_info(f: h5py.File, info: dict[str, np.ndarray], classes: Sequence[str] | None
+                   ) -> None:
     for key in ROW_INFO:
         if key in info:
             write_array(f, key, info[key])
-    f.attrs["classes"] = classes
+    if classes is not None:
+        set_classes(f, classes)
 
 
 @contextlib.contextmanager
@@ -103,6 +124,8 @@ class Appender:
             chunks=(chunk_rows, *shape) if shape else (max(chunk_rows, 4096),),
             track_times=False,
         )
+        vlen = h5py.check_vlen_dtype(self.ds.dtype)
+        self._vlen_array = vlen is not None and vlen not in (str, bytes)
 
     def append(self, rows: np.ndarray | list[Any]) -> None:
         n = len(rows)
@@ -110,7 +133,13 @@ class Appender:
             return
         start = self.ds.shape[0]
         self.ds.resize(start + n, axis=0)
-        self.ds[start:start + n] = rows
+        if self._vlen_array:
+            # h5py turns a batch of equal-length arrays into one 2-D array, which a dataset of
+            # variable-length rows cannot take ("Can't broadcast (1, 9236) -> (1,)"): row by row.
+            for i, row in enumerate(rows):
+                self.ds[start + i] = row
+        else:
+            self.ds[start:start + n] = rows
 
     def __len__(self) -> int:
         return int(self.ds.shape[0])

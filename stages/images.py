@@ -47,7 +47,15 @@ KAGGLE_CLASSES = ("cat", "dog")  # label 0, 1
 DATA_HELP = (
     "Put the Kaggle 'Dogs vs. Cats Redux' data there: `kaggle competitions download -c "
     "dogs-vs-cats-redux-kernels-edition -p data/raw` then unzip train.zip and test.zip into "
-    "data/raw (or point params `train_data`/`test_data` at the .zip files). See README.md, 'Data'."
+    "data/raw (or point params `train_data`/`test_data` at the .zip files), or your own images, "
+    "one subfolder per class. See README.md, 'Quickstart'."
+)
+# The test side knows nothing of the training data (a stage of its own), so its advice covers
+# every kind of test set.
+TEST_HELP = (
+    "Put the images to score there, any file names (Kaggle's test set: `<id>.jpg`), or a "
+    "labelled test set, one subfolder per training class; or point param `test_data` at another "
+    "folder or .zip. See README.md, 'Score new images'."
 )
 _KAGGLE_TRAIN = re.compile(r"^(cat|dog)\.(\d+)\.[^.]+$", re.IGNORECASE)
 _TEST_ID = re.compile(r"^(\d{1,18})\.[^.]+$")  # 18 digits: every id fits the int64 `ids`
@@ -71,14 +79,15 @@ def _natural_key(name: str) -> list[object]:
 class Source:
     """A folder or a .zip of images, read in place (a zip is never unpacked to disk)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], help: str = DATA_HELP) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise DataError(f"{self.path}: does not exist. {DATA_HELP}")
+            raise DataError(f"{self.path}: does not exist. {help}")
         self.is_zip = self.path.is_file()
         if self.is_zip and not zipfile.is_zipfile(self.path):
             raise DataError(f"{self.path}: is a file but not a .zip; give a folder or a .zip")
         self._local = threading.local()
+        self._members: dict[str, str] = {}  # a zip's names as listed → as stored
 
     def _zip(self) -> zipfile.ZipFile:
         # One handle per thread: reads through one shared handle would serialise on its lock.
@@ -87,25 +96,26 @@ class Source:
             zf = self._local.zf = zipfile.ZipFile(self.path)
         return zf
 
-    def names(self) -> list[str]:
-        """Every file, as a POSIX path relative to the source root."""
-        return self.tree()[0]
-
     def tree(self) -> tuple[list[str], list[str]]:
         """(every file, every folder), as POSIX paths relative to the source root; folders too,
         so that a class folder without images can be named. Symbolic links are followed."""
         if not self.is_zip:
             return self._walk()
         infos = self._zip().infolist()
-        names = [i.filename for i in infos if not i.is_dir()]
+        # `zip -r x.zip ./cat` stores `./cat/1.jpg`: listed as `cat/1.jpg` (a leading `.` would
+        # make every file look hidden), read by its stored name.
+        self._members = {_member_name(i.filename): i.filename for i in infos if not i.is_dir()}
+        self._members.pop("", None)
+        names = [_member_name(i.filename) for i in infos if not i.is_dir()]
         # A zip may hold one name twice; only the last copy is readable by name, so the first
         # would silently become a second copy of it.
         dups = sorted(n for n, count in Counter(names).items() if count > 1)
         if dups:
             raise DataError(f"{self.path}: holds these names more than once: {_some(dups)}. "
                             "Rebuild the zip with one member per name.")
-        folders = {i.filename.rstrip("/") for i in infos if i.is_dir()}
+        folders = {_member_name(i.filename) for i in infos if i.is_dir()}
         folders |= {str(p) for n in names for p in PurePosixPath(n).parents if str(p) != "."}
+        folders.discard("")
         return names, sorted(folders)
 
     def _walk(self) -> tuple[list[str], list[str]]:
@@ -140,10 +150,15 @@ class Source:
         if not self.is_zip:
             return (self.path / name).read_bytes()
         try:
-            return self._zip().read(name)
+            return self._zip().read(self._members.get(name, name))
         except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as e:
             # A damaged, encrypted or oddly compressed member is one bad file, not a crash.
             raise BadImage(f"cannot be read from the zip: {e}") from None
+
+
+def _member_name(stored: str) -> str:
+    """A zip member's name without `./` components or a trailing slash."""
+    return "/".join(p for p in stored.split("/") if p not in ("", "."))
 
 
 def _litter(part: str) -> bool:
@@ -165,14 +180,18 @@ def subfolders(folders: Iterable[str], prefix: str) -> list[str]:
                    and not _litter(f[len(prefix):])})
 
 
-def strip_common_top(names: Sequence[str], folders: Sequence[str] = ()
+def strip_common_top(names: Sequence[str], folders: Sequence[str] = (),
+                     flat_layout: Callable[[list[str]], bool] = lambda rel: False
                      ) -> tuple[str, list[str]]:
-    """Drop leading folders shared by every file (`train/cat.0.jpg` → `cat.0.jpg`).
+    """Drop leading folders shared by every file (`train/cat.0.jpg` → `cat.0.jpg`): the one rule
+    for training and test sets, whatever the wrapper folder is called.
 
-    Stops where the class folders begin (`PetImages/Cat/1.jpg` keeps `Cat/1.jpg`); a lone class
-    folder (`Cat/1.jpg`) is kept too, so the error says "one class", not "bad names"; so does a
-    folder beside others in `folders` (a class folder beside empty ones, named by the caller).
-    Returns the stripped prefix and the relative names, in the input order.
+    A folder that holds subfolders is a wrapper (`PetImages/Cat/1.jpg` keeps `Cat/1.jpg`; so
+    does `cat/cat/1.jpg`, `cat/dog/2.jpg`). A folder of loose files is kept, since it may be a
+    class (`Cat/1.jpg`: a lone class, which the error must name), unless `flat_layout` says its
+    files are a layout of their own (Kaggle names). A folder beside others in `folders` is kept
+    too (a class folder beside empty ones, named by the caller). Returns the stripped prefix and
+    the relative names, in the input order.
     """
     prefix = ""
     rel = list(names)
@@ -180,8 +199,7 @@ def strip_common_top(names: Sequence[str], folders: Sequence[str] = ()
         if len(subfolders(folders, prefix)) > 1:
             break
         stripped = [n.split("/", 1)[1] for n in rel]
-        flat = all("/" not in s for s in stripped)
-        if flat and not any(parse_kaggle_label(s) for s in stripped):
+        if all("/" not in s for s in stripped) and not flat_layout(stripped):
             break
         prefix += rel[0].split("/", 1)[0] + "/"
         rel = stripped
@@ -196,15 +214,16 @@ class Listing:
     """What a source holds: the files to decode, in output order, and what was set aside."""
 
     files: list[str]                   # names as read from the source, in output order
-    labels: list[int] = field(default_factory=list)   # train only
-    ids: list[int] = field(default_factory=list)      # test only
-    classes: list[str] = field(default_factory=list)  # train only, index = label
+    labels: list[int] = field(default_factory=list)   # the index of each file's class
+    ids: list[int] = field(default_factory=list)      # Kaggle's numbered test images only
+    classes: list[str] = field(default_factory=list)  # index = label
     ignored: list[str] = field(default_factory=list)  # non-image files, not an error
     prefix: str = ""  # folders every file shares (`train/` in Kaggle's zip), not part of `names`
 
     @property
     def names(self) -> list[str]:
-        """The files without `prefix`, as train.h5 stores them: a folder and its zip agree."""
+        """The files without `prefix`, as the resized files store them: a folder and its zip
+        agree."""
         return [f[len(self.prefix):] for f in self.files]
 
 
@@ -222,11 +241,15 @@ def parse_test_id(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _kaggle_names(rel: list[str]) -> bool:
+    return any(parse_kaggle_label(r) for r in rel)
+
+
 def list_train(source: Source) -> Listing:
     """Kaggle names (`cat.N.jpg`, `dog.N.jpg`) or one subfolder per class, sorted by label then
     number; classes of a folder layout are the sorted folder names (label = index)."""
-    ignored, images, folders = _images(source)
-    prefix, rel = strip_common_top(images, folders)
+    ignored, images, folders = _images(source, DATA_HELP)
+    prefix, rel = strip_common_top(images, folders, _kaggle_names)
     depths = {r.count("/") for r in rel}
     if depths == {0}:
         parsed = [(parse_kaggle_label(r), prefix + r) for r in rel]
@@ -252,60 +275,48 @@ def list_train(source: Source) -> Listing:
                    prefix=prefix)
 
 
-def list_test(source: Source, classes: Sequence[str] = KAGGLE_CLASSES) -> Listing:
-    """Unlabelled test images named `<id>.<ext>` (Kaggle), sorted by id; or a labelled test set,
-    one subfolder per class, each one of the training `classes` (labels are their indices),
-    sorted like the training images. Duplicate ids, other names and unknown classes are errors."""
-    ignored, images, folders = _images(source)
-    # Drop top folders every file shares (`test/` in Kaggle's zip), but not a class folder: a
-    # labelled test set may hold a single class.
-    prefix, rel = "", images
-    while all("/" in r for r in rel) and len({r.split("/", 1)[0] for r in rel}) == 1 \
-            and rel[0].split("/", 1)[0] not in classes \
-            and not set(subfolders(folders, prefix)) & set(classes):
-        prefix += rel[0].split("/", 1)[0] + "/"
-        rel = [r.split("/", 1)[1] for r in rel]
-    if all("/" in r for r in rel):
-        unknown = sorted({r.split("/", 1)[0] for r in rel} - set(classes))
-        if unknown:
-            raise DataError(
-                f"{source.path}: test folder(s) {_some(unknown)} are not training classes "
-                f"({', '.join(classes)}); a labelled test set holds one subfolder per training "
-                "class. Rename or remove them.")
-        named = [f for f in subfolders(folders, prefix) if f in classes]
-        _no_empty_classes(source, prefix, named, rel, ignored,
-                          "test folder(s) named like training classes")
-        files, labels = _by_class(rel, prefix, list(classes))
-        return Listing(files=files, labels=labels, ids=list(range(len(files))),
-                       classes=list(classes), ignored=sorted(ignored), prefix=prefix)
-    if any("/" in r and r.split("/", 1)[0] in classes for r in rel):
-        raise _mixed_layout(source, prefix, rel)  # class folders beside loose images
-    pairs = [(parse_test_id(n), n) for n in images]
-    bad = sorted(n for i, n in pairs if i is None)
-    if bad:
-        raise DataError(
-            f"{source.path}: {len(bad)} test image name(s) are not `<id>.jpg`: {_some(bad)}. "
-            "The submission needs a numeric id per image; a labelled test set holds one "
-            "subfolder per training class."
-        )
-    pairs.sort(key=lambda t: (t[0], t[1]))
-    seen: dict[int, list[str]] = {}
-    for i, n in pairs:
-        seen.setdefault(i, []).append(n)  # type: ignore[arg-type]
-    dups = [f"{i}: {', '.join(ns)}" for i, ns in seen.items() if len(ns) > 1]
-    if dups:
-        raise DataError(f"{source.path}: duplicate test ids: {_some(dups)}. Keep one file per id.")
-    return Listing(files=[n for _, n in pairs], ids=[i for i, _ in pairs],  # type: ignore[misc]
-                   ignored=sorted(ignored))
+def list_test(source: Source) -> Listing:
+    """The images to score, any names, listed without knowing the training classes (the test
+    side is a stage of its own), wrapper folders dropped by the one rule of `strip_common_top`
+    (a folder of Kaggle's numbered images, as in Kaggle's zip, is a wrapper).
+
+    - Every image in a top folder (`Cat/1.jpg`, `patient7/a.dcm`): `labels` index those folders,
+      which are `classes`; `predict` reads them as a labelled test set when they are training
+      classes, and as plain folders of images otherwise.
+    - Kaggle's numbered images (`1.jpg`): `ids`.
+    Files are ordered by folder, then name (numbers by value), so Kaggle ids ascend.
+    """
+    ignored, images, folders = _images(source, TEST_HELP)
+    prefix, rel = strip_common_top(images, folders, _kaggle_ids_only)
+    in_folders = all("/" in r for r in rel)
+    classes = sorted({r.split("/", 1)[0] for r in rel}) if in_folders else []
+    files, labels = _by_class(rel, prefix, classes) if in_folders else \
+        ([prefix + r for r in sorted(rel, key=_natural_key)], [])
+    return Listing(files=files, labels=labels, ids=_kaggle_ids(files, prefix), classes=classes,
+                   ignored=sorted(ignored), prefix=prefix)
 
 
-def _images(source: Source) -> tuple[list[str], list[str], list[str]]:
+def _kaggle_ids_only(rel: list[str]) -> bool:
+    return all(parse_test_id(r) is not None for r in rel)
+
+
+def _kaggle_ids(files: Sequence[str], prefix: str) -> list[int]:
+    """Each file's number when every file is a loose `<id>.<ext>` and no number repeats;
+    otherwise none, and rows are named by their files."""
+    rel = [f[len(prefix):] for f in files]
+    ids = [parse_test_id(r) if "/" not in r else None for r in rel]
+    if any(i is None for i in ids) or len(set(ids)) < len(ids):
+        return []
+    return ids  # type: ignore[return-value]
+
+
+def _images(source: Source, help: str) -> tuple[list[str], list[str], list[str]]:
     """(ignored files, image files, folders) of a source; no images at all is an error."""
     all_names, folders = source.tree()
     ignored = [n for n in all_names if is_ignored(n)]
     images = [n for n in all_names if not is_ignored(n)]
     if not images:
-        raise DataError(f"{source.path}: holds no images ({len(ignored)} other files). {DATA_HELP}")
+        raise DataError(f"{source.path}: holds no images ({len(ignored)} other files). {help}")
     return ignored, images, folders
 
 

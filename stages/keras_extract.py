@@ -1,5 +1,4 @@
-"""Extraction through Keras alone, on any backend (TensorFlow, JAX, PyTorch), and the HDF5
-writing every backend shares.
+"""Extraction through Keras alone, on any backend (TensorFlow, JAX, PyTorch).
 
 The network is wrapped in a Keras model that takes the uint8 batch, casts it, applies the
 network's own `preprocess_input` and returns float32 features, so the float32 copy of the
@@ -10,7 +9,7 @@ reader thread keeps the next batches read from HDF5 while the device works.
 
 TensorFlow keeps its own path in `stages.extract` (a tf.function over a tf.data pipeline,
 MirroredStrategy over several GPUs, oneDNN's bfloat16 rewrite on CPUs), which it had before
-the other backends came; this module's `stream_to_h5` writes the features for both.
+the other backends came; `stages.feature_files` writes the features for both.
 
 Nothing here imports TensorFlow, DVC or the YAML reader, so the GPU benchmark
 (`benchmarks/gpu_extract.py`) runs it where only Keras, JAX or PyTorch, h5py and numpy exist.
@@ -20,9 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import h5py
@@ -30,8 +28,6 @@ import numpy as np
 
 from stages import h5io
 from stages.backbones import Backbone, build
-
-FEATURE_CHUNK = 256  # rows per HDF5 chunk of the feature matrices
 
 
 @contextlib.contextmanager
@@ -92,38 +88,3 @@ def feature_batches(model: Any, images: h5py.Dataset, batch_size: int) -> Iterat
     """float32 features of `images` (uint8, N×W×W×3), in row order, one batch at a time."""
     for batch in prefetched(h5io.iter_batches(images, batch_size)):
         yield np.asarray(model.predict_on_batch(padded(batch, batch_size)))[:len(batch)]
-
-
-def resized_row_info(train: h5py.File, test: h5py.File) -> dict[str, np.ndarray]:
-    """The rows' labels, names and ids, as the feature files hold them (h5io.ROW_INFO)."""
-    tr, te = h5io.read_row_info(train), h5io.read_row_info(test)
-    info = {"labels": tr["labels"], "names": tr["names"], "ids": te["ids"]}
-    if "labels" in te:  # a labelled test set
-        info |= {"test_labels": te["labels"], "test_names": te["names"]}
-    return info
-
-
-def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]],
-                 backbone: Backbone, train_h5: str, test_h5: str, out: str,
-                 progress: bool = True) -> None:
-    """Both splits' features, from `batches_of(images)`, into `out` with the rows' labels,
-    names and ids; a progress bar per split (`progress`)."""
-    import keras
-    from tqdm import tqdm
-
-    with h5py.File(train_h5, "r") as tr, h5py.File(test_h5, "r") as te, h5io.create_h5(out) as f:
-        info = resized_row_info(tr, te)
-        row_names = {"train": info["names"], "test": info.get("test_names", info["ids"])}
-        for split, src in (("train", tr), ("test", te)):
-            rows = h5io.Appender(f, split, (backbone.dim,), np.float32, FEATURE_CHUNK)
-            with tqdm(total=len(src["images"]), desc=f"{backbone.name} {split}", unit="img",
-                      mininterval=2.0, file=sys.stderr, disable=not progress) as bar:
-                for batch in batches_of(src["images"]):
-                    h5io.check_finite(batch, row_names[split], f"{backbone.name} {split} "
-                                      "features (with precision: float32 they stay finite)",
-                                      len(rows))
-                    rows.append(batch)
-                    bar.update(len(batch))
-        h5io.write_row_info(f, info, h5io.classes_of(tr))
-        f.attrs["backbone"] = backbone.name
-        f.attrs["keras_backend"] = keras.backend.backend()  # which one computed them

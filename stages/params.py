@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,11 @@ from stages.cli import ParamsError
 
 PARAMS_FILE = "params.yaml"
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+CLASS_WEIGHTS = ("none", "balanced")
+# The registry's network names (stages/backbones.py, which checks that it knows the same): here
+# too, so that params are checked without importing the registry's Keras modules.
+NETWORKS = ("inception_v3", "xception", "vgg16", "resnet50", "resnet50_v2", "densenet121",
+            "inception_resnet_v2", "efficientnet_v2_b0", "convnext_tiny")
 # The folder of local weights that dvc.yaml tracks (see README.md, "Weights"); not named
 # `weights`, which would clash with the param of that name in `dvc exp show`.
 WEIGHTS_DIR = "keras_weights"
@@ -38,9 +44,23 @@ def _between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False
              ) -> Callable[[Any], bool]:
     """A range check that refuses NaN and infinities (YAML's .nan and .inf are floats)."""
     def check(v: Any) -> bool:
-        return (math.isfinite(v) and (lo < v if lo_open else lo <= v)
+        # An int is always finite, and math.isfinite cannot take one of 400 digits.
+        return ((isinstance(v, int) or math.isfinite(v)) and (lo < v if lo_open else lo <= v)
                 and (v < hi if hi_open else v <= hi))
     return check
+
+
+def _regex(v: str) -> bool:
+    try:
+        re.compile(v)
+    except re.error:
+        return False
+    return True
+
+
+def _networks(v: list[Any]) -> bool:
+    return (bool(v) and all(isinstance(n, str) and n in NETWORKS for n in v)
+            and len(set(v)) == len(v))
 
 
 # Every bound is what the code can take: `seed` seeds NumPy and TensorFlow, which take 32 bits;
@@ -63,10 +83,17 @@ SPECS: dict[str, Spec] = {
     "val_split": Spec((int, float), 0.2, _between(0, 1, True, True), "a number in (0, 1)"),
     "seed": Spec((int,), 2017, _between(0, 2**32 - 1), "an integer from 0 to 4294967295"),
     "clip": Spec((int, float), 0.005, _between(0, 0.5, hi_open=True), "a number in [0, 0.5)"),
+    "group_pattern": Spec((str,), "", _regex,
+                          "a regular expression (its first group names an image's group, e.g. "
+                          "'^(person\\d+)_'), or \"\" for no groups"),
+    "class_weight": Spec((str,), "none", lambda v: v in CLASS_WEIGHTS, f"one of {CLASS_WEIGHTS}"),
+    "fuse": Spec((list,), ["inception_v3", "xception"], _networks,
+                 f"a list of different networks, each one of {', '.join(NETWORKS)}"),
 }
 
 DEFAULTS: dict[str, Any] = {k: s.default for k, s in SPECS.items()}
-CHOICES = {"weights": WEIGHTS, "precision": PRECISIONS}  # for "did you mean"
+CHOICES = {"weights": WEIGHTS, "precision": PRECISIONS, "class_weight": CLASS_WEIGHTS,
+           "fuse": NETWORKS}  # for "did you mean"
 
 
 def validate(raw: Mapping[str, Any], source: str = PARAMS_FILE) -> dict[str, Any]:
@@ -87,19 +114,30 @@ def validate(raw: Mapping[str, Any], source: str = PARAMS_FILE) -> dict[str, Any
         # bool is an int subclass in Python; `epochs: true` is a typo, not 1.
         ok_type = isinstance(value, spec.types) and not isinstance(value, bool)
         if not ok_type or not spec.check(value):
-            close = difflib.get_close_matches(value, CHOICES.get(key, ()), n=1) \
-                if isinstance(value, str) else []
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"'{key}' is {value!r}; it must be {spec.allowed}{hint}")
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:40] + "…"
+            problems.append(f"'{key}' is {shown}; it must be {spec.allowed}"
+                            f"{_did_you_mean(value, CHOICES.get(key, ()))}")
         params[key] = value
     if problems:
         raise ParamsError(f"{source}: " + "; ".join(problems))
     return params
 
 
-def load_params(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
+def _did_you_mean(value: Any, choices: Iterable[str]) -> str:
+    """A suggestion for a misspelt choice, or for the misspelt names in a list."""
+    words = value if isinstance(value, list) else [value]
+    close = [(w, m[0]) for w in words if isinstance(w, str) and w not in choices
+             for m in [difflib.get_close_matches(w, list(choices), n=1)] if m]
+    return "".join(f" (did you mean '{m}'?)" if len(words) == 1 and not isinstance(value, list)
+                   else f" ('{w}': did you mean '{m}'?)" for w, m in close)
+
+
+def load_params(path: str | os.PathLike[str] = PARAMS_FILE,
+                keys: Iterable[str] | None = None) -> dict[str, Any]:
     """Read params.yaml as DVC reads it (ruamel.yaml's safe loader: YAML 1.2, where `3e-4` is a
-    number, as `dvc exp show` prints it), then validate it."""
+    number, as `dvc exp show` prints it), then validate all of it. `keys`: the params the stage
+    declares (its `params:` in dvc.yaml); only these are returned, so that reading another is a
+    KeyError, not a param DVC does not know the stage depends on."""
     from ruamel.yaml import YAML
     from ruamel.yaml import YAMLError as RuamelError
 
@@ -110,4 +148,5 @@ def load_params(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
         raw = YAML(typ="safe").load(path.read_text()) or {}
     except RuamelError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
-    return validate(raw, str(path))
+    params = validate(raw, str(path))
+    return params if keys is None else {k: params[k] for k in keys}

@@ -1,23 +1,31 @@
 """Stage `predict`: the checkpointed head on the test features → `pred.csv`.
 
-Two classes: the Kaggle submission, `id,label` with label = p(class 1) (p(dog) for cat/dog).
-K > 2: `id` and one probability column per class, named by the classes in label order (the
-Kaggle multi-class format). A labelled test set (class folders) names each row by its path and
-adds its true class; the stage then scores it: test log loss and accuracy in
-`reports/predict.json`, a confusion matrix (and curves) in `reports/test` for `dvc plots show`.
+It reads the model and the test side's fused features only, so new images to score rerun the
+test side and this stage, never the training side. The model carries its classes and networks
+(HDF5 attributes that `train_head` writes), and the test rows say what they are:
+- Kaggle's numbered images: the submission, `id,label` with label = p(class 1) (p(dog) for
+  cat/dog), ids ascending; K > 2: `id` and one probability column per class, named by the
+  classes in label order (the Kaggle multi-class format).
+- Images in folders named like training classes: a labelled test set. Rows are named by their
+  path and carry their true class; the stage scores them: test log loss, accuracy, AUC,
+  balanced accuracy (and for two classes sensitivity and specificity) in `reports/predict.json`,
+  a confusion matrix, ROC and precision-recall curves in `reports/test` for `dvc plots show`.
+- Any other images (other names, folders that are not classes, e.g. one per patient): rows named
+  by their path.
 The mean probability and predicted share of every class are in `reports/test/summary.json`.
 
-Probabilities are kept away from 0 and 1 by `clip`: log loss punishes a confident mistake without
-bound, and clipping at 0.005 costs almost nothing on the right answers. Two classes: p(class 1)
-is clipped to [clip, 1 − clip], as the original did. K > 2: every row is shrunk towards the
-uniform distribution, p → clip + (1 − K·clip)·p, which keeps each probability in
-[clip, 1 − (K−1)·clip], the row's sum at 1 and the classes' order (it needs clip < 1/K).
+Probabilities are kept away from 0 and 1 by `clip` in pred.csv: log loss punishes a confident
+mistake without bound, and clipping at 0.005 costs almost nothing on the right answers. Two
+classes: p(class 1) is clipped to [clip, 1 − clip], as the original did. K > 2: every row is
+shrunk towards the uniform distribution, p → clip + (1 − K·clip)·p, which keeps each
+probability in [clip, 1 − (K−1)·clip], the row's sum at 1 and the classes' order (it needs
+clip < 1/K). The test log loss is that of the submitted (clipped) probabilities; AUC and the
+curves come from the unclipped ones, as the validation side's do.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +35,19 @@ import h5py
 import numpy as np
 
 from stages import cli, evaluation, h5io, quiet
+from stages.feature_files import Rows
 from stages.params import load_params
+
+# What the stage reads of params.yaml. dvc.yaml makes it depend on the whole file (a typo'd key
+# stops it), which covers these.
+PARAMS = ("clip",)
+RETRAIN = "Run `dvc repro train_head` (it records them)."
+
+
+class TestSetError(cli.UserError, ValueError):
+    """The test folders cannot be read as a labelled test set nor as plain folders."""
+
+    __test__ = False  # not a pytest test class
 
 
 def clip_probs(probs: np.ndarray, clip: float) -> np.ndarray:
@@ -45,53 +65,66 @@ def clip_probs(probs: np.ndarray, clip: float) -> np.ndarray:
 
 @dataclass
 class TestSet:
-    """The test features' rows: Kaggle ids, or a labelled set's names and labels."""
+    """The test rows as pred.csv names them, and their true classes where the set is labelled.
+    `ids`: Kaggle's numbers (the submission); otherwise `names`, paths relative to test_data."""
 
     __test__ = False  # not a pytest test class
-    ids: np.ndarray
-    names: np.ndarray | None = None   # labelled: paths relative to test_data
-    labels: np.ndarray | None = None  # labelled: training-class indices
+    ids: np.ndarray | None = None
+    names: np.ndarray | None = None
+    labels: np.ndarray | None = None  # training-class indices
 
     @classmethod
-    def read(cls, f: h5py.File) -> TestSet:
-        info = h5io.read_row_info(f)
-        return cls(info["ids"], info.get("test_names"), info.get("test_labels"))
+    def of(cls, rows: Rows, classes: list[str]) -> TestSet:
+        """Read the rows against the model's classes: folders that are all training classes
+        make a labelled set; folders none of which are, plain folders of images."""
+        folders = rows.classes or []
+        known = [c for c in folders if c in classes]
+        if folders and len(known) == len(folders):
+            index = np.array([classes.index(c) for c in folders])
+            return cls(names=rows.names, labels=index[rows.labels.astype(np.int64)])
+        if known:
+            raise TestSetError(
+                f"test folder(s) {', '.join(c for c in folders if c not in classes)} are not "
+                f"training classes ({', '.join(classes)}), while {', '.join(known)} are; a "
+                "labelled test set holds one subfolder per training class. Rename or remove "
+                "them (then `dvc repro`)")
+        loose = [n for n in rows.names if "/" not in n]
+        in_classes = sorted({n.split("/", 1)[0] for n in rows.names if "/" in n} & set(classes))
+        if loose and in_classes:
+            raise TestSetError(
+                f"the test set mixes images in class folders ({', '.join(in_classes)}) with "
+                f"loose images ({', '.join(loose[:5])}{' …' if len(loose) > 5 else ''}): a "
+                "labelled test set holds every image in a class folder. Move or remove them")
+        return cls(ids=rows.ids) if rows.ids is not None else cls(names=rows.names)
+
+    def row_ids(self) -> list[str]:
+        return [str(i) for i in (self.ids if self.ids is not None else self.names)]  # type: ignore[union-attr]
 
 
-def write_submission(path: str, test: TestSet, probs: np.ndarray,
-                     classes: list[str]) -> None:
+def write_submission(path: str, test: TestSet, probs: np.ndarray, classes: list[str]) -> None:
     """Two classes: `id,label` (p(class 1)); K > 2: `id,<class>,…`; a labelled set adds
-    `true_class`. Kaggle ids ascending (the resized order already is); a labelled set in the
-    resized order (by class, then name)."""
-    if len(test.ids) != len(probs):
-        raise ValueError(f"{len(test.ids)} ids but {len(probs)} predictions")
-    header = ["id", *(["label"] if len(classes) == 2 else classes)]
-    if test.labels is None:
-        order = np.argsort(test.ids, kind="stable")
-        ids = [str(i) for i in test.ids[order]]
-    else:
-        order = np.arange(len(test.ids))
-        ids = list(test.names)  # type: ignore[arg-type]
-        header.append("true_class")
-    columns = probs[order][:, 1:] if len(classes) == 2 else probs[order]
-    with h5io.atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(header)
-        for i, (row_id, row) in enumerate(zip(ids, columns, strict=True)):
-            cells = [row_id, *(f"{p:.6f}" for p in row)]
-            if test.labels is not None:
-                cells.append(classes[int(test.labels[order[i]])])
-            w.writerow(cells)
+    `true_class`. Kaggle ids ascending; other rows in the resized order (by folder, then
+    name)."""
+    rows = test.row_ids()
+    if len(rows) != len(probs):
+        raise ValueError(f"{len(rows)} ids but {len(probs)} predictions")
+    order = np.argsort(test.ids, kind="stable") if test.ids is not None else \
+        np.arange(len(rows))
+    true = None if test.labels is None else [classes[int(c)] for c in test.labels[order]]
+    evaluation.write_predictions(path, [rows[i] for i in order], probs[order], classes, true)
 
 
 # What reports/predict.json, a metrics file, keeps of the summary: few columns in
 # `dvc exp show`, where a grid of experiments is compared (the rest is in the eval folder).
-METRICS = ("n_test", "classes", "test_loss", "test_accuracy")
+METRICS = ("n_test", "classes", "test_loss", "test_accuracy", "test_auc",
+           "test_balanced_accuracy", "test_sensitivity", "test_specificity")
 
 
-def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None) -> dict[str, Any]:
+def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None,
+            unclipped: np.ndarray | None = None) -> dict[str, Any]:
     """The test set's summary: per class the mean probability and the share of images
-    predicted as it; for a labelled set, its log loss and accuracy."""
+    predicted as it; for a labelled set, the log loss and accuracy of `probs` (as submitted)
+    and the clinical scores of `unclipped` (default: `probs`)."""
     predicted = np.argmax(probs, axis=1)
     out: dict[str, Any] = {
         "n_test": len(probs),
@@ -102,7 +135,16 @@ def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None) ->
     if labels is not None:
         out["test_loss"] = evaluation.log_loss(labels, probs)
         out["test_accuracy"] = evaluation.accuracy(labels, probs)
+        out |= evaluation.scores(labels, probs if unclipped is None else unclipped, "test_")
     return out
+
+
+def model_info(model_path: str) -> tuple[list[str], list[str]]:
+    """The classes and networks the model was trained with (train_head records them)."""
+    with h5py.File(model_path, "r") as f:
+        if "classes" not in f.attrs:
+            raise cli.MissingInput(f"{model_path}: records no class names. {RETRAIN}")
+        return [str(c) for c in f.attrs["classes"]], [str(n) for n in f.attrs.get("networks", [])]
 
 
 def predict(model_path: str, features: str, batch_size: int = 1024
@@ -111,16 +153,26 @@ def predict(model_path: str, features: str, batch_size: int = 1024
     probabilities that are not finite stop it, naming the rows."""
     import keras
 
+    classes, networks = model_info(model_path)
     model = keras.models.load_model(model_path, compile=False, safe_mode=True)
     with h5py.File(features, "r") as f:
-        test, classes = TestSet.read(f), h5io.classes_of(f)
-        names = test.ids if test.names is None else test.names
+        rows = Rows.read(f)
+        fused = [str(n) for n in f.attrs.get("networks", [])]
+        if networks and fused != networks:
+            raise cli.MissingInput(
+                f"{features}: fused from {' + '.join(fused)}, but {model_path} was trained on "
+                f"{' + '.join(networks)}. Run `dvc repro` (both sides follow `fuse`)")
+        if f["features"].shape[1] != model.input_shape[-1]:
+            raise cli.MissingInput(
+                f"{features}: {f['features'].shape[1]} feature columns, but {model_path} takes "
+                f"{model.input_shape[-1]}. Run `dvc repro`")
+        test = TestSet.of(rows, classes)
         probs: list[np.ndarray] = []
-        for batch in h5io.iter_batches(f["test"], batch_size):
+        for batch in h5io.iter_batches(f["features"], batch_size):
             start = sum(map(len, probs))
-            h5io.check_finite(batch, names, f"{features}, test features", start)
+            h5io.check_finite(batch, rows.names, f"{features}, test features", start)
             p = evaluation.probabilities(model.predict_on_batch(batch))
-            h5io.check_finite(p, names, f"{model_path}, predictions", start)
+            h5io.check_finite(p, rows.names, f"{model_path}, predictions", start)
             probs.append(p)
     return test, np.concatenate(probs), classes
 
@@ -128,31 +180,34 @@ def predict(model_path: str, features: str, batch_size: int = 1024
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="models/model_2.h5")
-    ap.add_argument("--features", default="data/features/fused.h5")
+    ap.add_argument("--features", default="data/features/test/fused.h5")
     ap.add_argument("--out", default="pred.csv")
     ap.add_argument("--report", default="reports/predict.json")
     ap.add_argument("--eval-dir", default="reports/test", help="test plots")
     args = ap.parse_args(argv)
 
     def work() -> None:
-        params = load_params()
-        h5io.require(args.features, ("test", "ids"), "Run `dvc repro concat` first.")
+        params = load_params(keys=PARAMS)
+        h5io.require(args.features, ("features", "names"), "Run `dvc repro concat` first.")
         if not os.path.isfile(args.model):
             raise cli.MissingInput(f"{args.model}: not found. Run `dvc repro train_head` first.")
-        with h5py.File(args.features, "r") as f:
-            clip_probs(np.full((1, len(h5io.classes_of(f))), 0.5), params["clip"])  # fail early
+        clip_probs(np.full((1, len(model_info(args.model)[0])), 0.5), params["clip"])  # early
         quiet.tensorflow()
-        test, probs, classes = predict(args.model, args.features)
-        probs = clip_probs(probs, params["clip"])
+        test, raw, classes = predict(args.model, args.features)
+        probs = clip_probs(raw, params["clip"])
         write_submission(args.out, test, probs, classes)
-        stats = summary(probs, classes, test.labels)
+        stats = summary(probs, classes, test.labels, raw)
         h5io.write_json(args.report, {k: v for k, v in stats.items() if k in METRICS})
-        evaluation.write_plots(args.eval_dir, classes, test.labels, probs)
+        evaluation.write_plots(args.eval_dir, classes, test.labels, raw)
         h5io.write_json(Path(args.eval_dir) / "summary.json", stats)
         scored = (f"; test log loss {stats['test_loss']:.4f}, accuracy "
-                  f"{stats['test_accuracy']:.4f}" if test.labels is not None else "")
+                  f"{stats['test_accuracy']:.4f}, AUC {evaluation.fmt(stats['test_auc'])}"
+                  if test.labels is not None else "")
         shares = ", ".join(f"{c} {s:.1%}" for c, s in stats["predicted_share"].items())
-        print(f"predict: {stats['n_test']} rows → {args.out} (predicted {shares}){scored}")
+        kind = ("labelled" if test.labels is not None else
+                "Kaggle ids" if test.ids is not None else "named by file")
+        print(f"predict: {stats['n_test']} rows ({kind}) → {args.out} (predicted {shares})"
+              f"{scored}")
 
     cli.run("predict", work)
 

@@ -1,7 +1,10 @@
-"""Stage `resize`: train and test images → uint8 RGB tensors in HDF5, streamed in batches.
+"""Stage `resize`, once per split: the training or the test images → uint8 RGB tensors in
+HDF5, streamed in batches.
 
 Training images that cannot be decoded are skipped and listed in a report; a test image that
-cannot be decoded stops the stage (a submission with a missing id is worse than none).
+cannot be decoded stops the stage (a submission with a missing id is worse than none). The two
+splits are separate DVC stages (`resize@train`, `resize@test`), so new test images never touch
+the training side.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from tqdm import tqdm
 
 from stages import cli, h5io, limits
 from stages.images import (
+    TEST_HELP,
     DataError,
     Listing,
     Source,
@@ -26,9 +30,12 @@ from stages.images import (
     load_rgb,
     parallel_map,
 )
-from stages.params import load_params
+from stages.params import WEIGHTS_DIR, load_params
 
 WRITE_BATCH = 64  # images per HDF5 write: bounded memory, few calls
+SPLITS = ("train", "test")
+# What the stage reads of params.yaml, as dvc.yaml's `params:` writes it (`${key}`: the split).
+PARAMS = ("${key}_data", "width")
 
 
 def decoded(source: Source, listing: Listing, width: int, workers: int, desc: str,
@@ -43,79 +50,66 @@ def decoded(source: Source, listing: Listing, width: int, workers: int, desc: st
     yield from enumerate(bar)  # type: ignore[misc]
 
 
-def resize_train(source: Source, listing: Listing, out: str, width: int, workers: int,
-                 max_pixels: int | None = None) -> list[tuple[str, str]]:
-    """Write train.h5 (`images`, `labels`, `names`); return the skipped files and reasons.
+def resize_split(source: Source, listing: Listing, out: str, width: int, workers: int,
+                 max_pixels: int | None = None, split: str = "train") -> list[tuple[str, str]]:
+    """Write `out`: `images` and the rows' `names`, and `labels`, `ids` and the `classes`
+    attribute where the listing has them; return the skipped files and reasons.
 
-    `names` leave out the folders every file shares, so a folder and its zip give the same bytes;
-    the skip report names files as they are in the source, to be found there.
+    Training images that cannot be decoded are skipped (the skip report names them as they are
+    in the source, to be found there); on the test side any of them stops the stage, since every
+    listed image must get its prediction. `names` leave out the folders every file shares, so a
+    folder and its zip give the same bytes.
     """
-    src = source.path
     skipped: list[tuple[str, str]] = []
     with h5io.create_h5(out) as f:
         images = h5io.Appender(f, "images", (width, width, 3), np.uint8)
-        labels = h5io.Appender(f, "labels", (), h5io.label_dtype(len(listing.classes)))
-        names = h5io.Appender(f, "names", (), h5io.STR)
-        buf: list[tuple[np.ndarray, int, str]] = []
-
-        def flush() -> None:
-            if buf:
-                images.append(np.stack([b[0] for b in buf]))
-                labels.append(np.array([b[1] for b in buf]))
-                names.append([b[2] for b in buf])
-                buf.clear()
-
-        stored = listing.names
-        for i, result in decoded(source, listing, width, workers, "resize train", max_pixels):
+        kept: list[int] = []
+        batch: list[np.ndarray] = []
+        for i, result in decoded(source, listing, width, workers, f"resize {split}", max_pixels):
             if isinstance(result, Exception):
                 skipped.append((listing.files[i], str(result)))
                 continue
-            buf.append((result, listing.labels[i], stored[i]))
-            if len(buf) >= WRITE_BATCH:
-                flush()
-        flush()
-        kept = np.asarray(labels.ds[:])
-        f.attrs["classes"] = listing.classes
-        if len(kept) == 0:
-            raise DataError(f"{src}: none of the {len(listing.files)} training images could be "
-                            f"decoded; first failures: {skipped[:5]}")
-        if len(np.unique(kept)) < 2:
-            raise DataError(f"{src}: after skipping {len(skipped)} undecodable images only class "
-                            f"'{listing.classes[kept[0]]}' remains; need at least two classes")
+            kept.append(i)
+            batch.append(result)
+            if len(batch) >= WRITE_BATCH:
+                images.append(np.stack(batch))
+                batch.clear()
+        if batch:
+            images.append(np.stack(batch))
+        if split == "test" and skipped:
+            # Raising inside create_h5 discards the temporary file: no half-finished test.h5.
+            raise DataError(
+                f"{source.path}: {len(skipped)} test image(s) cannot be decoded, and every test "
+                f"image needs a prediction: {'; '.join(f'{n} ({r})' for n, r in skipped)}. "
+                "Replace or remove these files and rerun.")
+        if split == "train":
+            _check_training_set(source, listing, kept, skipped)
+        h5io.write_row_info(f, _row_info(listing, kept), listing.classes or None)
     return skipped
 
 
-def resize_test(source: Source, listing: Listing, out: str, width: int, workers: int,
-                max_pixels: int | None = None) -> None:
-    """Write test.h5 (`images`, `ids`; a labelled test set adds `labels`, `names` and the
-    `classes`); any undecodable test image is an error naming them all."""
-    src = source.path
-    bad: list[str] = []
-    with h5io.create_h5(out) as f:
-        images = h5io.Appender(f, "images", (width, width, 3), np.uint8)
-        h5io.write_array(f, "ids", np.asarray(listing.ids, np.int64))
-        if listing.labels:
-            h5io.write_array(f, "labels", np.asarray(
-                listing.labels, h5io.label_dtype(len(listing.classes))))
-            h5io.write_array(f, "names", np.asarray(listing.names, object))
-            f.attrs["classes"] = listing.classes
-        buf: list[np.ndarray] = []
-        for i, result in decoded(source, listing, width, workers, "resize test", max_pixels):
-            if isinstance(result, Exception):
-                bad.append(f"{listing.files[i]} ({result})")
-                continue
-            buf.append(result)
-            if len(buf) >= WRITE_BATCH:
-                images.append(np.stack(buf))
-                buf.clear()
-        if buf:
-            images.append(np.stack(buf))
-        if bad:
-            # Raising inside create_h5 discards the temporary file: no half-finished test.h5.
-            raise DataError(
-                f"{src}: {len(bad)} test image(s) cannot be decoded, and every test id needs a "
-                f"prediction: {'; '.join(bad)}. Replace these files and rerun."
-            )
+def _row_info(listing: Listing, kept: list[int]) -> dict[str, np.ndarray]:
+    names = listing.names
+    info = {"names": np.asarray([names[i] for i in kept], object)}
+    if listing.labels:
+        info["labels"] = np.asarray([listing.labels[i] for i in kept],
+                                    h5io.label_dtype(len(listing.classes)))
+    if listing.ids:
+        info["ids"] = np.asarray([listing.ids[i] for i in kept], np.int64)
+    return info
+
+
+def _check_training_set(source: Source, listing: Listing, kept: list[int],
+                        skipped: list[tuple[str, str]]) -> None:
+    """What must remain of a training set once undecodable images are skipped."""
+    if not kept:
+        raise DataError(f"{source.path}: none of the {len(listing.files)} training images could "
+                        f"be decoded; first failures: {skipped[:5]}")
+    labels = {listing.labels[i] for i in kept}
+    if len(labels) < 2:
+        raise DataError(f"{source.path}: after skipping {len(skipped)} undecodable images only "
+                        f"class '{listing.classes[labels.pop()]}' remains; need at least two "
+                        "classes")
 
 
 def write_skipped(path: str, skipped: list[tuple[str, str]]) -> None:
@@ -127,49 +121,56 @@ def write_skipped(path: str, skipped: list[tuple[str, str]]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out-dir", default="data/resized")
-    ap.add_argument("--report", default="reports/resize.json", help="counts, for dvc metrics")
+    ap.add_argument("--split", choices=SPLITS, required=True,
+                    help="which images: param train_data or test_data")
+    ap.add_argument("--out", required=True, help="the resized HDF5 file")
+    ap.add_argument("--skipped", required=True, help="CSV of the undecodable files skipped")
+    ap.add_argument("--report", required=True, help="counts, for dvc metrics")
     ap.add_argument("--workers", type=int, default=limits.default_workers(),
-                    help="decoding threads (default: the cores this process may use); each may "
-                    "hold one image, so more workers mean a lower pixel limit per image")
+                    help="decoding threads (default: the cores this process may use)")
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error(f"--workers must be at least 1, got {args.workers}")
 
     def work() -> None:
-        params = load_params()
+        params = load_params(keys=[k.replace("${key}", args.split) for k in PARAMS])
+        check_weights_folder()
         width = params["width"]
-        out = Path(args.out_dir)
-        # List both sets before decoding anything: missing data or bad names fail in seconds.
-        train_src, test_src = Source(params["train_data"]), Source(params["test_data"])
-        train = list_train(train_src)
-        test = list_test(test_src, train.classes)
-        # The pixel limit for the real worker count (OpenCV's own guard, read when cv2 loaded,
-        # could only use the default count).
-        max_pixels = limits.max_pixels(args.workers)
-        # Test first: it is the cheaper half and its errors are fatal, so they surface early.
-        resize_test(test_src, test, str(out / "test.h5"), width, args.workers, max_pixels)
-        skipped = resize_train(train_src, train, str(out / "train.h5"), width, args.workers,
-                               max_pixels)
-        write_skipped(str(out / "skipped.csv"), skipped)
-        counts = {
-            "train_images": len(train.files) - len(skipped),
-            "train_skipped": len(skipped),
-            "train_ignored_files": len(train.ignored),
-            "test_images": len(test.files),
-            "test_ignored_files": len(test.ignored),
-            "classes": train.classes,
-        }
+        train = args.split == "train"
+        # List before decoding anything: missing data or bad names fail in seconds.
+        source = Source(params[f"{args.split}_data"], **({} if train else {"help": TEST_HELP}))
+        listing = list_train(source) if train else list_test(source)
+        skipped = resize_split(source, listing, args.out, width, args.workers,
+                               limits.max_pixels(args.workers), args.split)
+        write_skipped(args.skipped, skipped)
+        counts = {"images": len(listing.files) - len(skipped), "skipped": len(skipped),
+                  "ignored_files": len(listing.ignored)}
+        if listing.classes:
+            counts["classes" if train else "folders"] = listing.classes
         h5io.write_json(args.report, counts)
-        labelled = " labelled" if test.labels else ""
-        print(
-            f"resize: {counts['train_images']} train images ({', '.join(train.classes)}), "
-            f"{counts['test_images']}{labelled} test images at {width}×{width}; skipped "
-            f"{len(skipped)} undecodable (see {out / 'skipped.csv'}), ignored "
-            f"{len(train.ignored) + len(test.ignored)} non-image files"
-        )
+        print(f"resize {args.split}: {counts['images']} images ({describe(listing, train)}) at "
+              f"{width}×{width}; skipped {len(skipped)} undecodable (see {args.skipped}), "
+              f"ignored {len(listing.ignored)} non-image files")
 
-    cli.run("resize", work)
+    cli.run(f"resize {args.split}", work)
+
+
+def describe(listing: Listing, train: bool) -> str:
+    """What the summary line says of a listing's layout."""
+    if train or listing.classes:
+        shown = ", ".join(listing.classes[:8]) + (" …" if len(listing.classes) > 8 else "")
+        return f"{'classes' if train else 'folders'} {shown}"
+    return "Kaggle ids" if listing.ids else "named by file"
+
+
+def check_weights_folder() -> None:
+    """The extractors depend on keras_weights/ whatever `weights` says (DVC tracks local weights
+    there): without it DVC would stop after this stage, once its work is done."""
+    if not Path(WEIGHTS_DIR).is_dir():
+        raise cli.MissingInput(
+            f"{WEIGHTS_DIR}/: missing. The extract stages depend on it even with weights: "
+            f"imagenet (it is where local weight files go); make it, empty, and track it: "
+            f"`mkdir -p {WEIGHTS_DIR} && dvc add {WEIGHTS_DIR}` (README.md, 'Quickstart')")
 
 
 if __name__ == "__main__":

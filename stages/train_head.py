@@ -1,12 +1,13 @@
 """Stage `train_head`: Dropout + Dense on the fused features, best val_loss kept.
 
 Two classes: the original's Dense(1, sigmoid) and binary cross-entropy; K > 2: Dense(K, softmax)
-and sparse categorical cross-entropy. The split is stratified by class and seeded (the original
-took the last 20% of a cats-then-dogs array, so its "validation" set was all dogs). Keras does the
-training loop and the checkpointing; the checkpointed model is then evaluated on the validation
-rows: the per-epoch history, a confusion matrix, ROC and precision-recall curves for
-`dvc plots show`, and a picture of the most confident mistakes (where the Kaggle set's
-mislabelled photos turn up).
+and sparse categorical cross-entropy. The split is stratified by class, seeded and, with
+`group_pattern`, by group (stages/split.py); `class_weight: balanced` weighs the training loss
+against class imbalance. Keras does the training loop and the checkpointing; the checkpointed
+model is then evaluated on the validation rows: the per-epoch history, AUC, balanced accuracy,
+sensitivity and specificity, every image's prediction (reports/val/predictions.csv), a confusion
+matrix, ROC and precision-recall curves for `dvc plots show`, and a picture of the most
+confident mistakes (where the Kaggle set's mislabelled photos turn up).
 
 Speed: a step is a batch of 8 through a 4,097-weight model, so per-step overhead, not arithmetic,
 sets the original's pace (~2 ms a step on 2 cores). Here the batches come from a tf.data pipeline
@@ -31,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stages import cli, evaluation, h5io, previews, quiet
+from stages import cli, evaluation, h5io, previews, quiet, split
 from stages.params import load_params
 
 # A Keras step here is a chunk of ~CHUNK_ROWS training rows whose train_step takes one optimizer
@@ -40,25 +41,19 @@ from stages.params import load_params
 CHUNK_ROWS = 512
 STEPS_PER_EXECUTION = 8  # chunks per Keras call; callbacks still see every epoch's logs
 VAL_BATCH_SIZE = 1024  # validation loss is a per-sample mean: the batch size changes only speed
-# Dropout in the input pipeline rather than in the trained graph (False: the plain Keras layer,
-# kept for the benchmark's comparison).
-DROPOUT_IN_PIPELINE = True
+# What the stage reads of params.yaml: dvc.yaml lists the same under its `params:`
+# (tests/test_dvc_yaml.py checks), so that a change of any of them reruns it.
+PARAMS = ("dropout", "learning_rate", "batch_size", "epochs", "val_split", "seed",
+          "group_pattern", "class_weight")
 
 
-def stratified_split(labels: np.ndarray, val_split: float, seed: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val), each sorted: `val_split` of every class, drawn with `seed`."""
-    rng = np.random.default_rng(seed)
-    val = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        n_val = round(len(idx) * val_split)
-        if len(idx) >= 2:
-            n_val = min(max(n_val, 1), len(idx) - 1)  # both sides keep every class
-        val.append(rng.permutation(idx)[:n_val])
-    val_idx = np.sort(np.concatenate(val))
-    train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
-    return train_idx, val_idx
+def class_weights(train_labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
+    """Per class, the weight of its images in the training loss: `none`, all 1 (the original);
+    `balanced`, n / (K · n_class), scikit-learn's definition, over the training side."""
+    if mode == "none":
+        return np.ones(n_classes)
+    counts = np.bincount(train_labels.astype(np.int64), minlength=n_classes)
+    return len(train_labels) / (n_classes * np.maximum(counts, 1))
 
 
 def loss_for(n_classes: int) -> str:
@@ -97,14 +92,13 @@ def trainer_for(model: Any, batch_size: int, dropout_in_pipeline: bool) -> Any:
 
     class ChunkTrainer(keras.Model):
         def train_step(self, data: Any) -> Any:
-            xs, ys = data
-            step = super().train_step
+            step = super().train_step  # (x, y) or (x, y, sample weights), sliced alike
 
             def one_batch(i: tf.Tensor) -> tuple[tf.Tensor]:
-                step((xs[i:i + batch_size], ys[i:i + batch_size]))
+                step(tuple(d[i:i + batch_size] for d in data))
                 return (i + batch_size,)
 
-            tf.while_loop(lambda i: i < tf.shape(xs)[0], one_batch, (tf.constant(0),))
+            tf.while_loop(lambda i: i < tf.shape(data[0])[0], one_batch, (tf.constant(0),))
             return self.get_metrics_result()  # running means over every batch so far
 
     if dropout_in_pipeline:
@@ -162,12 +156,13 @@ def check_history(history: dict[str, list[float]], learning_rate: float) -> None
 
 
 def train_dataset(x: Any, y: Any, idx: np.ndarray, batch_size: int, seed: int,
-                  dropout: float = 0.0) -> Any:
+                  dropout: float = 0.0, weights: Any = None) -> Any:
     """What `fit(x[idx], y[idx], batch_size, shuffle=True)` feeds, built once and without copying
     x, in chunks of `batches_per_chunk` batches: every epoch (every new iterator) a fresh seeded
     permutation of `idx`; with `dropout`, each feature zeroed with that probability and the rest
     scaled by 1 / (1 - dropout), fresh masks every epoch, as the Dropout layer does in training
-    (TensorFlow's own dropout op). `x`, `y`: tensors."""
+    (TensorFlow's own dropout op); with `weights` (one per row), each row's sample weight, as
+    `fit(class_weight=…)` gives it. `x`, `y`, `weights`: tensors."""
     import tensorflow as tf
 
     rows = batch_size * batches_per_chunk(batch_size)
@@ -176,11 +171,13 @@ def train_dataset(x: Any, y: Any, idx: np.ndarray, batch_size: int, seed: int,
              .batch(rows))
     mask_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
-    def gather(chunk: tf.Tensor, mask_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def gather(chunk: tf.Tensor, mask_seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
         xb = tf.gather(x, chunk)
         if dropout:
             xb = tf.nn.experimental.stateless_dropout(xb, dropout, seed=mask_seed)
-        return xb, tf.gather(y, chunk)
+        if weights is None:
+            return xb, tf.gather(y, chunk)
+        return xb, tf.gather(y, chunk), tf.gather(weights, chunk)
 
     ds = (tf.data.Dataset.zip(order, mask_seeds).map(gather)
           # Known length: Keras then ends each epoch cleanly instead of "ran out of data".
@@ -249,22 +246,32 @@ class Trained:
 
 
 def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
-          n_classes: int = 2) -> Trained:
-    """Train the head, checkpoint the best val_loss epoch to `model_path`; return the metrics
-    of that epoch, the per-epoch history and that model's validation probabilities."""
+          n_classes: int = 2, groups: np.ndarray | None = None,
+          dropout_in_pipeline: bool = True, model_attrs: dict[str, Any] | None = None
+          ) -> Trained:
+    """Train the head, checkpoint the best val_loss epoch to `model_path` (with `model_attrs`
+    as HDF5 attributes); return the metrics of that epoch, the per-epoch history and that
+    model's validation probabilities. `groups`: each row's group, for a grouped split (None:
+    row by row). `dropout_in_pipeline`: dropout drawn in the input pipeline (False: the plain
+    Keras layer, for the benchmark's comparison)."""
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(params["seed"])
     tf.config.experimental.enable_op_determinism()
-    train_idx, val_idx = stratified_split(y, params["val_split"], params["seed"])
+    grouped = groups is not None
+    groups = groups if grouped else np.arange(len(y)).astype(str)
+    train_idx, val_idx = split.split(y, groups, params["val_split"], params["seed"], grouped)
     model = build_head(x.shape[1], params["dropout"], params["learning_rate"], n_classes)
-    trainer = trainer_for(model, params["batch_size"], DROPOUT_IN_PIPELINE)
+    trainer = trainer_for(model, params["batch_size"], dropout_in_pipeline)
     # One tensor of the features, gathered from by both datasets: no per-split copies.
     xt = tf.convert_to_tensor(x)
     yt = tf.convert_to_tensor(y.astype(np.float32 if n_classes == 2 else np.int32))
+    mode = params.get("class_weight", "none")
+    weights = None if mode == "none" else tf.convert_to_tensor(
+        class_weights(y[train_idx], n_classes, mode)[y.astype(np.int64)].astype(np.float32))
     train_ds = train_dataset(xt, yt, train_idx, params["batch_size"], params["seed"],
-                             params["dropout"] if DROPOUT_IN_PIPELINE else 0.0)
+                             params["dropout"] if dropout_in_pipeline else 0.0, weights)
     n_batches = math.ceil(len(train_idx) / params["batch_size"])
     with h5io.atomic_path(model_path) as tmp:
         callbacks = [checkpoint(model, str(tmp)), keras.callbacks.TerminateOnNaN(),
@@ -278,47 +285,65 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
         best_model = keras.models.load_model(tmp, compile=False, safe_mode=True)
         val_probs = evaluation.probabilities(
             best_model.predict(x[val_idx], batch_size=VAL_BATCH_SIZE, verbose=0))
+        if model_attrs:
+            with h5py.File(tmp, "a") as f:
+                for key, value in model_attrs.items():
+                    f.attrs[key] = value
     best = best_epoch(hist)
     # Few keys: every one is a column in `dvc exp show`. The training loss and accuracy are
     # in reports/history.csv; a key `epochs` would clash with the param of that name there.
     metrics = {
         "val_loss": float(hist["val_loss"][best]),
         "val_accuracy": float(hist["val_accuracy"][best]),
+        **evaluation.scores(y[val_idx], val_probs, "val_"),
         "best_epoch": best + 1,
         "n_train": len(train_idx),
         "n_val": len(val_idx),
+        "n_groups_train": len(np.unique(groups[train_idx])),
+        "n_groups_val": len(np.unique(groups[val_idx])),
     }
     return Trained(metrics, hist, val_idx, val_probs)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--features", default="data/features/fused.h5")
+    ap.add_argument("--features", default="data/features/train/fused.h5")
     ap.add_argument("--model", default="models/model_2.h5")
     ap.add_argument("--metrics", default="metrics.json")
     ap.add_argument("--history", default="reports/history.csv")
     ap.add_argument("--figure", default="reports/history.png")
-    ap.add_argument("--eval-dir", default="reports/val", help="validation plots")
+    ap.add_argument("--eval-dir", default="reports/val",
+                    help="validation plots and predictions.csv")
     ap.add_argument("--mistakes", default="reports/val_mistakes.png")
     args = ap.parse_args(argv)
 
     def work() -> None:
-        params = load_params()
-        h5io.require(args.features, ("train", "labels", "names", "previews"),
+        params = load_params(keys=PARAMS)
+        h5io.require(args.features, ("features", "labels", "names", "previews"),
                      "Run `dvc repro concat` first.")
         with h5py.File(args.features, "r") as f:
-            x, y = f["train"][:], f["labels"][:]  # N × 4096 float32: 400 MB at full scale
+            x, y = f["features"][:], f["labels"][:]  # N × 4096 float32: 400 MB at full scale
             names, classes = f["names"].asstr()[:], h5io.classes_of(f)
+            networks = [str(n) for n in f.attrs.get("networks", [])]
+        grouped = bool(params["group_pattern"])
+        groups = split.groups_of(names, params["group_pattern"])
+        split.check_splittable(y, groups, classes, grouped)
         h5io.check_finite(x, names, f"{args.features}, training features")
         quiet.tensorflow()
         with quiet.filtered():  # stdout (the epoch lines) is untouched
-            result = train(x, y, params, args.model, len(classes))
+            result = train(x, y, params, args.model, len(classes),
+                           groups if grouped else None,
+                           model_attrs={"classes": classes, "networks": networks})
         metrics, val_idx, val_probs = result.metrics, result.val_idx, result.val_probs
         h5io.write_json(args.metrics, metrics)
         write_history(result.history, args.history)
         plot_history(result.history, args.figure)
         val_labels = y[val_idx]
         evaluation.write_plots(args.eval_dir, classes, val_labels, val_probs)
+        evaluation.write_predictions(
+            Path(args.eval_dir) / "predictions.csv", list(names[val_idx]), val_probs, classes,
+            [classes[int(c)] for c in val_labels],
+            {"group": list(groups[val_idx])} if grouped else None)
         wrong = evaluation.worst_mistakes(val_labels, val_probs)
         with h5py.File(args.features, "r") as f:
             pictures = previews.read(f, val_idx[wrong])
@@ -326,8 +351,10 @@ def main(argv: list[str] | None = None) -> None:
                                    val_labels[wrong], val_probs[wrong])
         print(f"train_head: {len(classes)} classes, best epoch {metrics['best_epoch']}/"
               f"{len(result.history['loss'])}: val_loss {metrics['val_loss']:.4f}, val_accuracy "
-              f"{metrics['val_accuracy']:.4f} ({metrics['n_train']} train, {metrics['n_val']} "
-              f"val) → {Path(args.model)}")
+              f"{metrics['val_accuracy']:.4f}, val_auc {evaluation.fmt(metrics['val_auc'])} "
+              f"({metrics['n_train']} train, {metrics['n_val']} val"
+              + (f"; {metrics['n_groups_train']} + {metrics['n_groups_val']} groups"
+                 if grouped else "") + f") → {Path(args.model)}")
 
     cli.run("train_head", work)
 

@@ -43,7 +43,8 @@ from stages.params import DEFAULTS, WEIGHTS_DIR
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("stages", "dvc.yaml", "data", ".gitignore", ".dvcignore", "requirements.txt",
                  "models/.gitignore", "reports/.gitignore")
-ALL = ["resize", "extract_inception", "extract_xception", "concat", "train_head", "predict"]
+ALL = [f"{s}@{split}" for s in ("resize", "extract_inception", "extract_xception", "concat")
+       for split in ("train", "test")] + ["train_head", "predict"]
 # Small enough for CI on 2 cores: 75 px is the smallest both networks accept.
 TINY = {"width": 75, "weights": "none", "epochs": 2, "extract_batch_size": 16}
 
@@ -120,6 +121,8 @@ def project_files() -> list[str]:
 
     files = git_files("--", *PROJECT_FILES) + git_files("-o", "--exclude-standard", "--",
                                                         "stages/*.py")
+    # The user's own inputs, committed as the README's data step says: not the project's.
+    files = [f for f in files if not (f.startswith("data/raw/") and f.endswith(".dvc"))]
     if files:
         return sorted(f for f in set(files) if (REPO / f).is_file())
     # Not a git checkout (an unpacked archive): the same files, by the ignore files' rules.

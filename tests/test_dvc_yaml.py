@@ -1,9 +1,11 @@
-"""dvc.yaml declares, for every stage, each module of ours that its code runs: a change to any of
-them must rerun the stage, or DVC would keep an output that the new code would not make."""
+"""dvc.yaml declares, for every stage, each module of ours that its code runs and each param it
+reads: a change to any of them must rerun the stage, or DVC would keep an output that the new
+code or value would not make."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 from pathlib import Path
 
@@ -11,10 +13,20 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# Each stage as dvc.yaml writes it; a `foreach` group by its template (`do`).
+STAGES = {name: spec.get("do", spec)
+          for name, spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()}
 # Modules that decide only what a stage prints and how it exits, never a byte it writes: a
 # change to them must not rerun hours of extraction.
 NOT_DEPS = {"stages/cli.py", "stages/quiet.py"}
+# Params an extractor reads that are deliberately not its dvc.yaml params (README, "Params"):
+# the batch size changes the speed, not the features; `seed` changes them only under
+# `weights: none`, which is for tests.
+NOT_TRACKED = {"extract": {"extract_batch_size", "seed"}}
+
+
+def module_of(spec: dict) -> str:
+    return spec["cmd"].split("python3 -m stages.", 1)[1].split()[0]
 
 
 def stage_imports(module: str) -> set[str]:
@@ -42,15 +54,45 @@ def stage_imports(module: str) -> set[str]:
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_every_module_a_stage_runs_is_a_dep(stage: str) -> None:
     spec = STAGES[stage]
-    module = spec["cmd"].split("python3 -m stages.", 1)[1].split()[0]
-    missing = stage_imports(module) - set(spec["deps"]) - NOT_DEPS
+    missing = stage_imports(module_of(spec)) - set(spec["deps"]) - NOT_DEPS
     assert not missing, f"dvc.yaml stage {stage!r}: add {sorted(missing)} to its deps"
     assert not NOT_DEPS & set(spec["deps"]), f"{stage}: {NOT_DEPS} change no output"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_param_a_stage_reads_is_one_of_its_params(stage: str) -> None:
+    """A stage reads params.yaml through `load_params(keys=PARAMS)`, which hands it those keys
+    alone; dvc.yaml must list the same, or a change of one would not rerun the stage."""
+    spec, module = STAGES[stage], module_of(STAGES[stage])
+    reads = set(importlib.import_module(f"stages.{module}").PARAMS)
+    listed = {p if isinstance(p, str) else next(iter(p)) for p in spec.get("params", [])}
+    if "params.yaml" in listed:  # the whole file: every key
+        return
+    assert reads - NOT_TRACKED.get(module, set()) == listed, (
+        f"dvc.yaml stage {stage!r} lists params {sorted(listed)}; stages/{module}.py reads "
+        f"{sorted(reads)}")
+    source = (ROOT / "stages" / f"{module}.py").read_text()
+    assert "load_params(keys=" in source and "load_params()" not in source
 
 
 def test_the_import_walk_sees_the_resize_kernels() -> None:
     # The walk itself must find indirect imports: resize → images → area.
     assert "stages/area.py" in stage_imports("resize")
+
+
+def resolved_stages() -> list[dict]:
+    """Every stage with `${item}`/`${key}` filled in, as DVC resolves dvc.yaml's groups."""
+    out = []
+    for spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values():
+        if "foreach" not in spec:
+            out.append(spec)
+            continue
+        items = spec["foreach"]
+        for key, item in (items.items() if isinstance(items, dict) else
+                          ((i, i) for i in items)):
+            text = yaml.safe_dump(spec["do"]).replace("${key}", key)
+            out.append(yaml.safe_load(text.replace("${item}", str(item))))
+    return out
 
 
 def test_every_cached_output_is_ignored_by_git_and_every_report_is_not() -> None:
@@ -59,7 +101,7 @@ def test_every_cached_output_is_ignored_by_git_and_every_report_is_not() -> None
     skips them, leaving a 7 GB train.h5 for `git add -A` to take. Uncached metrics and plots
     are the ones git must keep."""
     cached, uncached = [], []
-    for spec in STAGES.values():
+    for spec in resolved_stages():
         for kind in ("outs", "metrics", "plots"):
             for out in spec.get(kind, []):
                 path, opts = (out, {}) if isinstance(out, str) else next(iter(out.items()))

@@ -92,3 +92,60 @@ def test_curves_are_scikit_learns() -> None:
     assert [(r["precision"], r["recall"], r["threshold"]) for r in pr] == [
         (0.5, 1, 0.1), (pytest.approx(2 / 3), 1, 0.35), (0.5, 0.5, 0.4), (1, 0.5, 0.8)]
     assert evaluation.curves(np.array([True, True]), np.array([0.2, 0.3])) == ([], [])
+
+
+def random_predictions(k: int, n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and informative but imperfect (N, K) probabilities, with ties."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k)) + 1.5 * np.eye(k)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return labels, np.round(probs, 2) / np.round(probs, 2).sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_clinical_scores_are_scikit_learns(k: int) -> None:
+    from sklearn import metrics as skm
+
+    labels, probs = random_predictions(k)
+    got = evaluation.scores(labels, probs, "val_")
+    predicted = np.argmax(probs, axis=1)
+    auc = (skm.roc_auc_score(labels, probs[:, 1]) if k == 2 else
+           skm.roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+    assert got["val_auc"] == pytest.approx(auc, abs=1e-12)
+    assert got["val_balanced_accuracy"] == pytest.approx(
+        skm.balanced_accuracy_score(labels, predicted), abs=1e-12)
+    if k == 2:
+        assert got["val_sensitivity"] == pytest.approx(skm.recall_score(labels, predicted))
+        assert got["val_specificity"] == pytest.approx(
+            skm.recall_score(labels, predicted, pos_label=0))
+        assert set(got) == {"val_auc", "val_balanced_accuracy", "val_sensitivity",
+                            "val_specificity"}
+    else:
+        assert set(got) == {"val_auc", "val_balanced_accuracy"}
+
+
+def test_scores_where_a_class_is_missing() -> None:
+    from sklearn import metrics as skm
+
+    labels, probs = random_predictions(3)
+    present = labels != 2  # a test set without class 2: AUC over the classes it holds
+    got = evaluation.scores(labels[present], probs[present], "test_")
+    expected = np.mean([skm.roc_auc_score(labels[present] == c, probs[present][:, c])
+                        for c in (0, 1)])
+    assert got["test_auc"] == pytest.approx(expected, abs=1e-12)
+    one = evaluation.scores(np.ones(4, int), evaluation.probabilities(
+        np.array([[0.2], [0.9], [0.6], [0.7]])), "test_")
+    assert one["test_auc"] is None and one["test_specificity"] is None  # undefined, not 0
+    assert one["test_sensitivity"] == 0.75 and one["test_balanced_accuracy"] == 0.75
+
+
+def test_predictions_file_has_a_row_per_image(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.csv"
+    probs = evaluation.probabilities(np.array([[0.25], [0.875]]))
+    evaluation.write_predictions(path, ["NORMAL/a.jpeg", "PNEUMONIA/b.jpeg"], probs,
+                                 ["NORMAL", "PNEUMONIA"], ["NORMAL", "NORMAL"],
+                                 {"group": ["p1", "p2"]})
+    assert path.read_text().splitlines() == [
+        "id,label,true_class,group", "NORMAL/a.jpeg,0.250000,NORMAL,p1",
+        "PNEUMONIA/b.jpeg,0.875000,NORMAL,p2"]

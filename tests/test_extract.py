@@ -1,5 +1,6 @@
-"""Feature extraction: the streamed features equal the network run on the whole array in memory,
-bf16 stays close to float32, and an XLA run's padded last batch leaves no trace.
+"""Feature extraction, one split a run as each `extract_<net>@<split>` stage does: the streamed
+features equal the network run on the whole array in memory, bf16 stays close to float32, and an
+XLA run's padded last batch leaves no trace.
 
 Width 75 (the smallest both networks accept) and weights none keep this to seconds on 2 cores.
 """
@@ -29,31 +30,37 @@ def resized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_resized(tmp_path_factory.mktemp("resized"), N_TRAIN, N_TEST, W)
 
 
-def run_stage(resized: Path, name: str, precision: str) -> Path:
-    out = resized / f"{name}-{precision}.h5"
+CARD = ("inception_v3", "xception")  # the card's networks (test_backbones.py: the others)
+
+
+def run_stage(resized: Path, name: str, precision: str, split: str = "train") -> Path:
+    out = resized / f"{name}-{precision}-{split}.h5"
     if not out.exists():
-        extract.extract(BACKBONES[name], str(resized / "train.h5"), str(resized / "test.h5"),
-                        str(out), "none", precision, BATCH, SEED)
+        extract.extract(BACKBONES[name], str(resized / f"{split}.h5"), str(out), "none",
+                        precision, BATCH, SEED)
     return out
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", CARD)
 def test_streaming_equals_the_in_memory_reference(resized: Path, name: str) -> None:
     backbone = BACKBONES[name]
-    out = run_stage(resized, name, "float32")
     model = build(backbone, W, "none", SEED)  # the same seeded random init
-    with h5py.File(resized / "train.h5") as tr, h5py.File(resized / "test.h5") as te, \
-            h5py.File(out) as f:
-        for split, src in (("train", tr), ("test", te)):
+    for split in ("train", "test"):
+        out = run_stage(resized, name, "float32", split)
+        with h5py.File(resized / f"{split}.h5") as src, h5py.File(out) as f:
             x = src["images"][:]
             ref = model(backbone.preprocess(x.astype(np.float32)), training=False).numpy()
-            got = f[split][:]
-            assert got.dtype == np.float32 and got.shape == (len(x), backbone.dim)
+            got = f["features"][:]
+            assert got.dtype == np.float32 and got.shape == (len(x), 2048)
             assert rel_err(got, ref) < 1e-4
-        assert list(f["labels"][:]) == list(tr["labels"][:])
-        assert list(f["names"].asstr()[:]) == list(tr["names"].asstr()[:])
-        assert list(f["ids"][:]) == list(range(1, N_TEST + 1))
-        assert list(f.attrs["classes"]) == ["cat", "dog"]
+            assert list(f["names"].asstr()[:]) == list(src["names"].asstr()[:])
+            if split == "train":
+                assert list(f["labels"][:]) == list(src["labels"][:])
+                assert list(f.attrs["classes"]) == ["cat", "dog"]
+            else:  # an unlabelled Kaggle test set: ids, no labels, no classes
+                assert list(f["ids"][:]) == list(range(1, N_TEST + 1))
+                assert "labels" not in f and "classes" not in f.attrs
+            assert f.attrs["backbone"] == name
 
 
 @pytest.fixture
@@ -63,7 +70,7 @@ def bf16_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(devices.EMULATED, "1")
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", CARD)
 def test_bf16_features_are_close_to_float32(resized: Path, name: str,
                                             bf16_anywhere: None) -> None:
     import keras
@@ -72,9 +79,8 @@ def test_bf16_features_are_close_to_float32(resized: Path, name: str,
         assert devices.keras_policy("mixed_bfloat16") == "float32"
     f32, bf16 = run_stage(resized, name, "float32"), run_stage(resized, name, "mixed_bfloat16")
     with h5py.File(f32) as a, h5py.File(bf16) as b:
-        for split in ("train", "test"):
-            err = rel_err(b[split][:], a[split][:])
-            assert 0 < err < BF16_BOUND, (split, err)  # > 0: bf16 really was used
+        err = rel_err(b["features"][:], a["features"][:])
+        assert 0 < err < BF16_BOUND, err  # > 0: bf16 really was used
     # The policy is set only while the network is built, not left for whatever runs next.
     assert keras.mixed_precision.global_policy().name == "float32"
     # Nor the rewrite: float32 runs after it are float32.
@@ -89,12 +95,12 @@ def test_bf16_twice_gives_the_same_bytes(resized: Path, tmp_path: Path,
     """What DVC hashes: a second run at mixed_bfloat16 writes the same file, byte for byte."""
     first = run_stage(resized, "inception_v3", "mixed_bfloat16")
     again = tmp_path / "again.h5"
-    extract.extract(BACKBONES["inception_v3"], str(resized / "train.h5"),
-                    str(resized / "test.h5"), str(again), "none", "mixed_bfloat16", BATCH, SEED)
+    extract.extract(BACKBONES["inception_v3"], str(resized / "train.h5"), str(again), "none",
+                    "mixed_bfloat16", BATCH, SEED)
     assert first.read_bytes() == again.read_bytes()
     with h5py.File(again) as f:  # the contract: float32 features, rows in resized order
-        assert f["train"].dtype == np.float32 and f["train"].shape == (N_TRAIN, 2048)
-        assert list(f["ids"][:]) == list(range(1, N_TEST + 1))
+        assert f["features"].dtype == np.float32 and f["features"].shape == (N_TRAIN, 2048)
+        assert list(f["labels"][:]) == [0, 1] * (N_TRAIN // 2)
 
 
 def test_bf16_on_a_cpu_without_it_stops_with_the_fix(monkeypatch: pytest.MonkeyPatch,
@@ -134,9 +140,9 @@ def test_xla_pads_the_last_batch_and_drops_the_padding(resized: Path) -> None:
 
 
 @pytest.mark.parametrize("jit", [False, True])
-def test_one_trace_serves_both_splits(resized: Path, tmp_path: Path,
+def test_one_trace_serves_every_batch(resized: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch, jit: bool) -> None:
-    """The network is traced (with XLA: compiled) once per run, not once per split."""
+    """The network is traced (with XLA: compiled) once per run, the partial last batch too."""
     import keras
     import tensorflow as tf
 
@@ -146,11 +152,10 @@ def test_one_trace_serves_both_splits(resized: Path, tmp_path: Path,
     real = extract.compiled_step
     monkeypatch.setattr(extract, "compiled_step", lambda *a: steps.append(real(*a)) or steps[-1])
     extract.write_features(model, BACKBONES["xception"], tf.distribute.get_strategy(),
-                           str(resized / "train.h5"), str(resized / "test.h5"),
-                           str(tmp_path / "f.h5"), BATCH, jit)
+                           str(resized / "train.h5"), str(tmp_path / "f.h5"), BATCH, jit)
     assert len(steps) == 1 and steps[0].experimental_get_tracing_count() == 1
     with h5py.File(tmp_path / "f.h5") as f:
-        assert f["train"].shape == (N_TRAIN, 2048) and f["test"].shape == (N_TEST, 2048)
+        assert f["features"].shape == (N_TRAIN, 2048)
 
 
 def test_mixed_float16_needs_a_gpu() -> None:

@@ -13,6 +13,7 @@ import pytest
 from stages import h5io
 from stages import train_head as th
 from stages.params import DEFAULTS
+from stages.split import stratified_split
 
 
 def problem(n: int = 400, dim: int = 1024, flip: float = 0.3, seed: int = 0
@@ -33,7 +34,7 @@ def reference_fit(x: np.ndarray, y: np.ndarray, params: dict[str, Any], path: Pa
     import keras
 
     keras.utils.set_random_seed(params["seed"])
-    tr, va = th.stratified_split(y, params["val_split"], params["seed"])
+    tr, va = stratified_split(y, params["val_split"], params["seed"])
     model = th.build_head(x.shape[1], params["dropout"], params["learning_rate"])
     ckpt = keras.callbacks.ModelCheckpoint(str(path), monitor="val_loss", save_best_only=True)
     yf = y.astype(np.float32)
@@ -45,7 +46,7 @@ def reference_fit(x: np.ndarray, y: np.ndarray, params: dict[str, Any], path: Pa
 def val_loss_of(path: Path, x: np.ndarray, y: np.ndarray, params: dict[str, Any]) -> float:
     import keras
 
-    _, va = th.stratified_split(y, params["val_split"], params["seed"])
+    _, va = stratified_split(y, params["val_split"], params["seed"])
     model = keras.models.load_model(path, compile=False, safe_mode=True)
     p = np.clip(model.predict(x[va], verbose=0)[:, 0].astype(np.float64), 1e-7, 1 - 1e-7)
     t = y[va]
@@ -85,7 +86,9 @@ def test_saved_head_is_dropout_dense_and_reproducible(tmp_path: Path) -> None:
         digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
     assert digests[0] == digests[1] != digests[2]
     # the contract's keys, and no more: each is a column of `dvc exp show`
-    assert set(metrics) == {"val_loss", "val_accuracy", "best_epoch", "n_train", "n_val"}
+    assert set(metrics) == {"val_loss", "val_accuracy", "best_epoch", "n_train", "n_val",
+                            "val_auc", "val_balanced_accuracy", "val_sensitivity",
+                            "val_specificity", "n_groups_train", "n_groups_val"}
     model = keras.models.load_model(tmp_path / "m0.h5", safe_mode=True)
     assert [type(layer).__name__ for layer in model.layers] == ["InputLayer", "Dropout", "Dense"]
     assert model.layers[1].rate == params["dropout"]
@@ -170,3 +173,49 @@ def test_diverging_training_stops_instead_of_checkpointing_a_wrong_epoch(tmp_pat
     with pytest.raises(h5io.NonFinite, match="training diverged"):
         th.train(x, y, params, str(tmp_path / "m.h5"))
     assert not (tmp_path / "m.h5").exists()  # no checkpoint that looks finished
+
+
+def test_balanced_class_weights_are_scikit_learns() -> None:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.array([0] * 30 + [1] * 90 + [2] * 5)
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=y)
+    np.testing.assert_allclose(th.class_weights(y, 3, "balanced"), expected)
+    np.testing.assert_array_equal(th.class_weights(y, 3, "none"), [1, 1, 1])
+
+
+def test_class_weights_weigh_the_training_loss_as_defined(tmp_path: Path) -> None:
+    """With a learning rate too small to move the weights and no dropout, the first epoch's
+    training loss is the mean over the training rows of w(class) × the row's cross-entropy
+    under the initial model: weights n / (K · n_class), as `fit(class_weight=…)` applies them."""
+    import keras
+
+    x, y = problem(n=200, dim=16, flip=0)
+    y[:150] = 1  # imbalanced: 175 of class 1
+    params = {**DEFAULTS, "epochs": 1, "dropout": 0.0, "learning_rate": 1e-12, "batch_size": 8,
+              "class_weight": "balanced"}
+    losses = {}
+    for mode in ("none", "balanced"):
+        path = tmp_path / f"{mode}.h5"
+        result = th.train(x, y, {**params, "class_weight": mode}, str(path))
+        losses[mode] = result.history["loss"][0]
+    tr, _ = stratified_split(y, params["val_split"], params["seed"])
+    model = keras.models.load_model(tmp_path / "balanced.h5", compile=False)
+    p = np.clip(model.predict(x[tr], verbose=0)[:, 0].astype(np.float64), 1e-7, 1 - 1e-7)
+    ce = -(y[tr] * np.log(p) + (1 - y[tr]) * np.log(1 - p))
+    w = th.class_weights(y[tr], 2, "balanced")[y[tr]]
+    assert len(tr) % params["batch_size"] == 0  # whole batches: Keras' mean is the row mean
+    assert losses["none"] == pytest.approx(ce.mean(), rel=1e-4)
+    assert losses["balanced"] == pytest.approx((w * ce).mean(), rel=1e-4)
+    assert losses["balanced"] != pytest.approx(losses["none"], rel=1e-3)
+
+
+def test_grouped_training_reports_its_groups(tmp_path: Path) -> None:
+    x, y = problem(n=120, dim=16, flip=0)
+    groups = np.array([f"p{i // 3}" for i in range(120)])  # 3 images a patient
+    y = (np.arange(120) // 3 % 2).astype(np.uint8)  # a patient's images share a class
+    result = th.train(x, y, {**DEFAULTS, "epochs": 1}, str(tmp_path / "m.h5"), groups=groups)
+    m = result.metrics
+    assert m["n_groups_train"] + m["n_groups_val"] == 40
+    assert m["n_train"] + m["n_val"] == 120 and m["n_val"] == 3 * m["n_groups_val"]
+    assert not set(groups[result.val_idx]) & set(np.delete(groups, result.val_idx))

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import copy_project, dvc, make_project, ran_stages, set_params
+from conftest import copy_project, dvc, make_project, ran_stages, run, set_params
 
 N_PER_CLASS, N_TEST = 12, 6  # the baseline's data
 
@@ -40,20 +40,26 @@ def test_outputs_match_the_contract(baseline: Path) -> None:
     with h5py.File(repo / "data/resized/test.h5") as f:
         assert f["images"].shape == (N_TEST, 75, 75, 3) and f["images"].dtype == np.uint8
         assert f["ids"].dtype == np.int64 and list(f["ids"][:]) == list(range(1, N_TEST + 1))
-    for name, dim in (("inception_v3", 2048), ("xception", 2048), ("fused", 4096)):
-        with h5py.File(repo / f"data/features/{name}.h5") as f:
-            assert f["train"].dtype == np.float32 and f["train"].shape == (2 * N_PER_CLASS, dim)
-            assert f["test"].dtype == np.float32 and f["test"].shape == (N_TEST, dim)
-            assert list(f["labels"][:]) == list(labels)
-            assert list(f["names"].asstr()[:]) == list(names)
-            assert list(f["ids"][:]) == list(range(1, N_TEST + 1))
-            assert list(f.attrs["classes"]) == ["cat", "dog"]
-            assert "test_labels" not in f  # an unlabelled (Kaggle) test set
-    with h5py.File(repo / "data/features/fused.h5") as fu, \
-            h5py.File(repo / "data/features/inception_v3.h5") as fi, \
-            h5py.File(repo / "data/features/xception.h5") as fx:
-        np.testing.assert_array_equal(fu["train"][:, :2048], fi["train"][:])
-        np.testing.assert_array_equal(fu["test"][:, 2048:], fx["test"][:])
+    for split, n in (("train", 2 * N_PER_CLASS), ("test", N_TEST)):
+        for name, dim in (("inception_v3", 2048), ("xception", 2048), ("fused", 4096)):
+            with h5py.File(repo / f"data/features/{split}/{name}.h5") as f:
+                assert f["features"].dtype == np.float32
+                assert f["features"].shape == (n, dim)
+                if split == "train":
+                    assert list(f["labels"][:]) == list(labels)
+                    assert list(f["names"].asstr()[:]) == list(names)
+                    assert list(f.attrs["classes"]) == ["cat", "dog"]
+                else:  # an unlabelled Kaggle test set: ids, no labels or classes
+                    assert list(f["ids"][:]) == list(range(1, N_TEST + 1))
+                    assert "labels" not in f and "classes" not in f.attrs
+        with h5py.File(repo / f"data/features/{split}/fused.h5") as fu, \
+                h5py.File(repo / f"data/features/{split}/inception_v3.h5") as fi, \
+                h5py.File(repo / f"data/features/{split}/xception.h5") as fx:
+            np.testing.assert_array_equal(fu["features"][:, :2048], fi["features"][:])
+            np.testing.assert_array_equal(fu["features"][:, 2048:], fx["features"][:])
+            assert list(fu.attrs["networks"]) == ["inception_v3", "xception"]
+            assert len(fu["previews"]) == n
+    assert not (repo / "data/features/fused.h5").exists()  # the layout before the split
 
     rows = list(csv.reader((repo / "pred.csv").open()))
     assert rows[0] == ["id", "label"]
@@ -63,9 +69,12 @@ def test_outputs_match_the_contract(baseline: Path) -> None:
     assert np.all((probs >= 0.005) & (probs <= 0.995))
 
     metrics = json.loads((repo / "metrics.json").read_text())
-    for key in ("val_loss", "val_accuracy", "best_epoch", "n_train", "n_val"):
+    for key in ("val_loss", "val_accuracy", "best_epoch", "n_train", "n_val", "val_auc",
+                "val_balanced_accuracy", "val_sensitivity", "val_specificity",
+                "n_groups_train", "n_groups_val"):
         assert key in metrics
     assert metrics["n_train"] + metrics["n_val"] == 2 * N_PER_CLASS
+    assert metrics["n_groups_train"] == metrics["n_train"]  # no group_pattern: an image each
     assert 1 <= metrics["best_epoch"] <= 2
     for picture in ("history.png", "val_mistakes.png"):
         assert (repo / "reports" / picture).read_bytes()[:4] == b"\x89PNG"
@@ -76,10 +85,16 @@ def test_outputs_match_the_contract(baseline: Path) -> None:
     for split in ("val", "test"):
         for plot in ("confusion_matrix", "roc", "precision_recall"):
             assert (repo / "reports" / split / "plots/sklearn" / f"{plot}.json").is_file()
+    val_rows = list(csv.reader((repo / "reports/val/predictions.csv").open()))
+    assert val_rows[0] == ["id", "label", "true_class"] and len(val_rows) == 1 + metrics["n_val"]
+    assert {r[2] for r in val_rows[1:]} == {"cat", "dog"} and val_rows[1][0] in set(names)
     report = json.loads((repo / "reports/predict.json").read_text())
     assert report == {"n_test": N_TEST, "classes": ["cat", "dog"]}  # unlabelled: nothing scored
     summary = json.loads((repo / "reports/test/summary.json").read_text())
     assert summary["mean_prob"]["dog"] == pytest.approx(probs.mean(), abs=1e-6)
+    with h5py.File(repo / "models/model_2.h5") as f:  # what predict reads of the model
+        assert list(f.attrs["classes"]) == ["cat", "dog"]
+        assert list(f.attrs["networks"]) == ["inception_v3", "xception"]
 
 
 def test_two_class_predictions_are_the_original_heads(baseline: Path) -> None:
@@ -89,8 +104,8 @@ def test_two_class_predictions_are_the_original_heads(baseline: Path) -> None:
         weights = f["model_weights/dense"]
         kernel = weights[next(k for k in _datasets(weights) if k.endswith("kernel"))][:]
         bias = weights[next(k for k in _datasets(weights) if k.endswith("bias"))][:]
-    with h5py.File(baseline / "data/features/fused.h5") as f:
-        x = f["test"][:].astype(np.float64)
+    with h5py.File(baseline / "data/features/test/fused.h5") as f:
+        x = f["features"][:].astype(np.float64)
     expected = np.clip(1 / (1 + np.exp(-(x @ kernel + bias)[:, 0])), 0.005, 0.995)
     got = [float(r[1]) for r in list(csv.reader((baseline / "pred.csv").open()))[1:]]
     np.testing.assert_allclose(got, expected, atol=2e-6)
@@ -117,9 +132,13 @@ def test_second_repro_runs_nothing(repo: Path) -> None:
     assert "up to date" in p.stdout
 
 
-def test_extract_batch_size_reruns_nothing(repo: Path) -> None:
+def test_extract_batch_size_reruns_only_predict(repo: Path) -> None:
+    # Speed only: no extractor reruns. predict reads the whole params file (a typo'd key
+    # must stop it), so it runs, in seconds, and writes the same pred.csv.
+    before = (repo / "pred.csv").read_bytes()
     set_params(repo, extract_batch_size=4)
-    assert ran_stages(dvc(repo, "repro")) == []
+    assert ran_stages(dvc(repo, "repro")) == ["predict"]
+    assert (repo / "pred.csv").read_bytes() == before
 
 
 def test_precision_reruns_the_extractors_not_resize(repo: Path) -> None:
@@ -128,7 +147,8 @@ def test_precision_reruns_the_extractors_not_resize(repo: Path) -> None:
     change, as a new `width` shows by rerunning everything (test_cache_links.py)."""
     set_params(repo, precision="mixed_bfloat16")
     ran = ran_stages(dvc(repo, "repro", "--dry"))
-    assert sorted(ran) == ["extract_inception", "extract_xception"]
+    extractors = [f"extract_{n}@{s}" for n in ("inception", "xception") for s in ("train", "test")]
+    assert sorted(ran) == sorted([*extractors, "predict"])
 
 
 def test_a_bad_value_costs_no_work(repo: Path) -> None:
@@ -157,12 +177,30 @@ def test_missing_data_stops_at_resize_with_help(tmp_path: Path) -> None:
     p = dvc(root, "repro", check=False)
     out = p.stdout + p.stderr
     assert p.returncode != 0 and ran_stages(p) == []
-    assert "'resize'" in out and "data/raw/train" in out
+    assert "'resize@train'" in out and "data/raw/train" in out
     # The folder exists but holds no images: the stage says where the data goes and how to get it.
     (root / "data/raw/train").mkdir()
     (root / "data/raw/train/Thumbs.db").write_bytes(b"x")
     (root / "data/raw/test").mkdir()
-    p = dvc(root, "repro", check=False)
+    p = dvc(root, "repro", "resize@train", check=False)
     out = p.stdout + p.stderr
-    assert p.returncode != 0 and ran_stages(p) == ["resize"]
+    assert p.returncode != 0 and ran_stages(p) == ["resize@train"]
     assert "data/raw/train: holds no images" in out and "kaggle competitions download" in out
+
+
+def test_a_typo_in_a_new_key_is_no_silent_experiment(repo: Path) -> None:
+    """`dvc exp run -S dropuot=0.3` fails in DVC, whose hint says `+dropuot=0.3`: that adds a
+    key no stage depends on but predict (the whole file), which stops naming it. No
+    experiment in which nothing ran."""
+    before = len(experiments_of(repo))
+    p = dvc(repo, "exp", "run", "-S", "+dropuot=0.3", check=False)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and ran_stages(p) == ["predict"]
+    assert "unknown key 'dropuot'. Did you mean 'dropout'?" in out
+    assert len(experiments_of(repo)) == before
+    run(repo, "git", "checkout", "params.yaml")
+    dvc(repo, "checkout")
+
+
+def experiments_of(repo: Path) -> list[str]:
+    return dvc(repo, "exp", "ls", "--name-only").stdout.split()

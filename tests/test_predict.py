@@ -1,16 +1,19 @@
-"""The submission: clipping, ordering, the headers of the two-class, K-class and labelled files,
-the summary that `dvc metrics show` prints."""
+"""The submission: clipping, ordering, the headers of the two-class, K-class, labelled and
+named-by-file files, how the test rows are read against the model's classes, the summary that
+`dvc metrics show` prints."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
 from stages.evaluation import probabilities
-from stages.predict import TestSet, clip_probs, summary, write_submission
+from stages.feature_files import Rows
+from stages.predict import TestSet, TestSetError, clip_probs, summary, write_submission
 
 
 def binary(p1: list[float]) -> np.ndarray:
@@ -50,7 +53,7 @@ def rows(path: Path) -> list[list[str]]:
 
 def test_submission_has_header_and_ascending_ids(tmp_path: Path) -> None:
     out = tmp_path / "pred.csv"
-    write_submission(str(out), TestSet(np.array([3, 1, 2])), binary([0.3, 0.1, 0.2]),
+    write_submission(str(out), TestSet(ids=np.array([3, 1, 2])), binary([0.3, 0.1, 0.2]),
                      ["cat", "dog"])
     assert out.read_text().splitlines() == ["id,label", "1,0.100000", "2,0.200000", "3,0.300000"]
     assert not list(tmp_path.glob(".*tmp*")), "no temporary file left behind"
@@ -59,14 +62,14 @@ def test_submission_has_header_and_ascending_ids(tmp_path: Path) -> None:
 def test_k_class_submission_names_the_classes_in_label_order(tmp_path: Path) -> None:
     out = tmp_path / "pred.csv"
     probs = np.array([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]])
-    write_submission(str(out), TestSet(np.array([7, 5])), probs, ["b, c", "x", "y"])
+    write_submission(str(out), TestSet(ids=np.array([7, 5])), probs, ["b, c", "x", "y"])
     assert rows(out) == [["id", "b, c", "x", "y"], ["5", "0.600000", "0.300000", "0.100000"],
                          ["7", "0.200000", "0.500000", "0.300000"]]
 
 
 def test_labelled_submission_names_rows_by_path_with_the_true_class(tmp_path: Path) -> None:
     out = tmp_path / "pred.csv"
-    test = TestSet(np.arange(2), np.array(["Cat/9.jpg", "Dog/1.jpg"], object), np.array([0, 1]))
+    test = TestSet(names=np.array(["Cat/9.jpg", "Dog/1.jpg"], object), labels=np.array([0, 1]))
     write_submission(str(out), test, binary([0.25, 0.875]), ["Cat", "Dog"])
     assert rows(out) == [["id", "label", "true_class"], ["Cat/9.jpg", "0.250000", "Cat"],
                          ["Dog/1.jpg", "0.875000", "Dog"]]
@@ -74,7 +77,7 @@ def test_labelled_submission_names_rows_by_path_with_the_true_class(tmp_path: Pa
 
 def test_submission_refuses_mismatched_lengths(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="3 ids but 2 predictions"):
-        write_submission(str(tmp_path / "pred.csv"), TestSet(np.array([1, 2, 3])),
+        write_submission(str(tmp_path / "pred.csv"), TestSet(ids=np.array([1, 2, 3])),
                          binary([0.1, 0.2]), ["cat", "dog"])
     assert not (tmp_path / "pred.csv").exists()
 
@@ -100,8 +103,70 @@ def test_features_that_are_not_numbers_stop_naming_the_rows(tmp_path: Path) -> N
     model.save(tmp_path / "m.h5")
     x = np.ones((5, 4), np.float32)
     x[1, 2], x[3, 0] = np.nan, np.inf
+    with h5py.File(tmp_path / "m.h5", "a") as f:
+        f.attrs["classes"] = ["cat", "dog"]  # as train_head records them
     with h5io.create_h5(tmp_path / "fused.h5") as f:
-        h5io.write_array(f, "test", x)
-        h5io.write_row_info(f, {"ids": np.array([10, 11, 12, 13, 14])}, ["cat", "dog"])
-    with pytest.raises(h5io.NonFinite, match=r"test features: 2 row\(s\) .*: 11, 13$"):
+        h5io.write_array(f, "features", x)
+        h5io.write_row_info(f, {"names": np.array([f"{i}.jpg" for i in range(10, 15)], object),
+                                "ids": np.arange(10, 15)}, None)
+    with pytest.raises(h5io.NonFinite, match=r"test features: 2 row\(s\) .*: 11\.jpg, 13\.jpg$"):
         predict(str(tmp_path / "m.h5"), str(tmp_path / "fused.h5"))
+
+
+def test_files_of_any_name_are_rows_named_by_their_path(tmp_path: Path) -> None:
+    rows = Rows(names=np.array(["IMG_0001.jpg", "scan 2.png", "x/photo.jpg"], object))
+    test = TestSet.of(rows, ["cat", "dog"])
+    assert test.ids is None and test.labels is None
+    out = tmp_path / "pred.csv"
+    write_submission(str(out), test, binary([0.25, 0.5, 0.75]), ["cat", "dog"])
+    assert rows_of(out) == [["id", "label"], ["IMG_0001.jpg", "0.250000"],
+                            ["scan 2.png", "0.500000"], ["x/photo.jpg", "0.750000"]]
+
+
+def rows_of(path: Path) -> list[list[str]]:
+    return list(csv.reader(path.open()))
+
+
+def test_folders_named_like_training_classes_are_a_labelled_set() -> None:
+    # The test side lists its own folders (here only Dog): labels map to the model's classes.
+    rows = Rows(names=np.array(["Dog/1.jpg", "Dog/2.jpg"], object), labels=np.array([0, 0]),
+                classes=["Dog"])
+    test = TestSet.of(rows, ["Bird", "Cat", "Dog"])
+    assert list(test.labels) == [2, 2] and list(test.names) == ["Dog/1.jpg", "Dog/2.jpg"]
+
+
+def test_folders_that_are_not_classes_are_plain_folders_of_images() -> None:
+    rows = Rows(names=np.array(["patient1/a.dcm", "patient2/b.dcm"], object),
+                labels=np.array([0, 1]), classes=["patient1", "patient2"])
+    test = TestSet.of(rows, ["NORMAL", "PNEUMONIA"])
+    assert test.labels is None and list(test.names) == ["patient1/a.dcm", "patient2/b.dcm"]
+
+
+def test_kaggle_ids_in_a_top_folder_stay_the_submission() -> None:
+    rows = Rows(names=np.array(["1.jpg", "2.jpg"], object), ids=np.array([1, 2]))
+    assert list(TestSet.of(rows, ["cat", "dog"]).ids) == [1, 2]
+
+
+def test_a_test_folder_beside_training_classes_is_named() -> None:
+    rows = Rows(names=np.array(["Cat/1.jpg", "Horse/2.jpg", "Zebra/3.jpg"], object),
+                labels=np.array([0, 1, 2]), classes=["Cat", "Horse", "Zebra"])
+    with pytest.raises(TestSetError, match=r"test folder\(s\) Horse, Zebra are not training "
+                                           r"classes \(Cat, Dog\), while Cat are"):
+        TestSet.of(rows, ["Cat", "Dog"])
+
+
+def test_loose_images_beside_class_folders_are_named() -> None:
+    rows = Rows(names=np.array(["3.jpg", "Cat/1.jpg", "Dog/2.jpg"], object))
+    with pytest.raises(TestSetError, match=r"mixes images in class folders \(Cat, Dog\) with "
+                                           r"loose images \(3\.jpg\)"):
+        TestSet.of(rows, ["Cat", "Dog"])
+
+
+def test_clinical_scores_come_from_the_unclipped_probabilities() -> None:
+    raw = binary([0.0001, 0.002, 0.9999, 0.001])  # clipped, three rows tie at 0.005
+    labels = np.array([0, 1, 1, 0])
+    s = summary(clip_probs(raw, 0.005), ["cat", "dog"], labels, raw)
+    assert s["test_auc"] == pytest.approx(1.0)  # unclipped: every positive above every negative
+    clipped = summary(clip_probs(raw, 0.005), ["cat", "dog"], labels)
+    assert clipped["test_auc"] < 1.0  # the ties the clip made
+    assert s["test_loss"] == clipped["test_loss"]  # the submission's log loss, clipped

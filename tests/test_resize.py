@@ -53,13 +53,13 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_train(src: Path, out: Path, workers: int = 2) -> tuple[Path, list[tuple[str, str]]]:
     source = Source(src)
     path = out / "train.h5"
-    return path, resize.resize_train(source, list_train(source), str(path), W, workers)
+    return path, resize.resize_split(source, list_train(source), str(path), W, workers)
 
 
 def run_test(src: Path, out: Path, workers: int = 2) -> Path:
     source = Source(src)
     path = out / "test.h5"
-    resize.resize_test(source, list_test(source), str(path), W, workers)
+    resize.resize_split(source, list_test(source), str(path), W, workers, split="test")
     return path
 
 
@@ -159,46 +159,81 @@ def test_undecodable_test_images_stop_naming_every_one(data: Path, tmp_path: Pat
 
 @pytest.fixture
 def stage_dir(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A folder to run `main` in, as dvc would: params.yaml pointing at the generated data."""
+    """A folder to run `main` in, as dvc would: params.yaml pointing at the generated data, and
+    the (empty) local weights folder the extract stages depend on."""
     params = {"train_data": str(data / "train"), "test_data": str(data / "test"), "width": 75}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "keras_weights").mkdir()
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
+def main_args(split: str, *more: str) -> list[str]:
+    """The arguments dvc.yaml gives the stage for `split`."""
+    return ["--split", split, "--out", f"out/{split}.h5", "--skipped",
+            f"out/{split}_skipped.csv", "--report", f"reports/resize/{split}.json", *more]
+
+
 def test_main_reports_skips_counts_and_one_summary_line(stage_dir: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    resize.main(["--out-dir", "out", "--report", "reports/resize.json", "--workers", "2"])
+    resize.main(main_args("train", "--workers", "2"))
+    resize.main(main_args("test", "--workers", "2"))
     n_train = 2 * N_PER_CLASS + 2
     assert capsys.readouterr().out.splitlines() == [
-        f"resize: {n_train} train images (cat, dog), {N_TEST} test images at 75×75; skipped "
-        f"{len(BAD)} undecodable (see out/skipped.csv), ignored {len(LITTER) + 1} non-image files"
+        f"resize train: {n_train} images (classes cat, dog) at 75×75; skipped {len(BAD)} "
+        f"undecodable (see out/train_skipped.csv), ignored {len(LITTER)} non-image files",
+        f"resize test: {N_TEST} images (Kaggle ids) at 75×75; skipped 0 undecodable (see "
+        "out/test_skipped.csv), ignored 1 non-image files",
     ]
-    rows = list(csv.reader((stage_dir / "out/skipped.csv").open()))
+    rows = list(csv.reader((stage_dir / "out/train_skipped.csv").open()))
     assert rows[0] == ["file", "reason"]
     assert [r[0] for r in rows[1:]] == SKIPPED
-    assert json.loads((stage_dir / "reports/resize.json").read_text()) == {
-        "train_images": n_train, "train_skipped": len(BAD), "train_ignored_files": len(LITTER),
-        "test_images": N_TEST, "test_ignored_files": 1, "classes": ["cat", "dog"],
-    }
+    assert json.loads((stage_dir / "reports/resize/train.json").read_text()) == {
+        "images": n_train, "skipped": len(BAD), "ignored_files": len(LITTER),
+        "classes": ["cat", "dog"]}
+    assert json.loads((stage_dir / "reports/resize/test.json").read_text()) == {
+        "images": N_TEST, "skipped": 0, "ignored_files": 1}
     with h5py.File(stage_dir / "out/test.h5") as f:
         assert f["images"].shape == (N_TEST, 75, 75, 3)
         assert list(f["ids"][:]) == list(range(1, N_TEST + 1))
+        assert "classes" not in f.attrs and "labels" not in f  # unlabelled: no classes
 
 
 def test_main_stops_with_a_message_naming_the_files(stage_dir: Path, data: Path) -> None:
     bad_test = write(stage_dir / "test", {"1.jpg": noisy_jpeg(), "abc.jpg": b"", "x.y.png": b""})
     params = yaml.safe_load((stage_dir / "params.yaml").read_text()) | {"test_data": "test"}
     (stage_dir / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(SystemExit, match=r"^resize: test: 2 test image name\(s\).*abc\.jpg, x\.y"):
-        resize.main(["--out-dir", "out"])
-    assert not (stage_dir / "out").exists()
+    with pytest.raises(SystemExit, match=r"^resize test: test: 2 test image\(s\) cannot be "
+                                         r"decoded.*abc\.jpg \(empty file.*x\.y\.png"):
+        resize.main(main_args("test"))
+    assert not list((stage_dir / "out").iterdir())  # no test.h5, not even a temporary one
     assert bad_test.exists()
 
 
 def test_main_refuses_zero_workers(stage_dir: Path) -> None:
     with pytest.raises(SystemExit):
-        resize.main(["--workers", "0"])
+        resize.main(main_args("train", "--workers", "0"))
+
+
+def test_main_stops_at_once_without_the_local_weights_folder(stage_dir: Path) -> None:
+    """The extract stages depend on keras_weights/ even with `weights: imagenet`: without it
+    DVC would stop after resize, its work done, with only an Errno."""
+    (stage_dir / "keras_weights").rmdir()
+    with pytest.raises(SystemExit, match=r"^resize train: keras_weights/: missing\. .*"
+                                         r"mkdir -p keras_weights && dvc add keras_weights"):
+        resize.main(main_args("train"))
+    assert not (stage_dir / "out").exists()
+
+
+def test_an_empty_test_folder_gets_advice_for_any_test_set(stage_dir: Path) -> None:
+    (stage_dir / "empty").mkdir()
+    params = yaml.safe_load((stage_dir / "params.yaml").read_text()) | {"test_data": "empty"}
+    (stage_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit) as e:
+        resize.main(main_args("test"))
+    msg = str(e.value)
+    assert "empty: holds no images" in msg and "Score new images" in msg
+    assert "kaggle competitions download" not in msg
 
 
 # --- what cameras and file managers make -------------------------------------------------------
@@ -250,9 +285,7 @@ def test_a_labelled_test_set_behind_symbolic_links(tmp_path: Path) -> None:
         (test / f"Cat/{i}.jpg").symlink_to(tmp_path / f"elsewhere/Cat/{i}.jpg")
     (test / "Dog").symlink_to(tmp_path / "elsewhere/Dog", target_is_directory=True)
     (tmp_path / "test-link").symlink_to(test, target_is_directory=True)
-    source = Source(tmp_path / "test-link")
-    out = tmp_path / "out/test.h5"
-    resize.resize_test(source, list_test(source, ["Cat", "Dog"]), str(out), W, 2)
+    out = run_test(tmp_path / "test-link", tmp_path / "out")
     with h5py.File(out) as f:
         assert list(f["names"][:].astype(str)) == ["Cat/0.jpg", "Cat/1.jpg", "Dog/0.jpg",
                                                    "Dog/1.jpg"]
@@ -269,8 +302,8 @@ def test_main_sets_the_pixel_limit_for_its_worker_count(stage_dir: Path,
     monkeypatch.setattr(limits, "available_memory", lambda: avail)
     with pytest.raises(SystemExit, match=r"test image\(s\) cannot be decoded.*1\.jpg \(claims "
                                          r"40×30 pixels, over the 600-pixel limit"):
-        resize.main(["--out-dir", "out", "--workers", "2"])
-    resize.main(["--out-dir", "out", "--workers", "1"])
+        resize.main(main_args("test", "--workers", "2"))
+    resize.main(main_args("test", "--workers", "1"))
     with h5py.File(stage_dir / "out/test.h5") as f:
         assert len(f["ids"]) == N_TEST
 
@@ -293,7 +326,7 @@ except OSError:
     pass
 before = status("VmRSS")
 source = Source(sys.argv[1])
-skipped = resize.resize_train(source, list_train(source), sys.argv[2], 299, 1)
+skipped = resize.resize_split(source, list_train(source), sys.argv[2], 299, 1)
 print(json.dumps({"before": before, "peak": status("VmHWM"), "skipped": skipped}))
 """
 SLACK = 64 << 20  # the JPEG's bytes (~3 MB), HDF5 and thread buffers, allocator rounding

@@ -1,10 +1,19 @@
-"""The validation split: stratified by class and seeded (the original's tail split was all dogs)."""
+"""The validation split: stratified by class and seeded (the original's tail split was all dogs),
+and with `group_pattern` kept by group (a patient's images all on one side)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from stages.train_head import best_epoch, stratified_split
+from stages.split import (
+    SplitError,
+    check_splittable,
+    grouped_split,
+    groups_of,
+    stratified_split,
+)
+from stages.train_head import best_epoch
 
 
 def test_split_is_stratified_disjoint_and_complete() -> None:
@@ -34,3 +43,78 @@ def test_tiny_classes_keep_both_sides() -> None:
 
 def test_best_epoch_is_the_first_lowest_val_loss() -> None:
     assert best_epoch({"val_loss": [0.5, 0.3, 0.3, 0.4]}) == 1
+
+
+def patients(seed: int = 0, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """Imbalanced classes (1 : 3) of patients with 1 to 6 images each; a patient's images
+    share a class, as in the chest X-ray set."""
+    rng = np.random.default_rng(seed)
+    labels, groups = [], []
+    for p in range(n):
+        cls = int(rng.random() < 0.75)
+        for _ in range(int(rng.integers(1, 7))):
+            labels.append(cls)
+            groups.append(f"person{p}")
+    return np.array(labels), np.array(groups)
+
+
+def test_grouped_split_keeps_every_group_on_one_side_and_stays_stratified() -> None:
+    labels, groups = patients()
+    tr, va = grouped_split(labels, groups, 0.2, seed=2017)
+    assert not set(groups[tr]) & set(groups[va])
+    assert sorted(np.concatenate([tr, va])) == list(range(len(labels)))
+    assert list(tr) == sorted(tr) and list(va) == sorted(va)
+    for c in (0, 1):  # each class's share of validation images within 2 points of val_split
+        share = np.sum(labels[va] == c) / np.sum(labels == c)
+        assert abs(share - 0.2) < 0.02, (c, share)
+
+
+def test_grouped_split_is_deterministic_and_seeded() -> None:
+    labels, groups = patients()
+    a = grouped_split(labels, groups, 0.2, 7)
+    b = grouped_split(labels, groups, 0.2, 7)
+    c = grouped_split(labels, groups, 0.2, 8)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_grouped_split_puts_a_rare_class_on_both_sides() -> None:
+    # Class 1 has two patients, one of them large: the greedy pass may leave it all on one side.
+    labels = np.array([0] * 40 + [1] * 9 + [1])
+    groups = np.array([f"a{i}" for i in range(40)] + ["big"] * 9 + ["small"])
+    tr, va = grouped_split(labels, groups, 0.2, 0)
+    assert set(labels[tr]) == set(labels[va]) == {0, 1}
+
+
+@pytest.mark.parametrize(("pattern", "name", "group"), [
+    (r"^(person\d+)_", "PNEUMONIA/person12_virus_3.jpeg", "person12"),
+    (r"^(IM-\d+)-", "NORMAL/IM-0125-0001.jpeg", "IM-0125"),
+    (r"person\d+", "PNEUMONIA/person7_bacteria_1.jpeg", "person7"),  # no group: the match
+    (r"^([^/]+)/", "Pneumonia/patient3/img1.dcm", "patient3"),  # a folder per patient
+    (r"^(cat|dog)", "cat.12.jpg", "cat"),  # Kaggle names: the name itself
+])
+def test_the_group_is_the_first_capture_group_of_the_path_below_the_class(
+        pattern: str, name: str, group: str) -> None:
+    assert list(groups_of([name], pattern)) == [group]
+
+
+def test_a_name_the_pattern_misses_stops_naming_it() -> None:
+    with pytest.raises(SplitError, match=r"does not match 1 training file\(s\): NORMAL/x\.jpeg"):
+        groups_of(["PNEUMONIA/person1_virus_1.jpeg", "NORMAL/x.jpeg"], r"^(person\d+)_")
+
+
+def test_without_a_pattern_every_image_is_its_own_group() -> None:
+    assert len(set(groups_of(["a/1.jpg", "a/2.jpg", "b/1.jpg"], ""))) == 3
+
+
+@pytest.mark.parametrize(("labels", "groups", "grouped", "message"), [
+    ([0, 1, 1], ["a", "b", "c"], False, r"2 images of every class.*cat \(1 image\)"),
+    ([0, 1], ["a", "b"], False, r"cat \(1 image\), dog \(1 image\)"),
+    ([0, 0, 1, 1], ["a", "a", "b", "c"], True, r"2 groups.*cat \(1 group\)"),
+])
+def test_a_class_that_cannot_be_on_both_sides_stops_before_training(
+        labels: list[int], groups: list[str], grouped: bool, message: str) -> None:
+    with pytest.raises(SplitError, match=message):
+        check_splittable(np.array(labels), np.array(groups), ["cat", "dog"], grouped)
+    check_splittable(np.array([0, 0, 1, 1]), np.array(["a", "b", "c", "d"]), ["cat", "dog"],
+                     grouped)

@@ -1,0 +1,60 @@
+"""Feature files: one split's features from one network (`data/features/<split>/<net>.h5`) or
+fused (`fused.h5`), as float32 `features` (rows × D) with the rows' `names`, `labels`, `ids` and
+`classes` copied from the split's resized file, so that every file describes its own rows.
+
+Written by the extractors on every Keras backend (TensorFlow's own path and Keras' compiled
+predict step alike) and read by `concat`, `train_head` and `predict`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from stages import h5io
+
+FEATURE_CHUNK = 256  # rows per HDF5 chunk of the feature matrices
+
+
+def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]], backbone: str,
+                 dim: int, images_h5: str, out: str, progress: bool = True) -> None:
+    """The features of `images_h5`'s images, from `batches_of(images)` (float32 batches of
+    `dim` columns, in row order), into `out` with the rows' info; a progress bar (`progress`)."""
+    import keras
+    from tqdm import tqdm
+
+    name = f"{backbone} {Path(images_h5).stem}"  # "xception train"
+    with h5py.File(images_h5, "r") as src, h5io.create_h5(out) as f:
+        info = h5io.read_row_info(src)
+        rows = h5io.Appender(f, "features", (dim,), np.float32, FEATURE_CHUNK)
+        with tqdm(total=len(src["images"]), desc=name, unit="img", mininterval=2.0,
+                  file=sys.stderr, disable=not progress) as bar:
+            for batch in batches_of(src["images"]):
+                h5io.check_finite(batch, info["names"], f"{name} features (with precision: "
+                                  "float32 they stay finite)", len(rows))
+                rows.append(batch)
+                bar.update(len(batch))
+        h5io.write_row_info(f, info, h5io.classes_if_any(src))
+        f.attrs["backbone"] = backbone
+        f.attrs["keras_backend"] = keras.backend.backend()  # which one computed them
+
+
+@dataclass
+class Rows:
+    """What a feature file says of its rows."""
+
+    names: np.ndarray                 # str: paths relative to the split's data folder
+    labels: np.ndarray | None = None  # class indices (a test set's: of its own folders)
+    ids: np.ndarray | None = None     # Kaggle's numbered test images
+    classes: list[str] | None = None  # index = label
+
+    @classmethod
+    def read(cls, f: h5py.File) -> Rows:
+        info = h5io.read_row_info(f)
+        return cls(info["names"], info.get("labels"), info.get("ids"), h5io.classes_if_any(f))
+
