@@ -104,6 +104,24 @@ def ran_stages(p: subprocess.CompletedProcess[str]) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", p.stdout + p.stderr)
 
 
+def stages_of(root: Path = REPO) -> dict[str, dict[str, Any]]:
+    """dvc.yaml's stages as DVC runs them: a `foreach` group as one stage per item
+    (`resize@train`), with `${key}`/`${item}` filled in (`${params}` references left as they
+    are)."""
+    out = {}
+    for name, spec in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" not in spec:
+            out[name] = spec
+            continue
+        items = spec["foreach"]
+        for key, item in (items.items() if isinstance(items, dict) else ((i, i) for i in items)):
+            text = yaml.safe_dump(spec["do"]).replace("${key}", key)
+            if not isinstance(item, dict):
+                text = text.replace("${item}", str(item))
+            out[f"{name}@{key}"] = yaml.safe_load(text)
+    return out
+
+
 def set_params(root: Path, **changes: object) -> None:
     path = root / "params.yaml"
     params = yaml.safe_load(path.read_text())

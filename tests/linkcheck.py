@@ -9,8 +9,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-import yaml
-from conftest import md5
+from conftest import md5, stages_of
 
 
 def cache_objects(root: Path) -> dict[Path, str]:
@@ -31,8 +30,8 @@ def assert_cache_intact(root: Path, before: dict[Path, str]) -> None:
 def cached_outputs(root: Path) -> list[Path]:
     """The files DVC caches (and so links): every `outs` entry without `cache: false`, with a
     directory output (reports/val/, reports/test/) standing for the files inside it."""
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    outs = [root / o for s in stages.values() for o in s.get("outs", []) if isinstance(o, str)]
+    outs = [root / o for s in stages_of(root).values() for o in s.get("outs", [])
+            if isinstance(o, str)]
     return [f for o in outs for f in (sorted(p for p in o.rglob("*") if p.is_file())
                                       if o.is_dir() else [o])]
 

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import ENV, LINKS, dvc, linked_copy, run
+from conftest import ENV, LINKS, dvc, linked_copy, run, stages_of
 from linkcheck import assert_cache_intact, assert_linked_read_only, cache_objects, cached_outputs
 
 from stages import h5io
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.pipeline
 
 
 def stage_cmd(root: Path, stage: str) -> list[str]:
-    cmd = yaml.safe_load((root / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    cmd = stages_of(root)[stage]["cmd"]
     return [sys.executable if w == "python3" else w for w in cmd.split()]
 
 
@@ -49,7 +48,7 @@ def test_stage_commands_replace_linked_outputs_without_writing_into_them(linked:
     """Run stages by hand (as a user debugging one would), outside DVC, over linked outputs:
     DVC removes outputs before it runs a stage, a hand-run does not."""
     before = cache_objects(linked)
-    for stage in ("resize", "concat", "predict"):
+    for stage in ("resize@train", "resize@test", "concat@train", "concat@test", "predict"):
         p = subprocess.run(stage_cmd(linked, stage), cwd=linked, env=ENV, capture_output=True,
                            text=True)
         assert p.returncode == 0, f"{stage}:\n{p.stdout}\n{p.stderr}"

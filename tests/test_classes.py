@@ -64,9 +64,13 @@ def submission(repo: Path) -> tuple[list[str], list[str], np.ndarray, list[str]]
 
 
 def test_classes_are_the_sorted_folder_names_everywhere(repo: Path) -> None:
-    for path in ("data/resized/train.h5", "data/resized/test.h5", "data/features/fused.h5"):
+    # The test side records its own folders, which here are every class.
+    for path in ("data/resized/train.h5", "data/resized/test.h5",
+                 "data/features/train/fused.h5", "data/features/test/fused.h5"):
         with h5py.File(repo / path) as f:
             assert list(f.attrs["classes"]) == CLASSES, path
+    with h5py.File(repo / "models/model_2.h5") as f:
+        assert list(f.attrs["classes"]) == CLASSES
     with h5py.File(repo / "data/resized/train.h5") as f:
         assert list(f["labels"][:]) == [0] * PER_CLASS + [1] * PER_CLASS + [2] * PER_CLASS
         # zebra (label 2) was made red: RGB order, sorted labels
@@ -109,6 +113,7 @@ def test_the_labelled_test_set_is_scored_as_pred_csv_says(repo: Path) -> None:
     report = json.loads((repo / "reports/predict.json").read_text())
     assert report["test_loss"] == pytest.approx(-np.mean(np.log(p_true)), abs=1e-4)
     assert report["test_accuracy"] == np.mean(probs.argmax(axis=1) == labels)
+    assert 0 <= report["test_auc"] <= 1 and "test_sensitivity" not in report  # K > 2: macro
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     [data] = [d["data"] for d in shown.values()]
     assert data["reports/predict.json"]["data"]["test_accuracy"] == report["test_accuracy"]

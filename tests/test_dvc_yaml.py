@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import stages_of
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each stage as dvc.yaml writes it; a `foreach` group by its template (`do`).
@@ -80,28 +81,13 @@ def test_the_import_walk_sees_the_resize_kernels() -> None:
     assert "stages/area.py" in stage_imports("resize")
 
 
-def resolved_stages() -> list[dict]:
-    """Every stage with `${item}`/`${key}` filled in, as DVC resolves dvc.yaml's groups."""
-    out = []
-    for spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values():
-        if "foreach" not in spec:
-            out.append(spec)
-            continue
-        items = spec["foreach"]
-        for key, item in (items.items() if isinstance(items, dict) else
-                          ((i, i) for i in items)):
-            text = yaml.safe_dump(spec["do"]).replace("${key}", key)
-            out.append(yaml.safe_load(text.replace("${item}", str(item))))
-    return out
-
-
 def test_every_cached_output_is_ignored_by_git_and_every_report_is_not() -> None:
     """The ignore rules DVC would write, committed: DVC 3.67 drops those of the stages that ran
     when a later stage of the same `dvc repro` fails (treeverse/dvc#11091), and the next repro
     skips them, leaving a 7 GB train.h5 for `git add -A` to take. Uncached metrics and plots
     are the ones git must keep."""
     cached, uncached = [], []
-    for spec in resolved_stages():
+    for spec in stages_of().values():
         for kind in ("outs", "metrics", "plots"):
             for out in spec.get(kind, []):
                 path, opts = (out, {}) if isinstance(out, str) else next(iter(out.items()))

@@ -11,8 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import ENV, REPO, dvc, make_project, ran_stages
+from conftest import ENV, REPO, dvc, make_project, ran_stages, stages_of
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
@@ -101,8 +100,7 @@ def test_pins_reads_names_extras_and_markers(tmp_path: Path) -> None:
 
 def test_every_stage_runs_the_python3_on_path() -> None:
     """`python3`: what stock Linux has (no `python`), and what an active venv puts first."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
+    for name, stage in stages_of().items():
         assert stage["cmd"].startswith("python3 -m stages."), name
 
 
@@ -126,7 +124,7 @@ def test_a_stage_on_the_wrong_python_says_how_to_fix_it(tmp_path: Path,
     monkeypatch.setitem(ENV, "PATH", os.pathsep.join([str(bare), os.environ["PATH"]]))
     p = dvc(root, "repro", check=False)
     out = p.stdout + p.stderr
-    assert p.returncode != 0 and ran_stages(p) == ["resize"]
+    assert p.returncode != 0 and ran_stages(p) in (["resize@train"], ["resize@test"])
     assert "is not the project's environment: it lacks" in out
     assert ". .venv/bin/activate" in out and "Traceback" not in out
     assert not list((root / "data/resized").glob("*.h5"))

@@ -55,17 +55,20 @@ def test_clone_pulls_everything_and_reproduces_nothing(pushed: Path) -> None:
         assert snapshot(b / tracked) == snapshot(pushed / tracked), tracked
 
 
+FUSED = ["data/features/test/fused.h5", "data/features/train/fused.h5"]
+
+
 def test_teammate_pulls_only_the_fused_features_and_trains(pushed: Path) -> None:
     """With `weights: keras_weights`: the weights, like the images, are DVC-tracked and not
     pulled, so DVC sees them as missing (not modified), and `--allow-missing` skips their
     stages."""
     b = machine(pushed, pushed.parent / "B2", raw=False)
     assert yaml.safe_load((b / "params.yaml").read_text())["weights"] == "keras_weights"
-    dvc(b, "pull", "data/features/fused.h5")
-    assert sorted(str(p.relative_to(b)) for p in b.rglob("*.h5")) == ["data/features/fused.h5"]
-    # One object in this machine's cache: none of the resized images or per-network features.
+    dvc(b, "pull", *FUSED)
+    assert sorted(str(p.relative_to(b)) for p in b.rglob("*.h5")) == FUSED
+    # Two objects in this machine's cache: none of the resized images or per-network features.
     objects = [p for p in (b / ".dvc/cache/files").rglob("*") if p.is_file()]
-    assert len(objects) == 1 and md5(objects[0]) == md5(b / "data/features/fused.h5")
+    assert sorted(md5(o) for o in objects) == sorted(md5(b / f) for f in FUSED)
 
     p = dvc(b, "exp", "run", "--allow-missing", "-S", "dropout=0.3")
     assert ran_stages(p) == ["train_head", "predict"], p.stdout + p.stderr

@@ -42,18 +42,19 @@ def test_untracked_or_missing_folder_is_refused(tmp_path: Path,
 @pytest.mark.pipeline
 def test_replacing_a_weight_file_reruns_extraction(baseline: Path, tmp_path: Path) -> None:
     root = copy_project(baseline, tmp_path / "p")  # the pipeline run on local weights files
-    with h5py.File(root / "data/features/xception.h5") as f:
-        before = f["train"][:]
+    with h5py.File(root / "data/features/train/xception.h5") as f:
+        before = f["features"][:]
     save_notop("xception", root / "keras_weights" / BACKBONES["xception"].weights_file, seed=2)
     dvc(root, "add", "keras_weights")  # as README's "Weights" says: the new files, versioned
-    assert ran_stages(dvc(root, "repro", "extract_xception")) == ["extract_xception"]
-    with h5py.File(root / "data/features/xception.h5") as f:
-        assert not np.allclose(before, f["train"][:]), "new weights, new features"
+    assert ran_stages(dvc(root, "repro", "extract_xception")) == [
+        "extract_xception@train", "extract_xception@test"]  # the group: both splits
+    with h5py.File(root / "data/features/train/xception.h5") as f:
+        assert not np.allclose(before, f["features"][:]), "new weights, new features"
 
     # A missing file stops the extractor with a message naming it, never random weights.
     (root / "keras_weights" / BACKBONES["inception_v3"].weights_file).unlink()
     dvc(root, "add", "keras_weights")
-    p = dvc(root, "repro", "extract_inception", check=False)
+    p = dvc(root, "repro", "extract_inception@test", check=False)
     assert p.returncode != 0
     missing = f"{BACKBONES['inception_v3'].weights_file}: missing"
     assert missing in p.stdout + p.stderr
