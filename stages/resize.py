@@ -17,16 +17,10 @@ import numpy as np
 from tqdm import tqdm
 
 from stages import cli, h5io, limits
-from stages.images import (
-    DataError,
-    Listing,
-    Source,
-    list_test,
-    list_train,
-    load_rgb,
-    parallel_map,
-)
+from stages.decode import load_rgb
+from stages.images import DataError, Listing, Source, list_test, list_train
 from stages.params import load_params
+from stages.pool import parallel_map
 
 WRITE_BATCH = 64  # images per HDF5 write: bounded memory, few calls
 

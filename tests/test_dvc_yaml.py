@@ -49,7 +49,7 @@ def test_every_module_a_stage_runs_is_a_dep(stage: str) -> None:
 
 
 def test_the_import_walk_sees_the_resize_kernels() -> None:
-    # The walk itself must find indirect imports: resize → images → area.
+    # The walk itself must find indirect imports: resize → decode → area.
     assert "stages/area.py" in stage_imports("resize")
 
 
