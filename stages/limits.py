@@ -4,7 +4,12 @@ The limit is the guard against decompression bombs (a small file that claims 500
 its point is bounded memory, so it follows the memory available and the worker count instead of
 refusing a 108 or 200 MP phone photo on a machine that can hold it. Users set it with OpenCV's own
 variable, OPENCV_IO_MAX_IMAGE_PIXELS, which then wins for both guards: ours (JPEG and PNG headers,
-in decode_rgb) and OpenCV's (every format). Import this module before anything imports cv2.
+and DICOM's Rows × Columns, in decode_rgb) and OpenCV's (every format it decodes).
+
+OpenCV reads that variable once, when cv2 loads (file-level statics in its loadsave.cpp), so this
+module puts the limit for the default worker count there first (import it before anything imports
+cv2), and a run's limit never exceeds it: more --workers lower it, fewer cannot raise it, or our
+header check would pass an image that OpenCV then refuses. Only the variable raises it.
 """
 
 from __future__ import annotations
@@ -114,8 +119,11 @@ except ValueError as e:  # OpenCV would abort the process on it: one line instea
 
 
 def max_pixels(workers: int) -> int:
-    """The limit for a run with `workers` decoding threads: the user's, else what memory allows."""
-    return USER_PIXELS if USER_PIXELS is not None else pixel_limit(workers, available_memory())
+    """The limit for a run with `workers` decoding threads: the user's, else what memory allows,
+    but never above DEFAULT_PIXELS, the limit OpenCV loaded with."""
+    if USER_PIXELS is not None:
+        return USER_PIXELS
+    return min(pixel_limit(workers, available_memory()), DEFAULT_PIXELS)
 
 
 def refusal(w: int, h: int, limit: int) -> str:
@@ -127,11 +135,12 @@ def refusal(w: int, h: int, limit: int) -> str:
     return (f"claims {w}×{h} pixels, over the {limit:,}-pixel limit that keeps the workers, "
             f"each decoding one such image (~{BYTES_PER_PIXEL} bytes a pixel), within "
             f"{MEMORY_SHARE:.0%} of the memory available (a decompression bomb or a huge scan "
-            f"would exhaust it); refused without decoding. {fix}, or use fewer --workers")
+            f"would exhaust it); refused without decoding. {fix}")
 
 
 # OpenCV's guard (the backstop for formats whose header we do not read) takes its limit from the
 # environment once, when cv2 loads: so it holds where this module is imported before cv2 (as in
-# the stage), and it can only use the default worker count, not the stage's --workers.
-DEFAULT_PIXELS = max_pixels(default_workers())
+# the stage), and it can only know the default worker count, not the stage's --workers.
+DEFAULT_PIXELS = (USER_PIXELS if USER_PIXELS is not None
+                  else pixel_limit(default_workers(), available_memory()))
 os.environ.setdefault(ENV, str(DEFAULT_PIXELS))

@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--report", default="reports/resize.json", help="counts, for dvc metrics")
     ap.add_argument("--workers", type=int, default=limits.default_workers(),
                     help="decoding threads (default: the cores this process may use); each may "
-                    "hold one image, so more workers mean a lower pixel limit per image")
+                    "hold one image, so more workers mean a lower pixel limit per image (fewer do "
+                    "not raise it: OPENCV_IO_MAX_IMAGE_PIXELS does)")
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error(f"--workers must be at least 1, got {args.workers}")
@@ -138,8 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         train_src, test_src = Source(params["train_data"]), Source(params["test_data"])
         train = list_train(train_src)
         test = list_test(test_src, train.classes)
-        # The pixel limit for the real worker count (OpenCV's own guard, read when cv2 loaded,
-        # could only use the default count).
+        # The pixel limit for the real worker count, never above the one OpenCV's own guard
+        # loaded with (for the default count): the two guards agree.
         max_pixels = limits.max_pixels(args.workers)
         # Test first: it is the cheaper half and its errors are fatal, so they surface early.
         resize_test(test_src, test, str(out / "test.h5"), width, args.workers, max_pixels)

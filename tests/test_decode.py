@@ -312,13 +312,15 @@ def test_image_size_walks_jpeg_markers() -> None:
     assert image_size(HTML) is None
 
 
-def _stage_process(code: str, data: bytes, limit: str | None) -> subprocess.CompletedProcess[str]:
+def _stage_process(code: str, data: bytes, limit: str | None, first: str = ""
+                   ) -> subprocess.CompletedProcess[str]:
     """`code` in a fresh process that imports the stage first, as `python -m stages.resize` does
-    (this one loaded cv2 before stages.decode), with OPENCV_IO_MAX_IMAGE_PIXELS set or not."""
+    (this one loaded cv2 before stages.decode), with OPENCV_IO_MAX_IMAGE_PIXELS set or not;
+    `first` runs before that import."""
     env = {k: v for k, v in os.environ.items() if k != limits.ENV}
     env |= {limits.ENV: limit} if limit is not None else {}
-    p = subprocess.run([sys.executable, "-c", "import stages.resize\n" + code], input=data,
-                       cwd=REPO, env=env, capture_output=True)
+    p = subprocess.run([sys.executable, "-c", first + "import stages.resize\n" + code],
+                       input=data, cwd=REPO, env=env, capture_output=True)
     return subprocess.CompletedProcess(p.args, p.returncode, p.stdout.decode(), p.stderr.decode())
 
 
@@ -340,6 +342,30 @@ def test_opencv_backstop_holds_in_the_stage_process() -> None:
     assert p.returncode == 0, p.stderr
     assert "refused by the decoder" in p.stdout and "CV_IO_MAX_IMAGE_PIXELS" in p.stdout
     assert "set it higher to decode this image" in p.stdout
+
+
+def test_one_worker_does_not_pass_what_opencv_refuses() -> None:
+    # 64 cores make the default limit (OpenCV's, set before cv2 loads) far below what memory
+    # allows one worker: a PNG between the two is refused by our header check, in our words,
+    # and not passed on to OpenCV, whose limit a run cannot change.
+    many_cores = "import os\nos.sched_getaffinity = lambda pid: set(range(64))\n"
+    code = ("import sys, struct, zlib\n"
+            "from stages import limits\n"
+            "from stages.decode import decode_rgb, BadImage\n"
+            "w, h = 20000, limits.DEFAULT_PIXELS // 20000 + 1\n"
+            "assert limits.DEFAULT_PIXELS < w * h <= limits.pixel_limit(1, "
+            "limits.available_memory())\n"
+            "png = sys.stdin.buffer.read()\n"
+            "ihdr = png[12:16] + struct.pack('>II', w, h) + png[24:29]\n"  # with its CRC
+            "png = png[:12] + ihdr + struct.pack('>I', zlib.crc32(ihdr)) + png[33:]\n"
+            "try: decode_rgb(png, 32, limits.max_pixels(1))\n"
+            "except BadImage as e: print(e)\n")
+    p = _stage_process(code, encode(np.zeros((30, 40, 3), np.uint8), ".png"), None, many_cores)
+    assert p.returncode == 0, p.stderr
+    assert re.match(r"claims 20000×\d+ pixels, over the [\d,]+-pixel limit .* refused without "
+                    r"decoding\. To decode it, set OPENCV_IO_MAX_IMAGE_PIXELS=\d+", p.stdout), \
+        p.stdout
+    assert "fewer --workers" not in p.stdout
 
 
 def test_the_users_opencv_limit_wins_in_both_guards() -> None:
@@ -393,8 +419,13 @@ def test_the_limit_follows_the_memory_and_the_users_setting(monkeypatch: pytest.
     avail = limits.available_memory()
     assert 0 < avail <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     monkeypatch.setattr(limits, "USER_PIXELS", None)
+    monkeypatch.setattr(limits, "DEFAULT_PIXELS", limits.OPENCV_DEFAULT)
     monkeypatch.setattr(limits, "available_memory", lambda: 40 * 10**9)
     assert limits.max_pixels(2) == limits.pixel_limit(2, 40 * 10**9)
+    # Never above the limit OpenCV loaded with: fewer workers than the default do not raise it.
+    monkeypatch.setattr(limits, "DEFAULT_PIXELS", 10**6)
+    assert limits.max_pixels(1) == 10**6 and limits.max_pixels(2) == 10**6
+    assert limits.max_pixels(10**5) == limits.pixel_limit(10**5, 40 * 10**9) < 10**6
     monkeypatch.setattr(limits, "USER_PIXELS", 1234)
     assert limits.max_pixels(1) == limits.max_pixels(64) == 1234
 
@@ -410,5 +441,5 @@ def test_the_refusal_says_the_limit_why_and_how_to_raise_it(monkeypatch: pytest.
         f"one such image (~{limits.BYTES_PER_PIXEL} bytes a pixel), within 50% of the memory "
         "available (a decompression bomb or a huge scan would exhaust it); refused without "
         "decoding. To decode it, set OPENCV_IO_MAX_IMAGE_PIXELS=1200 (or more) in the "
-        "environment, or use fewer --workers")
+        "environment")
     assert decode_rgb(data, W, max_pixels=1200).shape == (W, W, 3)
