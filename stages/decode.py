@@ -1,8 +1,12 @@
 """Decoding: the bytes of one image → uint8 RGB pixels at the stage's width.
 
 Decoding is OpenCV's (it releases the GIL, so threads really run in parallel), straight to RGB,
-because the ImageNet networks were trained on RGB and the original fed them BGR. headers.py reads
-image headers without decoding, limits.py says how many pixels an image may have, area.py resizes.
+because the ImageNet networks were trained on RGB and the original fed them BGR. Images with
+more than 8 bits a sample (16-bit PNG and TIFF, float PFM and Radiance HDR) are mapped to 8 bits
+by the range of values they use, not by a fixed shift: a 12-bit X-ray in a 16-bit file keeps its
+contrast. headers.py
+reads image headers without decoding, limits.py says how many pixels an image may have, area.py
+resizes.
 """
 
 from __future__ import annotations
@@ -29,14 +33,31 @@ class BadImage(ValueError):
 def decode_rgb(data: bytes, width: int, max_pixels: int = limits.DEFAULT_PIXELS) -> np.ndarray:
     """Bytes of one image → uint8 (width, width, 3) RGB, resized with INTER_AREA.
 
-    OpenCV's IMREAD_COLOR_RGB (the pixels of IMREAD_COLOR then BGR → RGB, without that pass)
-    turns grayscale, CMYK, 16-bit and alpha images into 8-bit 3-channel ones and applies the
-    EXIF orientation (the photo as a viewer shows it); alpha is dropped. `max_pixels` is the
-    stage's limit (stages/limits.py), checked in JPEG and PNG headers before anything is decoded.
-    Raises BadImage with the reason when the bytes are not a whole, sane image.
+    `max_pixels` is the stage's limit (stages/limits.py), checked in JPEG and PNG headers before
+    anything is decoded. More than 8 bits a sample are mapped to 8 by to_uint8. Raises BadImage
+    with the reason when the bytes are not a whole, sane image.
     """
     if not data:
         raise BadImage("empty file (0 bytes)")
+    img = to_uint8(_opencv(data, max_pixels))
+    out = resize_area(img, width)
+    return out if out.ndim == 3 else cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+
+
+def load_rgb(source: Source, name: str, width: int, max_pixels: int = limits.DEFAULT_PIXELS
+             ) -> np.ndarray:
+    return decode_rgb(source.read(name), width, max_pixels)
+
+
+def _opencv(data: bytes, max_pixels: int) -> np.ndarray:
+    """RGB pixels as OpenCV decodes them: uint8, or uint16 or float32 where the file has more.
+
+    IMREAD_COLOR_RGB (the pixels of IMREAD_COLOR then BGR → RGB, without that pass) turns
+    grayscale, CMYK, palette and alpha images into 3-channel ones and applies the EXIF
+    orientation (the photo as a viewer shows it); alpha is dropped. IMREAD_ANYDEPTH keeps 16-bit
+    and float samples (without it OpenCV divides 16-bit ones by 256, and casts float ones in
+    [0, 1] to 0 or 1); 8-bit images decode as without it, byte for byte and as fast.
+    """
     size = image_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
         raise BadImage(limits.refusal(*size, max_pixels))
@@ -49,7 +70,8 @@ def decode_rgb(data: bytes, width: int, max_pixels: int = limits.DEFAULT_PIXELS)
             raise BadImage("truncated JPEG (the data ends before its end-of-image marker)")
         end = found
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8, count=end), cv2.IMREAD_COLOR_RGB)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8, count=end),
+                           cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH)
     except cv2.error as e:
         reason = str(e).strip().splitlines()[-1]
         if "CV_IO_MAX_IMAGE_PIXELS" in reason:
@@ -58,9 +80,55 @@ def decode_rgb(data: bytes, width: int, max_pixels: int = limits.DEFAULT_PIXELS)
         raise BadImage(f"refused by the decoder: {reason}") from None
     if img is None or img.size == 0:
         raise BadImage(f"cannot be decoded ({what_is(data)})")
-    return resize_area(img, width)
+    return img
 
 
-def load_rgb(source: Source, name: str, width: int, max_pixels: int = limits.DEFAULT_PIXELS
+def to_uint8(img: np.ndarray, span: tuple[float, float] | None = None, inverted: bool = False
              ) -> np.ndarray:
-    return decode_rgb(source.read(name), width, max_pixels)
+    """`img` as uint8: the values `span` = (black, white) become 0 and 255, linearly, rounded
+    half to even and saturated; without a span, the image's own range (own_range); `inverted`
+    swaps black and white. One pass, no float copy of the image; 8-bit images as they are."""
+    if img.dtype.kind == "f":
+        img = _finite(img)
+    black, white = span or own_range(img)
+    if inverted:
+        black, white = white, black
+    if img.dtype == np.uint8 and (black, white) == (0, 255):
+        return img
+    if img.dtype not in _OPENCV_DEPTHS:  # e.g. uint32: OpenCV has no such type
+        img = img.astype(np.float64)
+    scale = 255.0 / (white - black)
+    # saturate(img × scale + img × 0 + offset): OpenCV's one-pass scaled conversion to uint8.
+    return cv2.addWeighted(img, scale, img, 0.0, -black * scale, dtype=cv2.CV_8U)
+
+
+def own_range(img: np.ndarray) -> tuple[float, float]:
+    """The values an image shows as black and white. 8-bit images: 0 and 255, as stored. More
+    bits: its own least and greatest values, over all channels (one range, so colours keep
+    their balance); float data within [0, 1] keep that scale (PFM, most float TIFF). An image
+    of one value keeps its place in its type's range (a blank 16-bit one stays as dark)."""
+    if img.dtype == np.uint8:
+        return 0.0, 255.0
+    lo, hi = float(img.min()), float(img.max())
+    if img.dtype.kind == "f":
+        return (lo, hi) if (lo < 0.0 or hi > 1.0) and lo < hi else (0.0, 1.0)
+    if lo < hi:
+        return lo, hi
+    info = np.iinfo(img.dtype)
+    return float(info.min), float(info.max)
+
+
+def _finite(img: np.ndarray) -> np.ndarray:
+    """Float pixels with ±inf clipped to the finite range and NaN as its least value, in place
+    (the decoder's array is ours): a sun in a Radiance file comes out white, not black."""
+    if np.isfinite(img.min()) and np.isfinite(img.max()):  # NaN and ±inf show here: no mask
+        return img
+    values = img[np.isfinite(img)]
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    np.clip(img, lo, hi, out=img)
+    img[np.isnan(img)] = lo
+    return img
+
+
+_OPENCV_DEPTHS = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32,
+                                        np.float32, np.float64)}

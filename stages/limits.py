@@ -4,7 +4,7 @@ The limit is the guard against decompression bombs (a small file that claims 500
 its point is bounded memory, so it follows the memory available and the worker count instead of
 refusing a 108 or 200 MP phone photo on a machine that can hold it. Users set it with OpenCV's own
 variable, OPENCV_IO_MAX_IMAGE_PIXELS, which then wins for both guards: ours (JPEG and PNG headers,
-and DICOM's Rows × Columns, in decode_rgb) and OpenCV's (every format it decodes).
+in decode_rgb) and OpenCV's (every format).
 
 OpenCV reads that variable once, when cv2 loads (file-level statics in its loadsave.cpp), so this
 module puts the limit for the default worker count there first (import it before anything imports
@@ -24,13 +24,17 @@ ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
 # Peak bytes per pixel while decode_rgb runs, measured as VmHWM − VmRSS of a fresh process around
 # one decode_rgb of a real 12000×9000 (108 MP) file, to width 299: 6.6 for a baseline JPEG (3 for
 # the decoded RGB, 3 for area.py's transpose of it, 0.6 for its float32 row sums), for a
-# progressive 4:2:0 JPEG, PNG (8 and 16 bits), TIFF and an EXIF-rotated JPEG; 9.0 for a
-# progressive 4:4:4 JPEG (libjpeg keeps all its coefficients, 6 B/px, beside the output).
+# progressive 4:2:0 JPEG, 8-bit PNG, TIFF and an EXIF-rotated JPEG; 9.0 for a progressive 4:4:4
+# JPEG (libjpeg keeps all its coefficients, 6 B/px, beside the output); 16-bit TIFF 9.1 (the
+# same way, a 12 MP file).
 # The row sums take 24 × width ÷ image width bytes a pixel: 10 leaves room for narrower images.
 BYTES_PER_PIXEL = 10
 # The share of available memory the decoding workers may fill together. The rest is the margin
-# for formats whose decoders hold a wider copy (measured alike: GIF 12, JPEG 2000 and Radiance HDR
-# 15, AVIF 17 B/px, i.e. at most 0.85 of it) and for the rest of the process.
+# for formats whose decoders hold a wider copy (measured alike: GIF 12, JPEG 2000 15, AVIF 17 B/px,
+# i.e. at most 0.85 of it; 16-bit PNG 12, since its samples are kept at 16 bits until mapped to 8)
+# and for the rest of the process. Float images (PFM, Radiance HDR) peak at 24 B/px in OpenCV's
+# decoder alone (float32 samples and a copy): at the limit, with every worker decoding one, 1.2×
+# the memory available; they are rare, and OPENCV_IO_MAX_IMAGE_PIXELS lowers the limit.
 MEMORY_SHARE = 0.5
 OPENCV_DEFAULT = 1 << 30  # OpenCV's own default; a computed limit never goes above it
 _SUFFIX = {None: 1, "KB": 1 << 10, "Kb": 1 << 10, "kb": 1 << 10,

@@ -233,17 +233,17 @@ def test_cmyk_jpeg_keeps_its_colours() -> None:
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_16_bit_png_is_scaled_to_8_bits(channels: int) -> None:
+def test_16_bit_png_is_mapped_by_its_own_range(channels: int) -> None:
     value = 200 * 257  # 16-bit 200/255
-    if channels == 1:
+    if channels == 1:  # one value: no range of its own, it keeps its place in 16 bits
         data = pil_bytes(Image.fromarray(np.full((30, 40), value, np.uint16)), "PNG")
         assert Image.open(io.BytesIO(data)).mode == "I;16"
-    else:
+    else:  # one range for the three channels: 0 → 0, value → 255, value / 2 → 127.5
         data = encode(np.full((30, 40, 3), (value, 0, value // 2), np.uint16), ".png")
         assert data[24] == 16  # IHDR bit depth
     out = decode_rgb(data, W)
     assert out.dtype == np.uint8
-    expected = (200, 200, 200) if channels == 1 else (100, 0, 200)  # RGB of the BGR above
+    expected = (200, 200, 200) if channels == 1 else (128, 0, 255)  # RGB of the BGR above
     np.testing.assert_allclose(mean_rgb(out), expected, atol=1)
 
 
@@ -443,3 +443,72 @@ def test_the_refusal_says_the_limit_why_and_how_to_raise_it(monkeypatch: pytest.
         "decoding. To decode it, set OPENCV_IO_MAX_IMAGE_PIXELS=1200 (or more) in the "
         "environment")
     assert decode_rgb(data, W, max_pixels=1200).shape == (W, W, 3)
+
+
+# --- more than 8 bits a sample: 16-bit PNG and TIFF, float ---------------------------------------
+
+
+def xray(h: int = 48, w: int = 64) -> np.ndarray:
+    """An 8-bit grayscale 'X-ray': a dark field, a bright oval 'bone' with a darker core, noise.
+    Its values span 0..255 nowhere exactly, as a real film's do not."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    bone = ((x - w / 2) / (w / 3)) ** 2 + ((y - h / 2) / (h / 2.5)) ** 2 < 1
+    core = ((x - w / 2) / (w / 8)) ** 2 + ((y - h / 2) / (h / 4)) ** 2 < 1
+    img = 30 + 40 * y / h + 150 * bone - 60 * core
+    img += np.random.default_rng(7).normal(0, 6, (h, w))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+XRAY = xray()
+TWELVE_BIT = XRAY.astype(np.uint16) * 16 + 8  # the same picture in 12 bits (8..4088)
+
+
+def assert_same_picture(out: np.ndarray, reference: np.ndarray = XRAY) -> None:
+    """`out` is the 8-bit reference's decode up to an affine map of its values (a*x + b, a > 0:
+    the same contrast, not inverted), within 2 levels of rounding; grayscale stays gray."""
+    assert out.shape == (W, W, 3) and out.dtype == np.uint8
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    x = decode_rgb(encode(reference, ".png"), W)[..., 0].astype(np.float64).ravel()
+    y = out[..., 0].astype(np.float64).ravel()
+    a, b = np.polyfit(x, y, 1)
+    assert 0.9 < a < 1.2, (a, b)  # near the reference's contrast: stretched to the full range
+    assert np.abs(a * x + b - y).max() <= 2, (a, b)
+
+
+HIGH_DEPTH = {
+    "png-16bit": lambda: encode(TWELVE_BIT, ".png"),
+    "tiff-16bit": lambda: encode(TWELVE_BIT, ".tiff"),
+}
+
+
+@pytest.mark.parametrize("kind", HIGH_DEPTH)
+def test_more_than_8_bits_is_the_same_picture_as_8(kind: str) -> None:
+    data = HIGH_DEPTH[kind]()
+    assert_same_picture(decode_rgb(data, W))
+
+
+def test_a_float_pfm_in_0_1_is_its_picture_times_255() -> None:
+    # A gradient: OpenCV's own cast to 8 bits made it 0s and 1s (black).
+    h, w = 48, 64
+    rgb = np.empty((h, w, 3), np.float32)
+    rgb[..., 0] = np.linspace(0, 1, w)[None, :]
+    rgb[..., 1] = np.linspace(0, 1, h)[:, None]
+    rgb[..., 2] = 0.5
+    expected = decode_rgb(encode(np.rint(rgb[..., ::-1] * 255).astype(np.uint8), ".png"), W)
+    np.testing.assert_allclose(decode_rgb(encode(rgb[..., ::-1], ".pfm"), W), expected, atol=1)
+    # Radiance HDR brighter than 1: by its own range (RGBE keeps ~1% of each value).
+    np.testing.assert_allclose(decode_rgb(encode(4 * rgb[..., ::-1], ".hdr"), W), expected,
+                               atol=3)
+
+
+def test_to_uint8_maps_a_span_rounds_and_saturates() -> None:
+    img = np.array([[-100, 0, 1, 2, 3, 4, 5000]], np.int16)
+    np.testing.assert_array_equal(decode.to_uint8(img, (0, 4)),
+                                  [[0, 0, 64, 128, 191, 255, 255]])  # 63.75, 127.5 → 128 (even)
+    np.testing.assert_array_equal(decode.to_uint8(img, (0, 4), inverted=True),
+                                  [[255, 255, 191, 128, 64, 0, 0]])
+    # Float beyond [0, 1]: its own finite range; NaN as its least value, ±inf saturated.
+    floats = np.array([[np.nan, -np.inf, 0.5, 1.5, 2.5, np.inf]], np.float32)
+    np.testing.assert_array_equal(decode.to_uint8(floats), [[0, 0, 0, 128, 255, 255]])
+    u8 = np.arange(5, dtype=np.uint8)
+    assert decode.to_uint8(u8) is u8  # 8 bits: as stored, no copy
