@@ -1,10 +1,10 @@
 """Decoding: the bytes of one image → uint8 RGB pixels at the stage's width.
 
 Decoding is OpenCV's (it releases the GIL, so threads really run in parallel), straight to RGB,
-because the ImageNet networks were trained on RGB and the original fed them BGR. Images with
-more than 8 bits a sample (16-bit PNG and TIFF, float PFM and Radiance HDR) are mapped to 8 bits
-by the range of values they use, not by a fixed shift: a 12-bit X-ray in a 16-bit file keeps its
-contrast. headers.py
+because the ImageNet networks were trained on RGB and the original fed them BGR; DICOM's is
+pydicom's (dicom.py). Images with more than 8 bits a sample (16-bit PNG and TIFF, float PFM and
+Radiance HDR, DICOM) are mapped to 8 bits by the range of values they use or a DICOM window says
+to show, not by a fixed shift: a 12-bit X-ray in a 16-bit file keeps its contrast. headers.py
 reads image headers without decoding, limits.py says how many pixels an image may have, area.py
 resizes.
 """
@@ -14,11 +14,13 @@ from __future__ import annotations
 # Before cv2 loads: sets OpenCV's pixel limit (its guard against decompression bombs).
 from stages import limits  # isort: skip
 
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from stages import dicom
 from stages.area import resize_area
 from stages.headers import EOI, SOI, image_size, jpeg_end, what_is
 
@@ -30,23 +32,34 @@ class BadImage(ValueError):
     """One file cannot be decoded into an image; the message is the reason."""
 
 
-def decode_rgb(data: bytes, width: int, max_pixels: int = limits.DEFAULT_PIXELS) -> np.ndarray:
+def decode_rgb(data: bytes, width: int, max_pixels: int = limits.DEFAULT_PIXELS,
+               dicom_name: bool = False) -> np.ndarray:
     """Bytes of one image → uint8 (width, width, 3) RGB, resized with INTER_AREA.
 
-    `max_pixels` is the stage's limit (stages/limits.py), checked in JPEG and PNG headers before
-    anything is decoded. More than 8 bits a sample are mapped to 8 by to_uint8. Raises BadImage
-    with the reason when the bytes are not a whole, sane image.
+    DICOM files (by their bytes, or `dicom_name`: a `.dcm` name) are read by stages/dicom.py,
+    every other format by OpenCV. `max_pixels` is the stage's limit (stages/limits.py), checked
+    in JPEG and PNG headers and DICOM's Rows × Columns before anything is decoded. More than 8
+    bits a sample are mapped to 8 by to_uint8. Raises BadImage with the reason when the bytes
+    are not a whole, sane image.
     """
     if not data:
         raise BadImage("empty file (0 bytes)")
-    img = to_uint8(_opencv(data, max_pixels))
+    if dicom_name or dicom.is_dicom(data):
+        try:
+            frame = dicom.read(data, max_pixels, force=dicom_name)
+        except dicom.Unreadable as e:
+            raise BadImage(str(e)) from None
+        img = to_uint8(frame.pixels, frame.span, frame.inverted)
+    else:
+        img = to_uint8(_opencv(data, max_pixels))
     out = resize_area(img, width)
     return out if out.ndim == 3 else cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
 
 
 def load_rgb(source: Source, name: str, width: int, max_pixels: int = limits.DEFAULT_PIXELS
              ) -> np.ndarray:
-    return decode_rgb(source.read(name), width, max_pixels)
+    dicom_name = PurePosixPath(name).suffix.lower() in dicom.EXTS
+    return decode_rgb(source.read(name), width, max_pixels, dicom_name)
 
 
 def _opencv(data: bytes, max_pixels: int) -> np.ndarray:

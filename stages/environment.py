@@ -30,9 +30,10 @@ SUPPORTED = ((3, 11), (3, 13))
 NEEDED = {
     "numpy": "numpy", "h5py": "h5py", "ruamel.yaml": "ruamel.yaml", "tqdm": "tqdm", "cv2": None,
     "numba": "numba", "tensorflow": "tensorflow", "keras": "keras",
-    "matplotlib": "matplotlib",
+    "matplotlib": "matplotlib", "pydicom": "pydicom",
 }
-PINNED = ("tensorflow", "keras", "numpy", "opencv-python-headless", "h5py", "numba")
+PINNED = ("tensorflow", "keras", "numpy", "opencv-python-headless", "h5py", "numba",
+          "pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg")
 LOCK = "requirements.txt"
 SKIP = "STAGES_SKIP_ENVIRONMENT_CHECK"  # set by benchmarks/gpu_extract.py only
 HOW_TO_FIX = (

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from stages import dicom
 from stages.cli import UserError
 from stages.decode import BadImage
 from stages.limits import default_workers as default_workers  # re-exported: the stage's default
@@ -32,7 +33,7 @@ IMAGE_EXTS = frozenset({
     ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".pam", ".pfm",  # Netpbm and PFM
     ".sr", ".ras",  # Sun raster
     ".hdr", ".pic",  # Radiance HDR
-})
+}) | dicom.EXTS  # and DICOM, read with pydicom (stages/dicom.py), as are extensionless DICOM files
 KAGGLE_CLASSES = ("cat", "dog")  # label 0, 1
 DATA_HELP = (
     "Put the Kaggle 'Dogs vs. Cats Redux' data there: `kaggle competitions download -c "
@@ -127,9 +128,22 @@ class Source:
             return (self.path / name).read_bytes()
         try:
             return self._zip().read(name)
-        except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as e:
+        except _ZIP_MEMBER_ERRORS as e:
             # A damaged, encrypted or oddly compressed member is one bad file, not a crash.
             raise BadImage(f"cannot be read from the zip: {e}") from None
+
+    def head(self, name: str, size: int) -> bytes:
+        """The first `size` bytes of a file (a zip member is inflated only that far); b"" where
+        it cannot be read (reading it whole then gives the reason)."""
+        try:
+            with (self._zip().open(name) if self.is_zip else (self.path / name).open("rb")) as f:
+                return f.read(size)
+        except (OSError, *_ZIP_MEMBER_ERRORS):
+            return b""
+
+
+# What reading a damaged, encrypted or oddly compressed zip member raises.
+_ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError)
 
 
 def _litter(part: str) -> bool:
@@ -138,7 +152,8 @@ def _litter(part: str) -> bool:
 
 
 def is_ignored(name: str) -> bool:
-    """Hidden files, macOS/Windows litter and non-image extensions: skipped and counted."""
+    """Hidden files, macOS/Windows litter and non-image extensions: skipped and counted (by the
+    name alone: listing keeps an extensionless file whose bytes say DICOM, _unnamed_dicom)."""
     if any(_litter(p) for p in PurePosixPath(name).parts):
         return True
     return PurePosixPath(name).suffix.lower() not in IMAGE_EXTS
@@ -288,11 +303,23 @@ def list_test(source: Source, classes: Sequence[str] = KAGGLE_CLASSES) -> Listin
 def _images(source: Source) -> tuple[list[str], list[str], list[str]]:
     """(ignored files, image files, folders) of a source; no images at all is an error."""
     all_names, folders = source.tree()
-    ignored = [n for n in all_names if is_ignored(n)]
-    images = [n for n in all_names if not is_ignored(n)]
+    kept = {n for n in all_names if not is_ignored(n) or _unnamed_dicom(source, n)}
+    ignored = [n for n in all_names if n not in kept]
+    images = [n for n in all_names if n in kept]
     if not images:
         raise DataError(f"{source.path}: holds no images ({len(ignored)} other files). {DATA_HELP}")
     return ignored, images, folders
+
+
+def _unnamed_dicom(source: Source, name: str) -> bool:
+    """A file without an extension (`IM0001`; or a UID name, `1.2.840.113619.2.5`, whose last
+    part is digits) whose first bytes say DICOM, as PACS exports and DICOMDIR folders name them;
+    not the DICOMDIR index itself, which holds no image. Only such files are read while
+    listing, and only their first 132 bytes."""
+    path = PurePosixPath(name)
+    return ((not path.suffix or path.suffix[1:].isdigit()) and path.name.upper() != "DICOMDIR"
+            and not any(_litter(p) for p in path.parts)
+            and dicom.is_dicom(source.head(name, dicom.HEAD)))
 
 
 def _no_empty_classes(source: Source, prefix: str, folders: Sequence[str], rel: Sequence[str],

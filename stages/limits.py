@@ -4,7 +4,7 @@ The limit is the guard against decompression bombs (a small file that claims 500
 its point is bounded memory, so it follows the memory available and the worker count instead of
 refusing a 108 or 200 MP phone photo on a machine that can hold it. Users set it with OpenCV's own
 variable, OPENCV_IO_MAX_IMAGE_PIXELS, which then wins for both guards: ours (JPEG and PNG headers,
-in decode_rgb) and OpenCV's (every format).
+and DICOM's Rows × Columns, in decode_rgb) and OpenCV's (every format it decodes).
 
 OpenCV reads that variable once, when cv2 loads (file-level statics in its loadsave.cpp), so this
 module puts the limit for the default worker count there first (import it before anything imports
@@ -25,8 +25,8 @@ ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
 # one decode_rgb of a real 12000×9000 (108 MP) file, to width 299: 6.6 for a baseline JPEG (3 for
 # the decoded RGB, 3 for area.py's transpose of it, 0.6 for its float32 row sums), for a
 # progressive 4:2:0 JPEG, 8-bit PNG, TIFF and an EXIF-rotated JPEG; 9.0 for a progressive 4:4:4
-# JPEG (libjpeg keeps all its coefficients, 6 B/px, beside the output); 16-bit TIFF 9.1 (the
-# same way, a 12 MP file).
+# JPEG (libjpeg keeps all its coefficients, 6 B/px, beside the output). DICOM (12 MP, 12 bits in
+# 16): 4.7 uncompressed, 6.2 RLE and JPEG 2000; 16-bit TIFF 9.1 (the same way, 12 MP files).
 # The row sums take 24 × width ÷ image width bytes a pixel: 10 leaves room for narrower images.
 BYTES_PER_PIXEL = 10
 # The share of available memory the decoding workers may fill together. The rest is the margin

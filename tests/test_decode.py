@@ -18,11 +18,12 @@ import imagegen
 import numpy as np
 import pytest
 from PIL import Image
-from test_images import BAD, HTML, encode, noisy_jpeg, pil_bytes
+from test_images import BAD, HTML, encode, noisy_jpeg, pil_bytes, write, zip_of
 
 from stages import area, decode, headers, limits
 from stages.decode import BadImage, decode_rgb
 from stages.headers import image_size
+from stages.images import Source, list_train
 
 REPO = Path(__file__).resolve().parents[1]
 W = 32  # output side: tiny keeps the tests fast
@@ -445,7 +446,7 @@ def test_the_refusal_says_the_limit_why_and_how_to_raise_it(monkeypatch: pytest.
     assert decode_rgb(data, W, max_pixels=1200).shape == (W, W, 3)
 
 
-# --- more than 8 bits a sample: 16-bit PNG and TIFF, float ---------------------------------------
+# --- more than 8 bits a sample: 16-bit PNG and TIFF, float, DICOM --------------------------------
 
 
 def xray(h: int = 48, w: int = 64) -> np.ndarray:
@@ -461,6 +462,8 @@ def xray(h: int = 48, w: int = 64) -> np.ndarray:
 
 XRAY = xray()
 TWELVE_BIT = XRAY.astype(np.uint16) * 16 + 8  # the same picture in 12 bits (8..4088)
+SIGNED = TWELVE_BIT.astype(np.int16) - 2048  # stored signed; RescaleSlope 2, Intercept -1000:
+MODALITY = 2 * SIGNED.astype(np.int32) - 1000  # the modality values a viewer's window sees
 
 
 def assert_same_picture(out: np.ndarray, reference: np.ndarray = XRAY) -> None:
@@ -475,9 +478,27 @@ def assert_same_picture(out: np.ndarray, reference: np.ndarray = XRAY) -> None:
     assert np.abs(a * x + b - y).max() <= 2, (a, b)
 
 
+def _dicom(pixels: np.ndarray, syntax: str = "", **kw: object) -> bytes:
+    """imagegen.dicom, the transfer syntax by a short name: what pydicom compresses to here."""
+    from pydicom.uid import JPEG2000Lossless, RLELossless
+    uid = {"": "", "rle": RLELossless, "j2k": JPEG2000Lossless}[syntax]
+    return imagegen.dicom(pixels, syntax=uid, **kw)  # type: ignore[arg-type]
+
+
 HIGH_DEPTH = {
     "png-16bit": lambda: encode(TWELVE_BIT, ".png"),
     "tiff-16bit": lambda: encode(TWELVE_BIT, ".tiff"),
+    "dicom-monochrome2": lambda: _dicom(TWELVE_BIT, bits_stored=12),
+    "dicom-monochrome1": lambda: _dicom(4095 - TWELVE_BIT, photometric="MONOCHROME1",
+                                        bits_stored=12),
+    "dicom-rescale": lambda: _dicom(SIGNED, RescaleSlope=2, RescaleIntercept=-1000),
+    # The window covers the modality values' range: a window on the stored values, or one that
+    # ignored the rescale, would clip most of the picture.
+    "dicom-window": lambda: _dicom(SIGNED, RescaleSlope=2, RescaleIntercept=-1000,
+                                   WindowCenter=(MODALITY.min() + MODALITY.max()) / 2 + 0.5,
+                                   WindowWidth=MODALITY.max() - MODALITY.min() + 1),
+    "dicom-rle-lossless": lambda: _dicom(TWELVE_BIT, bits_stored=12, syntax="rle"),
+    "dicom-jpeg2000-lossless": lambda: _dicom(TWELVE_BIT, bits_stored=12, syntax="j2k"),
 }
 
 
@@ -485,6 +506,122 @@ HIGH_DEPTH = {
 def test_more_than_8_bits_is_the_same_picture_as_8(kind: str) -> None:
     data = HIGH_DEPTH[kind]()
     assert_same_picture(decode_rgb(data, W))
+
+
+def test_a_dicom_window_clips_what_it_leaves_out() -> None:
+    # A window over the darker half of the values: the brighter half all comes out white.
+    lo, mid = int(MODALITY.min()), int(np.median(MODALITY))
+    data = _dicom(SIGNED, RescaleSlope=2, RescaleIntercept=-1000,
+                  WindowCenter=(lo + mid) / 2, WindowWidth=mid - lo)
+    full, windowed = decode_rgb(_dicom(SIGNED), W)[..., 0], decode_rgb(data, W)[..., 0]
+    assert (full == 255).mean() < 0.02 and (windowed >= 254).mean() > 0.4
+
+
+def test_a_jpeg_baseline_dicom_decodes() -> None:
+    from pydicom.uid import JPEGBaseline8Bit
+    jpeg = encode(XRAY, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 100)
+    data = imagegen.encapsulated_dicom(jpeg, JPEGBaseline8Bit, *XRAY.shape)
+    assert_same_picture(decode_rgb(data, W))
+
+
+def test_a_dicom_file_without_its_header_is_read_by_its_name() -> None:
+    data = _dicom(TWELVE_BIT, bits_stored=12)
+    bare = data[data.index(b"\x08\x00", 132 + 12):]  # no preamble, no file meta: a bare data set
+    assert not bare.startswith(b"\x02\x00") and b"DICM" not in bare[:200]
+    with pytest.raises(BadImage, match="not an image"):
+        decode_rgb(bare, W)  # by its bytes it is nothing known
+    assert_same_picture(decode_rgb(bare, W, dicom_name=True))
+
+
+@pytest.mark.parametrize("syntax", ["", "rle"])
+def test_a_colour_dicom_stays_colour(syntax: str) -> None:
+    rgb = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    expected = decode_rgb(encode(rgb[..., ::-1], ".png"), W)
+    np.testing.assert_array_equal(decode_rgb(_dicom(rgb, photometric="RGB",
+                                                    syntax=syntax), W), expected)
+
+
+def test_a_multiframe_dicom_gives_its_first_frame() -> None:
+    frames = np.stack([TWELVE_BIT, 4095 - TWELVE_BIT])
+    assert_same_picture(decode_rgb(_dicom(frames, bits_stored=12), W))
+
+
+def _truncated(data: bytes) -> bytes:
+    return data[:-500]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns; the stage filters it out
+@pytest.mark.parametrize(("kind", "damage"), [
+    ("uncompressed", _truncated),
+    ("rle", _truncated),
+    ("garbage-after-the-preamble",
+     lambda d: d[:132] + np.random.default_rng(0).bytes(len(d) - 132)),
+])
+def test_a_damaged_dicom_is_skipped_with_the_reason(kind: str, damage: object) -> None:
+    data = _dicom(TWELVE_BIT, bits_stored=12, syntax="rle" if kind == "rle" else "")
+    with pytest.raises(BadImage, match="damaged DICOM data"):
+        decode_rgb(damage(data), W)  # type: ignore[operator]
+
+
+def test_a_transfer_syntax_nothing_decodes_is_named() -> None:
+    from pydicom.uid import MPEG4HP41
+    data = imagegen.encapsulated_dicom(b"\x00\x00\x01\xb3" + bytes(100), MPEG4HP41, 48, 64)
+    with pytest.raises(BadImage, match=re.escape(
+            "DICOM transfer syntax MPEG-4 AVC/H.264 High Profile / Level 4.1 "
+            "(1.2.840.10008.1.2.4.102): pydicom decodes no pixel data in it")):
+        decode_rgb(data, W)
+
+
+def test_a_missing_decoder_package_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As where the lock's pylibjpeg is not installed: pydicom's own list of what would decode it.
+    from pydicom.pixels.decoders.base import Decoder
+    monkeypatch.setattr(Decoder, "is_available", property(lambda self: False))
+    monkeypatch.setattr(Decoder, "missing_dependencies", property(
+        lambda self: ["pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-openjpeg>=2.0"]))
+    data = _dicom(TWELVE_BIT, bits_stored=12, syntax="j2k")
+    with pytest.raises(BadImage, match=re.escape(
+            "DICOM transfer syntax JPEG 2000 Image Compression (Lossless Only) "
+            "(1.2.840.10008.1.2.4.90): no installed package decodes it; install one of: "
+            "pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-openjpeg>=2.0")):
+        decode_rgb(data, W)
+
+
+def test_the_lock_decodes_the_common_compressed_dicom_syntaxes() -> None:
+    # The JPEG and JPEG-LS ones that no package here can write are checked by their decoders.
+    from pydicom import uid
+    from pydicom.pixels import get_decoder
+    for syntax in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless,
+                   uid.JPEGLosslessSV1, uid.JPEGLSLossless, uid.JPEGLSNearLossless,
+                   uid.JPEG2000Lossless, uid.JPEG2000, uid.HTJ2KLossless, uid.HTJ2K,
+                   uid.RLELossless, uid.DeflatedExplicitVRLittleEndian):
+        assert get_decoder(syntax).is_available, syntax.name
+
+
+def test_dicom_rows_and_columns_are_checked_before_decoding(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    def no_decoding(*_: object) -> None:
+        raise AssertionError("the pixel data was decoded")
+
+    monkeypatch.setattr(decode.dicom, "_first_frame", no_decoding)
+    with pytest.raises(BadImage, match=r"claims 64×48 pixels, over the 3,071-pixel limit"):
+        decode_rgb(_dicom(TWELVE_BIT, bits_stored=12), W, max_pixels=3071)
+
+
+@pytest.mark.parametrize("packed", ["folder", "zip"])
+def test_extensionless_dicom_files_are_listed_and_decoded(tmp_path: Path, packed: str) -> None:
+    files = {"Cat/IM0001": _dicom(TWELVE_BIT, bits_stored=12),
+             "Cat/1.2.840.113619.2.5": _dicom(4095 - TWELVE_BIT,
+                                              photometric="MONOCHROME1", bits_stored=12),
+             "Cat/DICOMDIR": imagegen.dicom(np.zeros((2, 2), np.uint8)),  # an index, no image
+             "Cat/README": b"scanned 2024" * 20, "Dog/1.jpg": noisy_jpeg()}
+    root = write(tmp_path / "train", files) if packed == "folder" else zip_of(
+        tmp_path / "train.zip", files)
+    source = Source(root)
+    listing = list_train(source)
+    assert listing.files == ["Cat/1.2.840.113619.2.5", "Cat/IM0001", "Dog/1.jpg"]
+    assert listing.ignored == ["Cat/DICOMDIR", "Cat/README"]
+    for name in listing.files[:2]:
+        assert_same_picture(decode.load_rgb(source, name, W))
 
 
 def test_a_float_pfm_in_0_1_is_its_picture_times_255() -> None:
@@ -512,3 +649,11 @@ def test_to_uint8_maps_a_span_rounds_and_saturates() -> None:
     np.testing.assert_array_equal(decode.to_uint8(floats), [[0, 0, 0, 128, 255, 255]])
     u8 = np.arange(5, dtype=np.uint8)
     assert decode.to_uint8(u8) is u8  # 8 bits: as stored, no copy
+
+
+def test_an_8_bit_dicom_shows_as_stored_over_its_bits() -> None:
+    # 8 bits: the stored values, as an 8-bit PNG's; a 1-bit mask (0, 1): black and white.
+    np.testing.assert_array_equal(decode_rgb(_dicom(XRAY), W), decode_rgb(encode(XRAY, ".png"), W))
+    mask = (XRAY > 128).astype(np.uint8)
+    np.testing.assert_array_equal(decode_rgb(_dicom(mask, bits_stored=1), W),
+                                  decode_rgb(encode(mask * 255, ".png"), W))

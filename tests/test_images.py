@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import cv2
+import imagegen
 import numpy as np
 import pytest
 from PIL import Image
@@ -386,7 +387,8 @@ def test_a_folder_that_cannot_be_listed_is_an_error(tmp_path: Path,
 
 
 def _samples() -> dict[str, bytes]:
-    """A real file for each name in IMAGE_EXTS, made by OpenCV or, where it cannot, Pillow."""
+    """A real file for each name in IMAGE_EXTS, made by OpenCV or, where it cannot, Pillow
+    (DICOM by pydicom)."""
     rng = np.random.default_rng(4)
     bgr = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)  # JPEG 2000 needs ≥ 64 px a side
     rgb = Image.fromarray(bgr[..., ::-1])
@@ -402,6 +404,8 @@ def _samples() -> dict[str, bytes]:
         ".pfm": encode(bgr.astype(np.float32) / 255, ".pfm"),
         ".hdr": encode(bgr.astype(np.float32) / 255, ".hdr"),
         ".pic": encode(bgr.astype(np.float32) / 255, ".pic"),
+        ".dcm": imagegen.dicom(bgr[..., 0]),  # DICOM: pydicom, not OpenCV (test_decode.py)
+        ".dicom": imagegen.dicom(np.ascontiguousarray(bgr[..., ::-1]), "RGB"),
     }
 
 
