@@ -12,7 +12,7 @@ Here the same float32 operations, in the same order, run as contiguous multiply-
 compiler vectorises: the horizontal pass is a weighted sum of source *columns* (rows of the
 transposed image), the vertical pass a weighted sum of rows of the (transposed back) row sums.
 Same operations, same order, no fused multiply-add (numba does not contract without fastmath):
-the same bytes, which tests/test_images.py checks against cv2.resize on random sizes. Integer
+the same bytes, which tests/test_decode.py checks against cv2.resize on random sizes. Integer
 factors on both axes and enlarging take other OpenCV code paths and go to cv2.resize itself.
 """
 

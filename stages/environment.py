@@ -17,6 +17,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from importlib import metadata
+from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 
 # The Pythons the pinned TensorFlow ships wheels for that the code supports (3.11+);
@@ -24,12 +25,15 @@ from pathlib import Path
 SUPPORTED = ((3, 11), (3, 13))
 # Import name → distribution: what every stage needs, and whose version decides the bytes the
 # stages write (decoding, resampling, the networks, the HDF5 files), checked against the lock.
+# (Every third-party module a stage imports, but the optional backends' jax and torch:
+# tests/test_environment.py checks it against the stages' imports.)
 NEEDED = {
-    "numpy": "numpy", "h5py": "h5py", "yaml": "pyyaml", "tqdm": "tqdm", "cv2": None,
+    "numpy": "numpy", "h5py": "h5py", "ruamel.yaml": "ruamel.yaml", "tqdm": "tqdm", "cv2": None,
     "numba": "numba", "tensorflow": "tensorflow", "keras": "keras",
-    "matplotlib": "matplotlib",
+    "matplotlib": "matplotlib", "pydicom": "pydicom",
 }
-PINNED = ("tensorflow", "keras", "numpy", "opencv-python-headless", "h5py", "numba")
+PINNED = ("tensorflow", "keras", "numpy", "opencv-python-headless", "h5py", "numba",
+          "pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg")
 LOCK = "requirements.txt"
 SKIP = "STAGES_SKIP_ENVIRONMENT_CHECK"  # set by benchmarks/gpu_extract.py only
 HOW_TO_FIX = (
@@ -78,6 +82,20 @@ def problems(version: tuple[int, int], find: Callable[[str], object],
     return [f"it has {', '.join(wrong)}"] if wrong else []
 
 
+def find_module(name: str) -> ModuleSpec | None:
+    """Where module `name` would be imported from, or None where it cannot be; runs none of its
+    packages' code. (importlib.util.find_spec imports the parent of a dotted name, which may be
+    slow, and raises ModuleNotFoundError where that parent is missing.)"""
+    top, *parts = name.split(".")
+    spec = importlib.util.find_spec(top)  # a top-level name: looked up, not imported
+    for i in range(len(parts)):
+        if spec is None or spec.submodule_search_locations is None:
+            return None
+        spec = PathFinder.find_spec(".".join([top, *parts[:i + 1]]),
+                                    list(spec.submodule_search_locations))
+    return spec
+
+
 def _installed(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -88,7 +106,7 @@ def _installed(dist: str) -> str | None:
 def check(lock: str | os.PathLike[str] = LOCK) -> None:
     """Raise EnvironmentProblem naming this interpreter, what is wrong and the fix."""
     pinned = pins(lock) if Path(lock).is_file() else {}
-    found = problems(sys.version_info[:2], importlib.util.find_spec,
+    found = problems(sys.version_info[:2], find_module,
                      {d: _installed(d) for d in PINNED}, pinned)
     if found:
         raise EnvironmentProblem(

@@ -1,33 +1,24 @@
-"""Finding, naming and decoding images: folders or zips, Kaggle names or class folders.
+"""Finding and naming images: folders or zips, Kaggle names or class folders.
 
-Everything that turns a file into pixels lives here, once (with headers.py, which reads image
-headers, and limits.py, the pixel limit): the resize stage only orders the work.
-Decoding is OpenCV's (it releases the GIL, so threads really run in parallel), straight to RGB,
-because the ImageNet networks were trained on RGB and the original fed them BGR.
+What a source holds and what each file is called (its label, its id); turning a file into pixels
+is decode.py's job, and running that on many files at once pool.py's.
 """
 
 from __future__ import annotations
-
-# Before cv2 loads: sets OpenCV's pixel limit (its guard against decompression bombs).
-from stages import limits  # isort: skip
 
 import os
 import re
 import threading
 import zipfile
 import zlib
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import cv2
-import numpy as np
-
-from stages.area import resize_area
+from stages import dicom
 from stages.cli import UserError
-from stages.headers import EOI, SOI, image_size, jpeg_end, what_is
+from stages.decode import BadImage
 from stages.limits import default_workers as default_workers  # re-exported: the stage's default
 
 # What the pinned OpenCV (opencv-python-headless 4.14) decodes, under the names its docs give:
@@ -42,7 +33,7 @@ IMAGE_EXTS = frozenset({
     ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".pam", ".pfm",  # Netpbm and PFM
     ".sr", ".ras",  # Sun raster
     ".hdr", ".pic",  # Radiance HDR
-})
+}) | dicom.EXTS  # and DICOM, read with pydicom (stages/dicom.py), as are extensionless DICOM files
 KAGGLE_CLASSES = ("cat", "dog")  # label 0, 1
 DATA_HELP = (
     "Put the Kaggle 'Dogs vs. Cats Redux' data there: `kaggle competitions download -c "
@@ -63,10 +54,6 @@ _TEST_ID = re.compile(r"^(\d{1,18})\.[^.]+$")  # 18 digits: every id fits the in
 
 class DataError(UserError, ValueError):
     """The input data cannot make a correct output; the message names the files and the fix."""
-
-
-class BadImage(ValueError):
-    """One file cannot be decoded into an image; the message is the reason."""
 
 
 def _natural_key(name: str) -> list[object]:
@@ -151,9 +138,24 @@ class Source:
             return (self.path / name).read_bytes()
         try:
             return self._zip().read(self._members.get(name, name))
-        except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as e:
+        except _ZIP_MEMBER_ERRORS as e:
             # A damaged, encrypted or oddly compressed member is one bad file, not a crash.
             raise BadImage(f"cannot be read from the zip: {e}") from None
+
+    def head(self, name: str, size: int) -> bytes:
+        """The first `size` bytes of a file (a zip member is inflated only that far); b"" where
+        it cannot be read (reading it whole then gives the reason)."""
+        try:
+            member = self._members.get(name, name)
+            with (self._zip().open(member) if self.is_zip else
+                  (self.path / name).open("rb")) as f:
+                return f.read(size)
+        except (OSError, *_ZIP_MEMBER_ERRORS):
+            return b""
+
+
+# What reading a damaged, encrypted or oddly compressed zip member raises.
+_ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError)
 
 
 def _member_name(stored: str) -> str:
@@ -167,7 +169,8 @@ def _litter(part: str) -> bool:
 
 
 def is_ignored(name: str) -> bool:
-    """Hidden files, macOS/Windows litter and non-image extensions: skipped and counted."""
+    """Hidden files, macOS/Windows litter and non-image extensions: skipped and counted (by the
+    name alone: listing keeps an extensionless file whose bytes say DICOM, _unnamed_dicom)."""
     if any(_litter(p) for p in PurePosixPath(name).parts):
         return True
     return PurePosixPath(name).suffix.lower() not in IMAGE_EXTS
@@ -313,11 +316,23 @@ def _kaggle_ids(files: Sequence[str], prefix: str) -> list[int]:
 def _images(source: Source, help: str) -> tuple[list[str], list[str], list[str]]:
     """(ignored files, image files, folders) of a source; no images at all is an error."""
     all_names, folders = source.tree()
-    ignored = [n for n in all_names if is_ignored(n)]
-    images = [n for n in all_names if not is_ignored(n)]
+    kept = {n for n in all_names if not is_ignored(n) or _unnamed_dicom(source, n)}
+    ignored = [n for n in all_names if n not in kept]
+    images = [n for n in all_names if n in kept]
     if not images:
         raise DataError(f"{source.path}: holds no images ({len(ignored)} other files). {help}")
     return ignored, images, folders
+
+
+def _unnamed_dicom(source: Source, name: str) -> bool:
+    """A file without an extension (`IM0001`; or a UID name, `1.2.840.113619.2.5`, whose last
+    part is digits) whose first bytes say DICOM, as PACS exports and DICOMDIR folders name them;
+    not the DICOMDIR index itself, which holds no image. Only such files are read while
+    listing, and only their first 132 bytes."""
+    path = PurePosixPath(name)
+    return ((not path.suffix or path.suffix[1:].isdigit()) and path.name.upper() != "DICOMDIR"
+            and not any(_litter(p) for p in path.parts)
+            and dicom.is_dicom(source.head(name, dicom.HEAD)))
 
 
 def _no_empty_classes(source: Source, prefix: str, folders: Sequence[str], rel: Sequence[str],
@@ -360,81 +375,3 @@ def _mixed_layout(source: Source, prefix: str, rel: Sequence[str]) -> DataError:
 def _some(items: Sequence[str], n: int = 20) -> str:
     shown = ", ".join(items[:n])
     return shown + (f" … and {len(items) - n} more" if len(items) > n else "")
-
-
-# --- decoding ---------------------------------------------------------------------------------
-
-
-def decode_rgb(data: bytes, width: int, max_pixels: int = limits.DEFAULT_PIXELS) -> np.ndarray:
-    """Bytes of one image → uint8 (width, width, 3) RGB, resized with INTER_AREA.
-
-    OpenCV's IMREAD_COLOR_RGB (the pixels of IMREAD_COLOR then BGR → RGB, without that pass)
-    turns grayscale, CMYK, 16-bit and alpha images into 8-bit 3-channel ones and applies the
-    EXIF orientation (the photo as a viewer shows it); alpha is dropped. `max_pixels` is the
-    stage's limit (stages/limits.py), checked in JPEG and PNG headers before anything is decoded.
-    Raises BadImage with the reason when the bytes are not a whole, sane image.
-    """
-    if not data:
-        raise BadImage("empty file (0 bytes)")
-    size = image_size(data)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise BadImage(limits.refusal(*size, max_pixels))
-    end = len(data)
-    # libjpeg decodes a truncated file with a grey lower part and only a warning: a JPEG must
-    # reach its end-of-image marker. Most files end with it; a motion photo has a video after it.
-    if data[:2] == SOI and not data.endswith(EOI):
-        found = jpeg_end(data)
-        if found is None:
-            raise BadImage("truncated JPEG (the data ends before its end-of-image marker)")
-        end = found
-    try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8, count=end), cv2.IMREAD_COLOR_RGB)
-    except cv2.error as e:
-        reason = str(e).strip().splitlines()[-1]
-        if "CV_IO_MAX_IMAGE_PIXELS" in reason:
-            reason += (f" (OpenCV's pixel limit, read from {limits.ENV} when it loads: set it "
-                       "higher to decode this image)")
-        raise BadImage(f"refused by the decoder: {reason}") from None
-    if img is None or img.size == 0:
-        raise BadImage(f"cannot be decoded ({what_is(data)})")
-    return resize_area(img, width)
-
-
-def load_rgb(source: Source, name: str, width: int, max_pixels: int = limits.DEFAULT_PIXELS
-             ) -> np.ndarray:
-    return decode_rgb(source.read(name), width, max_pixels)
-
-
-# --- parallel, ordered, bounded ---------------------------------------------------------------
-
-
-def parallel_map(fn: Callable[[str], object], items: Iterable[str], workers: int,
-                 chunk: int = 8) -> Iterator[object]:
-    """`fn` over `items` on `workers` threads, results in input order, exceptions as values.
-
-    At most `4 × workers` chunks are in flight, so memory stays bounded whatever the input size.
-    Small chunks keep the last ones from leaving a core idle at the end (8 beat 32 by ~5% on
-    2,000 photos and 2 cores).
-    """
-    def run(batch: list[str]) -> list[object]:
-        out: list[object] = []
-        for item in batch:
-            try:
-                out.append(fn(item))
-            except (BadImage, OSError) as e:
-                out.append(e)
-        return out
-
-    cv2.setNumThreads(1)  # one OpenCV thread per worker: no oversubscription
-    items = iter(items)
-    pending: deque[Future[list[object]]] = deque()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        while True:
-            while len(pending) < 4 * workers:
-                batch = [x for _, x in zip(range(chunk), items, strict=False)]
-                if not batch:
-                    break
-                pending.append(pool.submit(run, batch))
-            if not pending:
-                return
-            yield from pending.popleft().result()

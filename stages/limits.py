@@ -4,7 +4,12 @@ The limit is the guard against decompression bombs (a small file that claims 500
 its point is bounded memory, so it follows the memory available and the worker count instead of
 refusing a 108 or 200 MP phone photo on a machine that can hold it. Users set it with OpenCV's own
 variable, OPENCV_IO_MAX_IMAGE_PIXELS, which then wins for both guards: ours (JPEG and PNG headers,
-in decode_rgb) and OpenCV's (every format). Import this module before anything imports cv2.
+and DICOM's Rows × Columns, in decode_rgb) and OpenCV's (every format it decodes).
+
+OpenCV reads that variable once, when cv2 loads (file-level statics in its loadsave.cpp), so this
+module puts the limit for the default worker count there first (import it before anything imports
+cv2), and a run's limit never exceeds it: more --workers lower it, fewer cannot raise it, or our
+header check would pass an image that OpenCV then refuses. Only the variable raises it.
 """
 
 from __future__ import annotations
@@ -19,13 +24,17 @@ ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
 # Peak bytes per pixel while decode_rgb runs, measured as VmHWM − VmRSS of a fresh process around
 # one decode_rgb of a real 12000×9000 (108 MP) file, to width 299: 6.6 for a baseline JPEG (3 for
 # the decoded RGB, 3 for area.py's transpose of it, 0.6 for its float32 row sums), for a
-# progressive 4:2:0 JPEG, PNG (8 and 16 bits), TIFF and an EXIF-rotated JPEG; 9.0 for a
-# progressive 4:4:4 JPEG (libjpeg keeps all its coefficients, 6 B/px, beside the output).
+# progressive 4:2:0 JPEG, 8-bit PNG, TIFF and an EXIF-rotated JPEG; 9.0 for a progressive 4:4:4
+# JPEG (libjpeg keeps all its coefficients, 6 B/px, beside the output). DICOM (12 MP, 12 bits in
+# 16): 4.7 uncompressed, 6.2 RLE and JPEG 2000; 16-bit TIFF 9.1 (the same way, 12 MP files).
 # The row sums take 24 × width ÷ image width bytes a pixel: 10 leaves room for narrower images.
 BYTES_PER_PIXEL = 10
 # The share of available memory the decoding workers may fill together. The rest is the margin
-# for formats whose decoders hold a wider copy (measured alike: GIF 12, JPEG 2000 and Radiance HDR
-# 15, AVIF 17 B/px, i.e. at most 0.85 of it) and for the rest of the process.
+# for formats whose decoders hold a wider copy (measured alike: GIF 12, JPEG 2000 15, AVIF 17 B/px,
+# i.e. at most 0.85 of it; 16-bit PNG 12, since its samples are kept at 16 bits until mapped to 8)
+# and for the rest of the process. Float images (PFM, Radiance HDR) peak at 24 B/px in OpenCV's
+# decoder alone (float32 samples and a copy): at the limit, with every worker decoding one, 1.2×
+# the memory available; they are rare, and OPENCV_IO_MAX_IMAGE_PIXELS lowers the limit.
 MEMORY_SHARE = 0.5
 OPENCV_DEFAULT = 1 << 30  # OpenCV's own default; a computed limit never goes above it
 _SUFFIX = {None: 1, "KB": 1 << 10, "Kb": 1 << 10, "kb": 1 << 10,
@@ -114,8 +123,11 @@ except ValueError as e:  # OpenCV would abort the process on it: one line instea
 
 
 def max_pixels(workers: int) -> int:
-    """The limit for a run with `workers` decoding threads: the user's, else what memory allows."""
-    return USER_PIXELS if USER_PIXELS is not None else pixel_limit(workers, available_memory())
+    """The limit for a run with `workers` decoding threads: the user's, else what memory allows,
+    but never above DEFAULT_PIXELS, the limit OpenCV loaded with."""
+    if USER_PIXELS is not None:
+        return USER_PIXELS
+    return min(pixel_limit(workers, available_memory()), DEFAULT_PIXELS)
 
 
 def refusal(w: int, h: int, limit: int) -> str:
@@ -127,11 +139,12 @@ def refusal(w: int, h: int, limit: int) -> str:
     return (f"claims {w}×{h} pixels, over the {limit:,}-pixel limit that keeps the workers, "
             f"each decoding one such image (~{BYTES_PER_PIXEL} bytes a pixel), within "
             f"{MEMORY_SHARE:.0%} of the memory available (a decompression bomb or a huge scan "
-            f"would exhaust it); refused without decoding. {fix}, or use fewer --workers")
+            f"would exhaust it); refused without decoding. {fix}")
 
 
 # OpenCV's guard (the backstop for formats whose header we do not read) takes its limit from the
 # environment once, when cv2 loads: so it holds where this module is imported before cv2 (as in
-# the stage), and it can only use the default worker count, not the stage's --workers.
-DEFAULT_PIXELS = max_pixels(default_workers())
+# the stage), and it can only know the default worker count, not the stage's --workers.
+DEFAULT_PIXELS = (USER_PIXELS if USER_PIXELS is not None
+                  else pixel_limit(default_workers(), available_memory()))
 os.environ.setdefault(ENV, str(DEFAULT_PIXELS))

@@ -20,17 +20,10 @@ import numpy as np
 from tqdm import tqdm
 
 from stages import cli, h5io, limits
-from stages.images import (
-    TEST_HELP,
-    DataError,
-    Listing,
-    Source,
-    list_test,
-    list_train,
-    load_rgb,
-    parallel_map,
-)
+from stages.decode import load_rgb
+from stages.images import TEST_HELP, DataError, Listing, Source, list_test, list_train
 from stages.params import WEIGHTS_DIR, load_params
+from stages.pool import parallel_map
 
 WRITE_BATCH = 64  # images per HDF5 write: bounded memory, few calls
 SPLITS = ("train", "test")
@@ -127,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skipped", required=True, help="CSV of the undecodable files skipped")
     ap.add_argument("--report", required=True, help="counts, for dvc metrics")
     ap.add_argument("--workers", type=int, default=limits.default_workers(),
-                    help="decoding threads (default: the cores this process may use)")
+                    help="decoding threads (default: the cores this process may use); each may "
+                    "hold one image, so more workers mean a lower pixel limit per image (fewer do "
+                    "not raise it: OPENCV_IO_MAX_IMAGE_PIXELS does)")
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error(f"--workers must be at least 1, got {args.workers}")

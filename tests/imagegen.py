@@ -1,4 +1,4 @@
-"""Real image files written at test time: Kaggle-named JPEGs, class folders, a test set.
+"""Real image files written at test time: Kaggle-named JPEGs, class folders, a test set, DICOM.
 
 Cats are reddish and dogs bluish, with noise, so a head trained on random-init features still
 has something to learn; `cat.0.jpg` is pure red, the known colour for the RGB-order check.
@@ -6,11 +6,16 @@ has something to learn; `cat.0.jpg` is pure red, the known colour for the RGB-or
 
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:  # pydicom is imported by the DICOM writers only
+    from pydicom.dataset import Dataset
 
 RED_RGB = (255, 0, 0)
 
@@ -82,3 +87,50 @@ def motion_photo(jpeg: bytes, seed: int = 0) -> bytes:
     video = (rng.bytes(4000) + b"\xff\xda" + rng.bytes(4000)).replace(b"\xff\xd9", b"\xff\xd8")
     ftyp = struct.pack(">I4s4sI4s", 20, b"ftyp", b"mp42", 0, b"isom")
     return jpeg + ftyp + struct.pack(">I4s", 8 + len(video), b"mdat") + video
+
+
+def dicom(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int | None = None,
+          syntax: str = "", **tags: object) -> bytes:
+    """A DICOM file (a CT image's SOP class) holding `pixels` (uint8/uint16/int16: (rows, cols)
+    grayscale, (rows, cols, 3) colour, a leading axis for frames), with `tags` set (e.g.
+    RescaleSlope=2); `syntax`: a transfer syntax UID that pydicom can compress to (RLE Lossless,
+    JPEG 2000 with pylibjpeg-openjpeg), uncompressed if empty."""
+    ds = _dataset(pixels, photometric, bits_stored or pixels.dtype.itemsize * 8, tags)
+    if syntax:
+        ds.compress(syntax, generate_instance_uid=False)
+    return _file(ds)
+
+
+def encapsulated_dicom(codestream: bytes, syntax: str, rows: int, cols: int,
+                       photometric: str = "MONOCHROME2") -> bytes:
+    """A DICOM file holding one grayscale frame already compressed as `syntax` (e.g. a JPEG from
+    OpenCV as JPEG Baseline), which pydicom cannot compress to itself."""
+    from pydicom.encaps import encapsulate
+
+    ds = _dataset(np.zeros((rows, cols), np.uint8), photometric, 8, {})
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encapsulate([codestream])
+    ds["PixelData"].VR = "OB"
+    return _file(ds)
+
+
+def _dataset(pixels: np.ndarray, photometric: str, bits_stored: int, tags: dict[str, object]
+             ) -> Dataset:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
+    ds.Modality = "CT"
+    ds.set_pixel_data(pixels, photometric, bits_stored)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def _file(ds: Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)  # the 128-byte preamble, `DICM`, the file meta
+    return out.getvalue()

@@ -77,7 +77,7 @@ def test_every_param_a_stage_reads_is_one_of_its_params(stage: str) -> None:
 
 
 def test_the_import_walk_sees_the_resize_kernels() -> None:
-    # The walk itself must find indirect imports: resize → images → area.
+    # The walk itself must find indirect imports: resize → decode → area.
     assert "stages/area.py" in stage_imports("resize")
 
 

@@ -3,9 +3,11 @@ wrong interpreter with one line that says how to fix it."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import stat
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -16,9 +18,10 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from stages import environment
-from stages.environment import PINNED, SUPPORTED, pins, problems
+from stages.environment import NEEDED, PINNED, SUPPORTED, pins, problems
 
 LOCKS = ("requirements.txt", "requirements-gpu.txt")
+OPTIONAL_BACKENDS = {"jax", "torch"}  # Keras backends for extraction (stages/devices.py)
 
 
 def direct_requirements(path: Path) -> list[Requirement]:
@@ -80,6 +83,40 @@ def test_wrong_python_version_names_it_and_the_range() -> None:
 def test_missing_packages_are_named() -> None:
     found = problems((3, 11), lambda name: None if name in ("cv2", "keras") else object(), {}, {})
     assert found == ["it lacks cv2, keras"]
+
+
+def test_needed_names_every_module_the_stages_import() -> None:
+    """Third-party modules imported anywhere in stages/ (the optional backends aside): a stage
+    must not fail on an import that the check let through."""
+    imported = set()
+    for path in (REPO / "stages").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module)
+    third_party = {m for m in imported if m.split(".")[0] not in sys.stdlib_module_names
+                   and m.split(".")[0] != "stages"}
+    covered = {m for m in third_party if any(m == n or m.startswith(n + ".") for n in NEEDED)}
+    assert third_party - covered == OPTIONAL_BACKENDS
+    assert all(any(m == n or m.startswith(n + ".") for m in third_party) for n in NEEDED)
+
+
+def test_find_module_runs_no_package_code_and_never_raises() -> None:
+    # importlib.util.find_spec("ruamel.yaml") imports `ruamel` first, and raises
+    # ModuleNotFoundError where `ruamel` is missing; the check must say "it lacks" instead.
+    code = ("import sys\n"
+            "from stages.environment import find_module\n"
+            "assert find_module('ruamel.yaml').name == 'ruamel.yaml'\n"
+            "assert find_module('numpy.linalg') is not None\n"
+            "assert find_module('no_such_package.yaml') is None\n"
+            "assert find_module('numpy.no_such_module') is None\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ruamel', 'numpy')))\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+    found = problems((3, 11), environment.find_module, {}, {})
+    assert found == []  # this environment has them all
 
 
 def test_other_versions_of_pinned_packages_are_named() -> None:

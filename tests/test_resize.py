@@ -314,7 +314,8 @@ PEAK_RSS = """
 import json, re, sys
 from pathlib import Path
 from stages import resize
-from stages.images import Source, decode_rgb, list_train
+from stages.decode import decode_rgb
+from stages.images import Source, list_train
 
 def status(key):
     return int(re.search(key + r":\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) << 10
