@@ -112,3 +112,23 @@ def test_push_to_an_unreachable_remote_fails_cleanly_and_retry_succeeds(pushed: 
     finally:
         if server._moto is not None:
             server.stop()
+
+
+def test_teammate_with_the_trained_model_scores_new_images(pushed: Path) -> None:
+    """README, "Score new images": a clone that pulled only the model (and the local weights
+    the extractors need) scores a folder of new photos; nothing of the training side runs or
+    is fetched."""
+    import imagegen
+    import numpy as np
+
+    b = machine(pushed, pushed.parent / "B3", raw=False)
+    dvc(b, "pull", "models/model_2.h5", "keras_weights")
+    rng = np.random.default_rng(5)
+    for name in ("a.jpg", "b.jpg"):
+        imagegen.write(b / "data/raw/new" / name, imagegen.image(rng, 0))
+    p = dvc(b, "exp", "run", "--allow-missing", "-S", "test_data=data/raw/new")
+    test_side = [f"{g}@test" for g in ("resize", "extract_inception", "extract_xception",
+                                      "concat")]
+    assert sorted(ran_stages(p)) == sorted([*test_side, "predict"]), p.stdout + p.stderr
+    assert (b / "pred.csv").read_text().splitlines()[1:][0].startswith("a.jpg,")
+    assert not (b / "data/resized/train.h5").exists()
