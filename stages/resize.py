@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         # List before decoding anything: missing data or bad names fail in seconds.
         source = Source(params[f"{args.split}_data"], **({} if train else {"help": TEST_HELP}))
         listing = list_train(source) if train else list_test(source)
+        h5io.check_classes(listing.classes)
         skipped = resize_split(source, listing, args.out, width, args.workers,
                                limits.max_pixels(args.workers), args.split)
         write_skipped(args.skipped, skipped)

@@ -129,12 +129,12 @@ def set_params(root: Path, **changes: object) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def project_files() -> list[str]:
+def project_files(repo: Path = REPO) -> list[str]:
     """The project's files as a clone of it holds them, and new modules of `stages/` not yet
     committed (so they are tested); never the user's data, weights or outputs, even where
     git does not ignore them."""
     def git_files(*args: str) -> list[str]:
-        p = subprocess.run(["git", "ls-files", *args], cwd=REPO, capture_output=True, text=True)
+        p = subprocess.run(["git", "ls-files", *args], cwd=repo, capture_output=True, text=True)
         return p.stdout.splitlines() if p.returncode == 0 else []
 
     files = git_files("--", *PROJECT_FILES) + git_files("-o", "--exclude-standard", "--",
@@ -142,11 +142,11 @@ def project_files() -> list[str]:
     # The user's own inputs, committed as the README's data step says: not the project's.
     files = [f for f in files if not (f.startswith("data/raw/") and f.endswith(".dvc"))]
     if files:
-        return sorted(f for f in set(files) if (REPO / f).is_file())
+        return sorted(f for f in set(files) if (repo / f).is_file())
     # Not a git checkout (an unpacked archive): the same files, by the ignore files' rules.
-    found = [f.relative_to(REPO) for name in PROJECT_FILES
-             for f in ([REPO / name] if (REPO / name).is_file() else (REPO / name).rglob("*"))]
-    return sorted(str(f) for f in found if (REPO / f).is_file() and "__pycache__" not in f.parts
+    found = [f.relative_to(repo) for name in PROJECT_FILES
+             for f in ([repo / name] if (repo / name).is_file() else (repo / name).rglob("*"))]
+    return sorted(str(f) for f in found if (repo / f).is_file() and "__pycache__" not in f.parts
                   and f.parts[:2] not in (("data", "raw"), ("data", "resized"),
                                           ("data", "features")) and f.suffix != ".h5")
 

@@ -16,7 +16,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import copy_project, dvc, make_project, ran_stages, run, set_params
+from conftest import (
+    REPO,
+    copy_project,
+    dvc,
+    make_project,
+    project_files,
+    ran_stages,
+    run,
+    set_params,
+)
 
 N_PER_CLASS, N_TEST = 12, 6  # the baseline's data
 
@@ -204,3 +213,20 @@ def test_a_typo_in_a_new_key_is_no_silent_experiment(repo: Path) -> None:
 
 def experiments_of(repo: Path) -> list[str]:
     return dvc(repo, "exp", "ls", "--name-only").stdout.split()
+
+
+def test_a_test_project_holds_none_of_the_users_inputs(tmp_path: Path) -> None:
+    """After the README's data step (`dvc add` of the images and weights, the `.dvc` files and
+    the user's params committed) the suite still builds its projects from the project's files
+    alone: a copied `data/raw/train.dvc` would make DVC see the test data as changed."""
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", "--no-hardlinks", str(REPO), str(clone))
+    for name in ("data/raw/train.dvc", "data/raw/test.dvc", "keras_weights.dvc"):
+        (clone / name).write_text("outs:\n- md5: 0.dir\n  path: x\n")
+    set_params(clone, width=160, weights="keras_weights")
+    run(clone, "git", "add", "-f", "data/raw", "keras_weights.dvc", "params.yaml")
+    run(clone, "git", "commit", "-qm", "data: my images")
+    files = project_files(clone)
+    assert "dvc.yaml" in files and "stages/train_head.py" in files
+    assert not [f for f in files if f.endswith(".dvc")], files
+    assert "params.yaml" not in files  # make_project writes the contract's defaults

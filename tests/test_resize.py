@@ -21,7 +21,7 @@ import pytest
 import yaml
 from test_images import BAD, LITTER, noisy_jpeg, write, zip_of
 
-from stages import limits, resize
+from stages import h5io, limits, resize
 from stages.images import DataError, Source, list_test, list_train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -349,3 +349,15 @@ def test_a_108_megapixel_photo_decodes_within_the_memory_bound(tmp_path: Path) -
     with h5py.File(tmp_path / "train.h5") as f:  # the gradient, red rising across
         red = f["images"][1, ..., 0].astype(int)
         assert red[:, -10:].mean() > red[:, :10].mean() + 200
+
+
+def test_more_classes_than_hdf5_can_name_stop_before_decoding(tmp_path: Path) -> None:
+    """Thousands of class folders: the names outgrow HDF5's 64 KiB attribute. One line saying
+    the limit, before any image is decoded, instead of "object header message is too large"."""
+    many = [f"class_{i:05d}_{'x' * 200}" for i in range(h5io.MAX_CLASSES + 1)]
+    with pytest.raises(h5io.UserError, match=r"4,091 classes: at most 4,090 class names fit"):
+        h5io.check_classes(many)
+    with h5io.create_h5(tmp_path / "f.h5") as f:  # the most that fit, long names and all
+        h5io.set_classes(f, many[:-1])
+    with h5py.File(tmp_path / "f.h5") as f:
+        assert list(f.attrs["classes"]) == many[:-1]
