@@ -17,6 +17,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -168,11 +169,35 @@ def worst_mistakes(labels: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES) -
     return order[:n]
 
 
+def _wrapped(name: str, width: int = 26) -> str:
+    """A file name on at most two caption lines: its start (a patient's id, say) and its end
+    (the extension) stay, the middle of a longer one gives way."""
+    if len(name) <= width:
+        return name
+    if len(name) > 2 * width:
+        name = name[:width] + "…" + name[-(width - 1):]
+    return name[:width] + "\n" + name[width:]
+
+
 def mistakes_figure(path: str | Path, pictures: np.ndarray, names: Sequence[str],
                     classes: Sequence[str], labels: np.ndarray, probs: np.ndarray) -> None:
-    """A PNG grid of the rows of `worst_mistakes`: each picture captioned with wrong or right,
-    its file name, true class and predicted probabilities. `pictures`: uint8 RGB, one per row
-    of the others."""
+    """A PNG grid of the rows of `worst_mistakes` (`mistakes_grid`), written under a temporary
+    name; no version stamp, so the same inputs give the same bytes."""
+    import matplotlib.pyplot as plt
+
+    fig = mistakes_grid(pictures, names, classes, labels, probs)
+    with h5io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, metadata={"Software": None})
+    plt.close(fig)
+
+
+DPI = 72  # with the figure size below, each preview near its own 112 px
+
+
+def mistakes_grid(pictures: np.ndarray, names: Sequence[str], classes: Sequence[str],
+                  labels: np.ndarray, probs: np.ndarray) -> Any:
+    """The figure: each picture captioned with wrong or right, its file name, true class and
+    predicted probabilities. `pictures`: uint8 RGB, one per row of the others."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,8 +205,10 @@ def mistakes_figure(path: str | Path, pictures: np.ndarray, names: Sequence[str]
 
     cols = 4
     n_rows = max(1, math.ceil(len(pictures) / cols))
-    fig, axes = plt.subplots(n_rows, cols, figsize=(3 * cols, 3.5 * n_rows + 0.4),
-                             squeeze=False)
+    # An upscaled photo only grows the PNG; constrained layout gives every caption a band of
+    # its own, off the row above.
+    fig, axes = plt.subplots(n_rows, cols, figsize=(1.9 * cols, 2.35 * n_rows + 0.5),
+                             squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     n_wrong = 0
@@ -191,15 +218,11 @@ def mistakes_figure(path: str | Path, pictures: np.ndarray, names: Sequence[str]
         wrong = pred != int(true)
         n_wrong += wrong
         ax.imshow(picture)
-        name = name if len(name) <= 34 else "…" + name[-33:]
-        ax.set_title(f"{'WRONG' if wrong else 'right'}: {name}\n"
+        ax.set_title(f"{'WRONG' if wrong else 'right'}: {_wrapped(name)}\n"
                      f"true {classes[int(true)]}: p {p[int(true)]:.3f}\n"
-                     f"predicted {classes[pred]}: p {p[pred]:.3f}", fontsize=8,
+                     f"predicted {classes[pred]}: p {p[pred]:.3f}", fontsize=7,
                      color="firebrick" if wrong else "black")
     fig.suptitle(f"The {n_wrong} most confident mistakes on the validation split"
                  + (",\nthen the right answers the model was least sure of"
-                    if n_wrong < len(pictures) else ""))
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the suptitle
-    with h5io.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, metadata={"Software": None})  # no version stamp: same bytes
-    plt.close(fig)
+                    if n_wrong < len(pictures) else ""), fontsize=9)
+    return fig

@@ -149,3 +149,21 @@ def test_predictions_file_has_a_row_per_image(tmp_path: Path) -> None:
     assert path.read_text().splitlines() == [
         "id,label,true_class,group", "NORMAL/a.jpeg,0.250000,NORMAL,p1",
         "PNEUMONIA/b.jpeg,0.875000,NORMAL,p2"]
+
+
+def test_no_caption_sits_on_the_picture_above_it() -> None:
+    """Long names wrap to two lines; every caption stays clear of the row above it."""
+    import matplotlib.pyplot as plt
+
+    n = 16
+    names = [f"PNEUMONIA/person{i}_bacteria_{1000 + i}_long_export_name.jpeg" for i in range(n)]
+    fig = evaluation.mistakes_grid(np.zeros((n, 112, 112, 3), np.uint8), names, ["a", "b"],
+                                   np.arange(n) % 2, np.full((n, 2), 0.5))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = fig.axes
+    for i, ax in enumerate(axes[4:], start=4):  # from the second row on
+        title = ax.title.get_window_extent(renderer)
+        above = axes[i - 4].get_window_extent(renderer)  # the picture above
+        assert title.y1 <= above.y0 + 0.5, (i, title, above)
+    plt.close(fig)
