@@ -175,12 +175,12 @@ def child_stream(a: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
                 tf.config.experimental.reset_memory_stats("GPU:0")
             t0 = time.perf_counter()
             extract.write_features(model, backbone, strategy, str(data / "train.h5"),
-                                   str(data / "test.h5"), str(out / f"{tag}.h5"), bs,
+                                   str(out / f"{tag}.h5"), bs,
                                    {"auto": None, "on": True, "off": False}[jit],
                                    precision=a.precision)
             t2 = time.perf_counter()
             with h5py.File(out / f"{tag}.h5") as f:
-                np.save(out / f"{tag}.npy", f["train"][:])
+                np.save(out / f"{tag}.npy", f["features"][:])
             (out / f"{tag}.h5").unlink()
             steady = (n - first[1]) / (t2 - first[0]) if n > first[1] else float("nan")
             results.append({"tag": tag, "bs": bs, "jit": jit, "wall": t2 - t0,
@@ -191,16 +191,17 @@ def child_stream(a: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
 def child_head(a: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
     from stages import train_head as th
     from stages.params import DEFAULTS
+    from stages.split import stratified_split
 
     x, y = np.load(Path(a.data) / "x.npy"), np.load(Path(a.data) / "y.npy")
     params = {**DEFAULTS, "epochs": a.epochs, "seed": a.seed}
     model_path = out / f"{a.tag}.h5"
-    split = th.stratified_split(y, params["val_split"], SEED)  # one split for every method
+    split = stratified_split(y, params["val_split"], SEED)  # one split for every method
     if a.method.startswith("stage"):
-        th.DROPOUT_IN_PIPELINE = a.method == "stage"
-        th.stratified_split = lambda *_: split  # type: ignore[assignment]
+        th.split.split = lambda *_: split  # type: ignore[assignment]
         t0 = time.perf_counter()
-        _, hist = th.train(x, y, params, str(model_path), live_dir=None)
+        hist = th.train(x, y, params, str(model_path),
+                        dropout_in_pipeline=a.method == "stage").history
         wall = time.perf_counter() - t0
     else:
         import keras

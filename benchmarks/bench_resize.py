@@ -9,7 +9,7 @@ table: images/s over the work itself (imports excluded; the one-time load of the
 from numba's cache, ~0.3 s, included), CPU seconds, and the child's peak RSS over the work
 (getrusage, taken before the sample rows for the equality check are read). Methods:
 
-- `ours`: the real code path (Source → list_train → parallel decode → HDF5 via resize_train);
+- `ours`: the real code path (Source → list_train → parallel decode → HDF5 via resize_split);
 - `original`: the original's loop, `X[i] = cv2.resize(cv2.imread(path), (w, w))` into one
   preallocated uint8 array, one process; cv2.resize's default interpolation (INTER_LINEAR), BGR;
 - `original-area`: the same loop computing what we compute (INTER_AREA, then BGR → RGB), so its
@@ -79,12 +79,12 @@ def generate(folder: Path, n: int) -> Path:
 
 def run_ours(data: Path, n: int, width: int, workers: int, out: Path) -> None:
     from stages.images import Source, list_train
-    from stages.resize import resize_train
+    from stages.resize import resize_split
 
     source = Source(data)
     listing = list_train(source)
     assert len(listing.files) == n, (len(listing.files), n)
-    resize_train(source, listing, str(out / "train.h5"), width, workers)
+    resize_split(source, listing, str(out / "train.h5"), width, workers)
 
 
 def run_original(data: Path, n: int, width: int, area: bool) -> np.ndarray:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-from pathlib import Path
 from statistics import mean, pstdev
 
 import h5py
@@ -31,21 +30,9 @@ def features(net: str, resized: str, precision: str, out: str) -> np.ndarray:
     from stages import extract
     from stages.backbones import BACKBONES
 
-    extract.extract(BACKBONES[net], resized, resized_test(resized), out, "keras_weights",
-                    precision, 32, 2017)
+    extract.extract(BACKBONES[net], resized, out, "keras_weights", precision, 32, 2017)
     with h5py.File(out) as f:
-        return f["train"][:]
-
-
-def resized_test(train: str) -> str:
-    """A one-image test file beside the training file (the stage wants both splits)."""
-    from stages import h5io
-
-    path = str(Path(tempfile.gettempdir()) / "bf16-quality-test.h5")
-    with h5py.File(train) as f, h5io.create_h5(path) as g:
-        h5io.write_array(g, "images", f["images"][:1])
-        h5io.write_array(g, "ids", np.array([1], np.int64))
-    return path
+        return f["features"][:]
 
 
 def main() -> None:

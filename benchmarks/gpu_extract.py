@@ -17,8 +17,9 @@ laid out as `resize` writes them (weights none, seeded: nothing is downloaded):
   to one shape);
 - `compute img/s`: the network alone on a batch already on the device (cast, preprocessing,
   network, float32 features back to the host);
-- `stage img/s`: the stage's own path (`stages.keras_extract`: HDF5 read by a reader thread,
-  host→device copy, network, features written to HDF5), both splits, as a stage runs them;
+- `stage img/s`: the stage's own path (`stages.keras_extract`, `stages.feature_files`: HDF5
+  read by a reader thread, host→device copy, network, features written to HDF5), one split, as
+  a stage runs it;
 - `peak GPU GiB`: the backend's peak device memory (PyTorch: during the setting; JAX cannot
   reset it, so its column is the peak so far in the run).
 Then the data path alone: the HDF5 read and the host→device copy, in images/s, so that a stage
@@ -71,13 +72,13 @@ def sync(x: object) -> None:
     np.asarray(x)  # to the host: waits for the device
 
 
-def synthetic(folder: Path, n: int, width: int) -> tuple[str, str]:
-    """train.h5 (n random images) and test.h5 (n // 2), as `resize` writes them."""
+def synthetic(folder: Path, n: int, width: int) -> str:
+    """train.h5 (n random images), as `resize` writes it."""
     from benchmarks.synthetic import write_resized
 
-    train, test = write_resized(folder, n, n // 2, width, lambda rng, label: rng.integers(
+    train, _ = write_resized(folder, n, 1, width, lambda rng, label: rng.integers(
         0, 256, (width, width, 3), dtype=np.uint8))
-    return str(train), str(test)
+    return str(train)
 
 
 def data_path(train: str, batch: int) -> tuple[float, float]:
@@ -123,7 +124,7 @@ def main() -> None:
 
     import keras
 
-    from stages import keras_extract
+    from stages import feature_files, keras_extract
     from stages.backbones import BACKBONES
 
     backend = keras.backend.backend()
@@ -136,12 +137,12 @@ def main() -> None:
         import torch
 
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"keras {keras.__version__} on {backend}, {device}; {args.n} + {args.n // 2} images "
+    print(f"keras {keras.__version__} on {backend}, {device}; {args.n} images "
           f"at {args.width} px", flush=True)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="gpu-extract-") as tmp:
-        train, test = synthetic(Path(tmp), args.n, args.width)
+        train = synthetic(Path(tmp), args.n, args.width)
         for net in args.nets.split(","):
             backbone = BACKBONES[net]
             for precision in args.precisions.split(","):
@@ -162,10 +163,10 @@ def main() -> None:
                     compute = args.compute_batches * bs / (time.perf_counter() - t)
                     out = str(Path(tmp) / "features.h5")
                     t = time.perf_counter()
-                    keras_extract.stream_to_h5(
+                    feature_files.stream_to_h5(
                         lambda images, bs=bs, m=model: keras_extract.feature_batches(m, images, bs),
-                        backbone, train, test, out, progress=False)
-                    stage = (args.n + args.n // 2) / (time.perf_counter() - t)
+                        backbone.name, int(model.output_shape[-1]), train, out, progress=False)
+                    stage = args.n / (time.perf_counter() - t)
                     rows.append((net, precision, bs, compile_s, compute, stage, peak_gib()))
                     print(f"| {net} | {precision} | {bs} | {compile_s:.1f} | {compute:,.0f} | "
                           f"{stage:,.0f} | {stage / compute:.0%} | {rows[-1][-1]:.1f} |",
