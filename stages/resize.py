@@ -103,6 +103,16 @@ def _check_training_set(source: Source, listing: Listing, kept: list[int],
         raise DataError(f"{source.path}: after skipping {len(skipped)} undecodable images only "
                         f"class '{listing.classes[labels.pop()]}' remains; need at least two "
                         "classes")
+    # The validation split needs an image of every class on each side: say so now, not after
+    # the hours of extraction (train_head checks groups, which it alone knows, again).
+    counts = np.bincount([listing.labels[i] for i in kept], minlength=len(listing.classes))
+    short = [f"{c} ({n})" for c, n in zip(listing.classes, counts, strict=True) if n < 2]
+    if short:
+        after = f" after skipping {len(skipped)} undecodable" if skipped else ""
+        raise DataError(
+            f"{source.path}: the validation split needs at least 2 images of every class, one "
+            f"for each side; too few{after} in: {', '.join(short)}. Add images of these classes "
+            "or remove their folders")
 
 
 def write_skipped(path: str, skipped: list[tuple[str, str]]) -> None:

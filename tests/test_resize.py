@@ -337,7 +337,9 @@ SLACK = 64 << 20  # the JPEG's bytes (~3 MB), HDF5 and thread buffers, allocator
 def test_a_108_megapixel_photo_decodes_within_the_memory_bound(tmp_path: Path) -> None:
     w, h = 12_000, 9_000
     train = write(tmp_path / "train", {"cat.0.jpg": noisy_jpeg(400, 300),
-                                       "dog.0.jpg": imagegen.gradient_jpeg(w, h)})
+                                       "cat.1.jpg": noisy_jpeg(40, 30, seed=1),
+                                       "dog.0.jpg": imagegen.gradient_jpeg(w, h),
+                                       "dog.1.jpg": noisy_jpeg(40, 30, seed=2)})
     # The limit the user would set to take it: exactly its pixels (whatever this machine's memory)
     env = os.environ | {limits.ENV: str(w * h)}
     p = subprocess.run([sys.executable, "-c", PEAK_RSS, str(train), str(tmp_path / "train.h5")],
@@ -347,7 +349,7 @@ def test_a_108_megapixel_photo_decodes_within_the_memory_bound(tmp_path: Path) -
     used = got["peak"] - got["before"]
     assert 3 * w * h < used < limits.BYTES_PER_PIXEL * w * h + SLACK, used / (w * h)
     with h5py.File(tmp_path / "train.h5") as f:  # the gradient, red rising across
-        red = f["images"][1, ..., 0].astype(int)
+        red = f["images"][2, ..., 0].astype(int)
         assert red[:, -10:].mean() > red[:, :10].mean() + 200
 
 
@@ -361,3 +363,14 @@ def test_more_classes_than_hdf5_can_name_stop_before_decoding(tmp_path: Path) ->
         h5io.set_classes(f, many[:-1])
     with h5py.File(tmp_path / "f.h5") as f:
         assert list(f.attrs["classes"]) == many[:-1]
+
+
+def test_a_class_of_one_image_stops_before_any_extraction(tmp_path: Path) -> None:
+    """One image cannot be on both sides of the validation split: said at resize, in one line,
+    rather than after the extraction (the review's case ended in `KeyError: 'val_loss'`)."""
+    imagegen.class_folders(tmp_path / "train", ("Cat", "Dog", "Owl"), 3)
+    for extra in (1, 2):
+        (tmp_path / f"train/Owl/{extra}.jpg").unlink()
+    with pytest.raises(DataError, match=r"needs at least 2 images of every class.*: Owl \(1\)"):
+        run_train(tmp_path / "train", tmp_path / "out")
+    assert not list((tmp_path / "out").glob("*.h5"))
