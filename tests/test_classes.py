@@ -3,9 +3,11 @@
 the softmax head learn them; the folders are created in another order than their sorted names,
 which decide the labels.
 
-The project is the session's run with its outputs linked to DVC's cache (README, "One copy on
-disk"), its images replaced by the class folders: so every stage reruns over read-only linked
-outputs of the previous data, which must stay intact in the cache."""
+The project is the session's run with its outputs linked to DVC's cache (docs/sharing.md, "One
+copy on disk"), its images replaced by the class folders, the training images first, then the
+test images: each change reruns its own side of the pipeline only (training and test images flow
+through stages of their own), and between them every stage reruns over read-only linked outputs
+of the previous data, which must stay intact in the cache."""
 
 from __future__ import annotations
 
@@ -30,30 +32,54 @@ pytestmark = pytest.mark.pipeline
 
 
 CACHE_BEFORE: dict[Path, str] = {}  # the cache objects before the classes' run
+RAN: dict[str, list[str]] = {}  # the stages each change of images ran
+UNLABELLED: list[list[str]] = []  # pred.csv between the two: 3 classes, Kaggle's test images
+SIDE = ("resize", "extract_inception", "extract_xception", "concat")
 
 
 @pytest.fixture(scope="module")
 def repo(baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = linked_copy(baseline, tmp_path_factory.mktemp("classes") / "p")
     CACHE_BEFORE.update(cache_objects(root))
+    # Random-init features are tiny (~1e-4): adam needs a large step and a few epochs (cheap).
+    set_params(root, epochs=20, learning_rate=0.3)
     for split, per_class, seed in (("train", PER_CLASS, 0), ("test", PER_TEST_CLASS, 1)):
         shutil.rmtree(root / "data/raw" / split)  # links to the cache: the objects stay
         imagegen.class_folders(root / "data/raw" / split, CREATED, per_class, seed=seed)
-    dvc(root, "add", "-q", "data/raw/train", "data/raw/test")  # the README's data step again
-    # Random-init features are tiny (~1e-4): adam needs a large step and a few epochs (cheap).
-    set_params(root, epochs=20, learning_rate=0.3)
-    p = dvc(root, "repro")
-    assert sorted(ran_stages(p)) == sorted(ALL)
+        dvc(root, "add", "-q", f"data/raw/{split}")  # the README's data step again
+        RAN[split] = ran_stages(dvc(root, "repro"))
+        if split == "train":
+            UNLABELLED.extend(csv.reader((root / "pred.csv").open()))
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "repro")
     return root
 
 
+def test_new_training_images_rerun_no_test_side_stage(repo: Path) -> None:
+    assert sorted(RAN["train"]) == sorted([*(f"{g}@train" for g in SIDE), "train_head",
+                                           "predict"])
+
+
+def test_new_test_images_rerun_only_the_test_side_and_predict(repo: Path) -> None:
+    """The model is not retrained for new images to score; pred.csv then holds their rows (the
+    labelled set's, test_pred_csv_has_a_column_per_class_…)."""
+    assert sorted(RAN["test"]) == sorted([*(f"{g}@test" for g in SIDE), "predict"])
+
+
 def test_every_stage_reran_over_read_only_linked_outputs(repo: Path) -> None:
     """Each stage wrote its new outputs beside the linked old ones, never into them."""
+    assert sorted(RAN["train"] + RAN["test"]) == sorted([*ALL, "predict"])
     assert_cache_intact(repo, CACHE_BEFORE)
     assert len(cache_objects(repo)) > len(CACHE_BEFORE)  # the new outputs joined the old ones
     assert_every_output_linked(repo)
+
+
+def test_an_unlabelled_test_set_gets_a_column_per_class(repo: Path) -> None:
+    """Between the two changes: three classes, and Kaggle's numbered test images."""
+    assert UNLABELLED[0] == ["id", *CLASSES]
+    assert [int(r[0]) for r in UNLABELLED[1:]] == list(range(1, 7))
+    for row in UNLABELLED[1:]:
+        assert sum(float(v) for v in row[1:]) == pytest.approx(1, abs=3e-6)
 
 
 def submission(repo: Path) -> tuple[list[str], list[str], np.ndarray, list[str]]:

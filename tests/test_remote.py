@@ -116,19 +116,24 @@ def test_push_to_an_unreachable_remote_fails_cleanly_and_retry_succeeds(pushed: 
 
 def test_teammate_with_the_trained_model_scores_new_images(pushed: Path) -> None:
     """README, "Score new images": a clone that pulled only the model (and the local weights
-    the extractors need) scores a folder of new photos; nothing of the training side runs or
-    is fetched."""
+    the extractors need) scores another folder, `-S test_data=…`, of photos named as a camera
+    names them: nothing of the training side runs or is fetched, and each row of pred.csv
+    names its file."""
     import imagegen
     import numpy as np
 
     b = machine(pushed, pushed.parent / "B3", raw=False)
     dvc(b, "pull", "models/model_2.h5", "keras_weights")
     rng = np.random.default_rng(5)
-    for name in ("a.jpg", "b.jpg"):
+    names = ["IMG_0001.jpg", "IMG_0002.JPG", "scan 3.png"]
+    for name in names:
         imagegen.write(b / "data/raw/new" / name, imagegen.image(rng, 0))
     p = dvc(b, "exp", "run", "--allow-missing", "-S", "test_data=data/raw/new")
     test_side = [f"{g}@test" for g in ("resize", "extract_inception", "extract_xception",
                                       "concat")]
     assert sorted(ran_stages(p)) == sorted([*test_side, "predict"]), p.stdout + p.stderr
-    assert (b / "pred.csv").read_text().splitlines()[1:][0].startswith("a.jpg,")
+    rows = [r.split(",") for r in (b / "pred.csv").read_text().splitlines()]
+    assert rows[0] == ["id", "label"] and [r[0] for r in rows[1:]] == names
+    assert all(0.005 <= float(r[1]) <= 0.995 for r in rows[1:])
+    assert "predict: 3 rows (named by file)" in p.stdout
     assert not (b / "data/resized/train.h5").exists()

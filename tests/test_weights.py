@@ -42,6 +42,9 @@ def test_untracked_or_missing_folder_is_refused(tmp_path: Path,
 @pytest.mark.pipeline
 def test_replacing_a_weight_file_reruns_extraction(baseline: Path, tmp_path: Path) -> None:
     root = copy_project(baseline, tmp_path / "p")  # the pipeline run on local weights files
+    # The names users type stay: `extract_inception` is the group of both splits (forced, dry).
+    p = dvc(root, "repro", "--dry", "-f", "-s", "extract_inception")
+    assert sorted(ran_stages(p)) == ["extract_inception@test", "extract_inception@train"]
     with h5py.File(root / "data/features/train/xception.h5") as f:
         before = f["features"][:]
     save_notop("xception", root / "keras_weights" / BACKBONES["xception"].weights_file, seed=2)
@@ -58,3 +61,4 @@ def test_replacing_a_weight_file_reruns_extraction(baseline: Path, tmp_path: Pat
     assert p.returncode != 0
     missing = f"{BACKBONES['inception_v3'].weights_file}: missing"
     assert missing in p.stdout + p.stderr
+
