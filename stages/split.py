@@ -41,10 +41,11 @@ def grouped_split(labels: np.ndarray, groups: np.ndarray, val_split: float, seed
     """Indices (train, val), each sorted, with every group wholly on one side, and each class's
     share of validation images as close to `val_split` as whole groups allow.
 
-    Groups are taken in a seeded random order, the larger first (small ones then fill the gaps),
-    and one goes to validation when that brings the classes' counts closer to their targets
-    (relative to each class's size, so a rare class counts as much as a common one). Then a
-    class missing from a side takes its smallest group there, if it has a group to spare.
+    Groups are taken in a seeded random order (not largest first: then the same large groups
+    would make up validation whatever the seed), and one goes to validation when that brings
+    the classes' counts closer to their targets (relative to each class's size, so a rare class
+    counts as much as a common one). Then a class missing from a side takes its smallest group
+    there, if it has a group to spare.
     """
     names, inverse = np.unique(groups, return_inverse=True)
     n_classes = int(labels.max()) + 1
@@ -58,7 +59,6 @@ def grouped_split(labels: np.ndarray, groups: np.ndarray, val_split: float, seed
         return float(np.sum(np.abs(val - target) / scale))
 
     order = np.random.default_rng(seed).permutation(len(names))
-    order = order[np.argsort(-counts[order].sum(axis=1), kind="stable")]
     in_val = np.zeros(len(names), bool)
     val = np.zeros(n_classes)
     for g in order:
