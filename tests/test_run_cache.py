@@ -12,7 +12,6 @@ from conftest import dvc, dvc_start, finish, make_project, ran_stages
 from s3remote import BUCKET, S3Server, add_remote, lock_outs, machine, s3_server, with_remote
 
 pytestmark = pytest.mark.pipeline
-RESIZE = ["resize@train", "resize@test"]  # cheap: every machine resizes for itself
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,8 @@ def origin(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_extraction_spread_over_two_machines_via_run_cache(origin: Path, s3: S3Server) -> None:
-    """A and B each extract one network and push outputs and run-cache; C computes neither.
+    """A and B each extract one network's training split (a stage each: per network and per
+    split) and push outputs and run-cache; C computes neither, and fuses them.
 
     No git traffic between the machines: all three start from the same commit, and the run-cache
     (keyed by each stage's command, deps and params) tells C that the two stages already ran.
@@ -40,21 +40,18 @@ def test_extraction_spread_over_two_machines_via_run_cache(origin: Path, s3: S3S
     for m in (a, b, c):
         add_remote(m, "parallel", url, s3.url, local=True, default=True)
 
-    work = {a: "extract_inception", b: "extract_xception"}  # each: both splits
-    jobs = {m: dvc_start(m, "repro", group) for m, group in work.items()}  # at the same time
-    for m, group in work.items():
-        assert sorted(ran_stages(finish(jobs[m]))) == sorted(
-            [*RESIZE, f"{group}@train", f"{group}@test"])
+    work = {a: "extract_inception@train", b: "extract_xception@train"}
+    jobs = {m: dvc_start(m, "repro", stage) for m, stage in work.items()}  # at the same time
+    for m, stage in work.items():
+        assert ran_stages(finish(jobs[m])) == ["resize@train", stage]
         dvc(m, "push", "--run-cache")
     assert any(k.startswith("parallel/runs/") for k in s3.keys(BUCKET, "parallel/"))
 
-    p = dvc(c, "repro", "--pull", "concat")  # (the head after it is another test's)
+    p = dvc(c, "repro", "--pull", "concat@train")  # (the head after it is another test's)
     ran = ran_stages(p)
-    extractions = [f"{g}@{s}" for g in work.values() for s in ("train", "test")]
-    assert not set(extractions) & set(ran), p.stdout
-    assert set(ran) - set(RESIZE) == {"concat@train", "concat@test"}, p.stdout
-    for stage in extractions:
+    assert not set(work.values()) & set(ran), p.stdout
+    assert set(ran) - {"resize@train"} == {"concat@train"}, p.stdout
+    for m, stage in work.items():
         assert f"Stage '{stage}' is cached - skipping run" in p.stdout
-        # C's dvc.lock records the features exactly as A or B computed them.
-        assert lock_outs(c, stage) == lock_outs(a if "inception" in stage else b, stage)
-    assert ran_stages(dvc(c, "repro", "concat")) == []
+        assert lock_outs(c, stage) == lock_outs(m, stage)  # as A or B computed them
+    assert ran_stages(dvc(c, "repro", "concat@train")) == []

@@ -93,7 +93,7 @@ def wait_for_queue(root: Path, timeout: float = 600) -> dict[str, str]:
                 and "0 active, 0 idle" in status):
             return states
         assert time.monotonic() < deadline, states
-        time.sleep(3)  # each `dvc queue status` costs a second of CPU: not too often
+        time.sleep(5)  # each `dvc queue status` costs a second of CPU: not too often
 
 
 def test_each_queued_experiment_runs_only_the_head(repo: Path) -> None:
