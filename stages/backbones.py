@@ -103,4 +103,4 @@ def build(backbone: Backbone, width: int, weights: str, seed: int) -> Any:
             f"could not download {backbone.name}'s ImageNet weights ({str(e).split(': ', 1)[-1]})."
             f" Without internet, put {backbone.weights_file} (from {KERAS_WEIGHTS_URL}, or "
             f"~/.keras/models on a machine that has it) in {WEIGHTS_DIR}/ and set "
-            f"weights: {WEIGHTS_DIR} (README.md, \"Weights\")") from None
+            f"weights: {WEIGHTS_DIR} (docs/data.md, \"Weights\")") from None

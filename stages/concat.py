@@ -57,6 +57,7 @@ def concat(inputs: list[str], out: str, resized: str) -> None:
         h5io.write_row_info(f_out, info, classes)
         f_out.attrs["networks"] = [str(f.attrs.get("backbone", Path(p).stem))
                                    for p, f in zip(inputs, files, strict=True)]
+        f_out.attrs["weights"] = [str(f.attrs.get("weights", "")) for f in files]
         with h5py.File(resized, "r") as src:
             if len(src["images"]) != n:
                 raise h5io.MissingInput(
@@ -79,7 +80,7 @@ def check_fuse(fuse: list[str], features_dir: str, dvc_yaml: str = DVC_YAML) -> 
             + (f"{path} does not exist" if listed else
                f"dvc.yaml's concat does not list data/features/${{item}}/{name}.h5 in its deps")
             + f": add an `extract_{name}` group to dvc.yaml and list its features in concat's "
-            f"deps (README.md, 'Choosing networks'), or remove {name!r} from fuse")
+            f"deps (docs/networks.md), or remove {name!r} from fuse")
 
 
 def concat_deps(dvc_yaml: str = DVC_YAML) -> list[str] | None:

@@ -97,8 +97,8 @@ def check_precision(precision: str) -> None:
         # A GPU machine where the backend finds no GPU: the fix is its CUDA build, not
         # another precision.
         cuda = {"tensorflow": "TensorFlow's CUDA libraries with `pip install -r "
-                              "requirements-gpu.txt` (README.md, \"GPU machines\")",
-                "jax": "JAX's CUDA build (README.md, \"Backends\")"}.get(
+                              "requirements-gpu.txt` (docs/install.md, \"GPU machines\")",
+                "jax": "JAX's CUDA build (docs/backends.md)"}.get(
                     backend(), f"a CUDA build of {backend()}")
         fix = (f"this machine has an NVIDIA driver, but Keras' {backend()} backend finds no "
                f"GPU: install {cuda}" if nvidia_driver() else

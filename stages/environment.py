@@ -39,7 +39,7 @@ SKIP = "STAGES_SKIP_ENVIRONMENT_CHECK"  # set by benchmarks/gpu_extract.py only
 HOW_TO_FIX = (
     "Run DVC from the project's virtual environment: `. .venv/bin/activate`, then `dvc repro` "
     "(create it with `python3 -m venv .venv && .venv/bin/pip install -r requirements.txt`; "
-    "README.md, \"Install\")"
+    "docs/install.md)"
 )
 
 
@@ -72,8 +72,8 @@ def problems(version: tuple[int, int], find: Callable[[str], object],
     if not lo <= version <= hi:
         return [f"Python {version[0]}.{version[1]} is not supported: the project runs on Python "
                 f"{lo[0]}.{lo[1]} to {hi[0]}.{hi[1]} (the pinned TensorFlow has no wheels for "
-                "newer ones); make the virtual environment with one of those (README.md, "
-                "\"Install\", says how when python3 is another version)"]
+                "newer ones); make the virtual environment with one of those (docs/install.md "
+                "says how when python3 is another version)"]
     missing = [name for name in NEEDED if find(name) is None]
     if missing:
         return [f"it lacks {', '.join(missing)}"]

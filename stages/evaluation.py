@@ -60,7 +60,8 @@ def balanced_accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
 
 def auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
     """ROC AUC: of class 1 for two classes; for K, the macro mean of one-vs-rest AUCs over the
-    classes present (scikit-learn's `multi_class="ovr"`). None where undefined (one class)."""
+    classes present (scikit-learn's `multi_class="ovr"` where every class is present; it
+    refuses a set that lacks one). None where undefined (one class)."""
     labels = labels.astype(np.int64)
     k = probs.shape[1]
     present = [c for c in range(k) if 0 < np.sum(labels == c) < len(labels)]

@@ -16,7 +16,7 @@ full size, so that one shape, hence one compilation, serves all.
 
 That is the TensorFlow path, Keras' default backend. With `KERAS_BACKEND=jax` (or `torch`) the
 stage runs `stages.keras_extract` instead: the same network and preprocessing through Keras'
-own compiled predict step, never importing TensorFlow (README, "Backends").
+own compiled predict step, never importing TensorFlow (docs/backends.md).
 """
 
 from __future__ import annotations
@@ -117,15 +117,18 @@ def features(model: Any, preprocess: Any, images: h5py.Dataset, batch_size: int,
 
 
 def write_features(model: Any, backbone: Backbone, strategy: Any, images_h5: str, out: str,
-                   batch_size: int, jit: bool | None = None, precision: str = "float32") -> None:
+                   batch_size: int, jit: bool | None = None, precision: str = "float32",
+                   weights: str = "") -> None:
     """Stream one split's images through `model` into `out` (the timed part of the stage).
-    `precision`: the param the model was built for (`mixed_bfloat16` on a CPU: the rewrite)."""
+    `precision`: the param the model was built for (`mixed_bfloat16` on a CPU: the rewrite);
+    `weights`: what initialised it, recorded (feature_files.weights_of)."""
     jit = use_xla(strategy) if jit is None else jit
     step = compiled_step(model, backbone.preprocess, _width(images_h5), batch_size, strategy, jit)
     with devices.graph_rewrite(devices.cpu_bf16_rewrite(precision)):
         feature_files.stream_to_h5(
             lambda images: features(model, backbone.preprocess, images, batch_size, strategy,
-                                    jit, step), backbone.name, _dim(model), images_h5, out)
+                                    jit, step), backbone.name, _dim(model), images_h5, out,
+            weights=weights)
 
 
 def extract(backbone: Backbone, images_h5: str, out: str, weights: str, precision: str,
@@ -133,16 +136,17 @@ def extract(backbone: Backbone, images_h5: str, out: str, weights: str, precisio
     """Write `out` with `features` (float32, rows × D) and the rows' info, in resized order."""
     h5io.require(images_h5, ("images", "names"), RESIZE_HINT)
     width = _width(images_h5)
+    init = feature_files.weights_of(weights, seed)
     if devices.backend() == "tensorflow":
         model, strategy = build_extractor(backbone, width, weights, precision, seed)
         write_features(model, backbone, strategy, images_h5, out, batch_size,
-                       precision=precision)
+                       precision=precision, weights=init)
         return
     devices.check_precision(precision)
     model = keras_extract.extractor(backbone, width, weights, precision, seed)
     feature_files.stream_to_h5(
         lambda images: keras_extract.feature_batches(model, images, batch_size), backbone.name,
-        _dim(model), images_h5, out)
+        _dim(model), images_h5, out, weights=init)
 
 
 def _dim(model: Any) -> int:
@@ -166,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         params = load_params(keys=PARAMS)
         resolve_weights(BACKBONES[args.backbone], params["weights"])  # a missing file: before
         # the seconds of importing TensorFlow
-        if devices.backend() == "tensorflow":  # (KERAS_BACKEND picks another: README)
+        if devices.backend() == "tensorflow":  # (KERAS_BACKEND picks another: docs/backends.md)
             quiet.tensorflow()
         quiet.without_sklearn()
         extract(BACKBONES[args.backbone], args.images, args.out, params["weights"],

@@ -22,9 +22,11 @@ FEATURE_CHUNK = 256  # rows per HDF5 chunk of the feature matrices
 
 
 def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]], backbone: str,
-                 dim: int, images_h5: str, out: str, progress: bool = True) -> None:
+                 dim: int, images_h5: str, out: str, progress: bool = True,
+                 weights: str = "") -> None:
     """The features of `images_h5`'s images, from `batches_of(images)` (float32 batches of
-    `dim` columns, in row order), into `out` with the rows' info; a progress bar (`progress`)."""
+    `dim` columns, in row order), into `out` with the rows' info; a progress bar (`progress`).
+    `weights`: what initialised the network (`weights_of`), recorded for `predict` to check."""
     import keras
     from tqdm import tqdm
 
@@ -42,6 +44,14 @@ def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]], bac
         h5io.write_row_info(f, info, h5io.classes_if_any(src))
         f.attrs["backbone"] = backbone
         f.attrs["keras_backend"] = keras.backend.backend()  # which one computed them
+        f.attrs["weights"] = weights
+
+
+def weights_of(weights: str, seed: int) -> str:
+    """The `weights` param as the features depend on it: random weights depend on `seed`,
+    which is no param of the extractors (with real weights it changes nothing), so the two
+    splits, extracted apart, could come from two different random networks."""
+    return f"none, seed {seed}" if weights == "none" else weights
 
 
 @dataclass

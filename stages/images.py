@@ -262,7 +262,9 @@ def list_train(source: Source) -> Listing:
                 f"{source.path}: {len(bad)} image name(s) are not Kaggle names `cat.N.jpg` or "
                 f"`dog.N.jpg`: {_some(bad)}. Rename or remove them, or use one subfolder per class."
             )
-        order = sorted(parsed, key=lambda t: (t[0][0], t[0][1], _natural_key(t[1])))  # type: ignore[index]
+        # The name itself last: `cat.1.jpg` and `cat.01.jpg` (or `a.jpg`, `A.jpg`) in one order,
+        # whatever order the folder or zip lists them in.
+        order = sorted(parsed, key=lambda t: (t[0][0], t[0][1], _natural_key(t[1]), t[1]))  # type: ignore[index]
         classes = list(KAGGLE_CLASSES)
         files = [n for _, n in order]
         labels = [p[0] for p, _ in order]  # type: ignore[index]
@@ -294,7 +296,7 @@ def list_test(source: Source) -> Listing:
     in_folders = all("/" in r for r in rel)
     classes = sorted({r.split("/", 1)[0] for r in rel}) if in_folders else []
     files, labels = _by_class(rel, prefix, classes) if in_folders else \
-        ([prefix + r for r in sorted(rel, key=_natural_key)], [])
+        ([prefix + r for r in sorted(rel, key=lambda r: (_natural_key(r), r))], [])
     return Listing(files=files, labels=labels, ids=_kaggle_ids(files, prefix), classes=classes,
                    ignored=sorted(ignored), prefix=prefix)
 

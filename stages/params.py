@@ -24,7 +24,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 # too, so that params are checked without importing the registry's Keras modules.
 NETWORKS = ("inception_v3", "xception", "vgg16", "resnet50", "resnet50_v2", "densenet121",
             "inception_resnet_v2", "efficientnet_v2_b0", "convnext_tiny")
-# The folder of local weights that dvc.yaml tracks (see README.md, "Weights"); not named
+# The folder of local weights that dvc.yaml tracks (see docs/data.md, "Weights"); not named
 # `weights`, which would clash with the param of that name in `dvc exp show`.
 WEIGHTS_DIR = "keras_weights"
 WEIGHTS = ("imagenet", "none", WEIGHTS_DIR)

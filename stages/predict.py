@@ -79,6 +79,12 @@ class TestSet:
         make a labelled set; folders none of which are, plain folders of images."""
         folders = rows.classes or []
         known = [c for c in folders if c in classes]
+        alike = {c: k for c in folders for k in classes if c != k and c.lower() == k.lower()}
+        if alike:  # `Cat/` for the class `cat`: a labelled set, surely, but which is meant?
+            raise TestSetError(
+                f"test folder(s) {', '.join(alike)} differ from the training classes "
+                f"{', '.join(alike.values())} only in case; class names are case-sensitive. "
+                "Rename the folders as the classes are named (then `dvc repro`)")
         if folders and len(known) == len(folders):
             index = np.array([classes.index(c) for c in folders])
             return cls(names=rows.names, labels=index[rows.labels.astype(np.int64)])
@@ -139,12 +145,15 @@ def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None,
     return out
 
 
-def model_info(model_path: str) -> tuple[list[str], list[str]]:
-    """The classes and networks the model was trained with (train_head records them)."""
+def model_info(model_path: str) -> tuple[list[str], list[str], list[str]]:
+    """The classes, networks and the networks' weights the model was trained with (train_head
+    records them)."""
     with h5py.File(model_path, "r") as f:
         if "classes" not in f.attrs:
             raise cli.MissingInput(f"{model_path}: records no class names. {RETRAIN}")
-        return [str(c) for c in f.attrs["classes"]], [str(n) for n in f.attrs.get("networks", [])]
+        return ([str(c) for c in f.attrs["classes"]],
+                [str(n) for n in f.attrs.get("networks", [])],
+                [str(w) for w in f.attrs.get("weights", [])])
 
 
 def predict(model_path: str, features: str, batch_size: int = 1024
@@ -153,7 +162,7 @@ def predict(model_path: str, features: str, batch_size: int = 1024
     probabilities that are not finite stop it, naming the rows."""
     import keras
 
-    classes, networks = model_info(model_path)
+    classes, networks, weights = model_info(model_path)
     model = keras.models.load_model(model_path, compile=False, safe_mode=True)
     with h5py.File(features, "r") as f:
         rows = Rows.read(f)
@@ -162,6 +171,14 @@ def predict(model_path: str, features: str, batch_size: int = 1024
             raise cli.MissingInput(
                 f"{features}: fused from {' + '.join(fused)}, but {model_path} was trained on "
                 f"{' + '.join(networks)}. Run `dvc repro` (both sides follow `fuse`)")
+        extracted = [str(w) for w in f.attrs.get("weights", [])]
+        if weights and extracted != weights:
+            raise cli.MissingInput(
+                f"{features}: extracted with weights {extracted}, but {model_path} was trained "
+                f"on features extracted with {weights}: two different networks (with weights: "
+                "none, `seed` decides the random network, and it reruns no extractor). Set "
+                "`seed` back, or extract both splits again: `dvc repro -f extract_inception "
+                "extract_xception`")
         if f["features"].shape[1] != model.input_shape[-1]:
             raise cli.MissingInput(
                 f"{features}: {f['features'].shape[1]} feature columns, but {model_path} takes "
@@ -191,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
         h5io.require(args.features, ("features", "names"), "Run `dvc repro concat` first.")
         if not os.path.isfile(args.model):
             raise cli.MissingInput(f"{args.model}: not found. Run `dvc repro train_head` first.")
-        clip_probs(np.full((1, len(model_info(args.model)[0])), 0.5), params["clip"])  # early
+        n_classes = len(model_info(args.model)[0])
+        clip_probs(np.full((1, n_classes), 0.5), params["clip"])  # a bad clip: before TensorFlow
         quiet.tensorflow()
         test, raw, classes = predict(args.model, args.features)
         probs = clip_probs(raw, params["clip"])

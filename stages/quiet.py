@@ -80,7 +80,7 @@ def without_sklearn() -> None:
 def tensorflow() -> ModuleType:
     """Import TensorFlow (and initialise its devices) quietly; return the module. Keras, imported
     after, runs on it, whatever backend the environment or ~/.keras/keras.json names: only the
-    extractors follow that choice (README, "Backends")."""
+    extractors follow that choice (docs/backends.md)."""
     os.environ["KERAS_BACKEND"] = "tensorflow"
     without_sklearn()
     if "tensorflow" in sys.modules:

@@ -145,14 +145,19 @@ def main(argv: list[str] | None = None) -> None:
         # List before decoding anything: missing data or bad names fail in seconds.
         source = Source(params[f"{args.split}_data"], **({} if train else {"help": TEST_HELP}))
         listing = list_train(source) if train else list_test(source)
-        h5io.check_classes(listing.classes)
+        if train:
+            h5io.check_classes(listing.classes)
+        elif len(listing.classes) > h5io.MAX_CLASSES:  # folders by the thousand (one a patient)
+            listing.classes, listing.labels = [], []  # are no classes: rows named by path
         skipped = resize_split(source, listing, args.out, width, args.workers,
                                limits.max_pixels(args.workers), args.split)
         write_skipped(args.skipped, skipped)
         counts = {"images": len(listing.files) - len(skipped), "skipped": len(skipped),
                   "ignored_files": len(listing.ignored)}
-        if listing.classes:
-            counts["classes" if train else "folders"] = listing.classes
+        if train:
+            counts["classes"] = listing.classes
+        elif listing.classes:
+            counts["folders"] = len(listing.classes)  # a count: they may be one per patient
         h5io.write_json(args.report, counts)
         print(f"resize {args.split}: {counts['images']} images ({describe(listing, train)}) at "
               f"{width}×{width}; skipped {len(skipped)} undecodable (see {args.skipped}), "

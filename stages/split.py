@@ -36,8 +36,8 @@ def stratified_split(labels: np.ndarray, val_split: float, seed: int
     return train_idx, val_idx
 
 
-def grouped_split(labels: np.ndarray, groups: np.ndarray, val_split: float, seed: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def grouped_split(labels: np.ndarray, groups: np.ndarray, val_split: float, seed: int,
+                  classes: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, val), each sorted, with every group wholly on one side, and each class's
     share of validation images as close to `val_split` as whole groups allow.
 
@@ -45,7 +45,8 @@ def grouped_split(labels: np.ndarray, groups: np.ndarray, val_split: float, seed
     would make up validation whatever the seed), and one goes to validation when that brings
     the classes' counts closer to their targets (relative to each class's size, so a rare class
     counts as much as a common one). Then a class missing from a side takes its smallest group
-    there, if it has a group to spare.
+    there that no other class needs where it is (a group may hold several classes: a patient
+    with images in two class folders); where none can move, SplitError says so.
     """
     names, inverse = np.unique(groups, return_inverse=True)
     n_classes = int(labels.max()) + 1
@@ -65,15 +66,35 @@ def grouped_split(labels: np.ndarray, groups: np.ndarray, val_split: float, seed
         if distance(val + counts[g]) < distance(val):
             in_val[g] = True
             val += counts[g]
-    for c in range(n_classes):  # every class on both sides, where its groups allow
-        holders = [g for g in order if counts[g, c] > 0]
-        if len(holders) < 2:
-            continue
-        for side in (True, False):
-            if not any(in_val[g] == side for g in holders):
-                in_val[min(holders, key=lambda g: counts[g].sum())] = side
-    val_idx = np.flatnonzero(in_val[inverse])
-    return np.flatnonzero(~in_val[inverse]), val_idx
+    _every_class_on_both_sides(counts, in_val, order, classes)
+    return np.flatnonzero(~in_val[inverse]), np.flatnonzero(in_val[inverse])
+
+
+def _every_class_on_both_sides(counts: np.ndarray, in_val: np.ndarray, order: np.ndarray,
+                               classes: Sequence[str]) -> None:
+    """Move groups (in place) until every class with two or more groups is on both sides; each
+    move fixes one class's missing side and takes no class off the side it leaves, so this
+    ends. Where no group can move, raise SplitError naming the classes."""
+    n_groups = (counts > 0).sum(axis=0)
+
+    def missing() -> list[tuple[int, bool]]:
+        return [(c, side) for side in (True, False)
+                for c in np.flatnonzero(~counts[in_val == side].any(axis=0) & (n_groups >= 2))]
+
+    def movable(g: int) -> bool:
+        rest = counts[(in_val == in_val[g]) & (np.arange(len(counts)) != g)].any(axis=0)
+        return bool(np.all(rest | (counts[g] == 0) | (n_groups < 2)))
+
+    while todo := missing():
+        c, side = todo[0]
+        holders = [g for g in order if counts[g, c] > 0 and in_val[g] != side and movable(g)]
+        if not holders:
+            names = sorted({classes[c] if c < len(classes) else f"label {c}" for c, _ in todo})
+            raise SplitError(
+                f"class(es) {', '.join(names)} cannot be on both sides of the validation split: "
+                "their groups (group_pattern) also hold other classes' only images on one "
+                "side. Check the pattern, or add images of more groups")
+        in_val[min(holders, key=lambda g: counts[g].sum())] = side
 
 
 def groups_of(names: Sequence[str], pattern: str) -> np.ndarray:
@@ -96,7 +117,7 @@ def groups_of(names: Sequence[str], pattern: str) -> np.ndarray:
         raise SplitError(
             f"params.yaml: 'group_pattern' {pattern!r} does not match {len(missed)} training "
             f"file(s): {shown}. It is searched in each file's path below its class folder; fix "
-            "the pattern (README.md, 'Medical images' has examples) or set it to \"\"")
+            "the pattern (docs/medical.md has examples) or set it to \"\"")
     return np.asarray(groups, dtype=str)
 
 
@@ -118,10 +139,10 @@ def check_splittable(labels: np.ndarray, groups: np.ndarray, classes: Sequence[s
             "folders")
 
 
-def split(labels: np.ndarray, groups: np.ndarray, val_split: float, seed: int, grouped: bool
-          ) -> tuple[np.ndarray, np.ndarray]:
+def split(labels: np.ndarray, groups: np.ndarray, val_split: float, seed: int, grouped: bool,
+          classes: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) indices: by group when `grouped`, else image by image (the original's
     stratified split, unchanged)."""
     if grouped:
-        return grouped_split(labels, groups, val_split, seed)
+        return grouped_split(labels, groups, val_split, seed, classes)
     return stratified_split(labels, val_split, seed)

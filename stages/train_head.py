@@ -247,8 +247,8 @@ class Trained:
 
 def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
           n_classes: int = 2, groups: np.ndarray | None = None,
-          dropout_in_pipeline: bool = True, model_attrs: dict[str, Any] | None = None
-          ) -> Trained:
+          dropout_in_pipeline: bool = True, model_attrs: dict[str, Any] | None = None,
+          classes: list[str] | None = None) -> Trained:
     """Train the head, checkpoint the best val_loss epoch to `model_path` (with `model_attrs`
     as HDF5 attributes); return the metrics of that epoch, the per-epoch history and that
     model's validation probabilities. `groups`: each row's group, for a grouped split (None:
@@ -261,7 +261,8 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
     tf.config.experimental.enable_op_determinism()
     grouped = groups is not None
     groups = groups if grouped else np.arange(len(y)).astype(str)
-    train_idx, val_idx = split.split(y, groups, params["val_split"], params["seed"], grouped)
+    train_idx, val_idx = split.split(y, groups, params["val_split"], params["seed"], grouped,
+                                     classes or ())
     model = build_head(x.shape[1], params["dropout"], params["learning_rate"], n_classes)
     trainer = trainer_for(model, params["batch_size"], dropout_in_pipeline)
     # One tensor of the features, gathered from by both datasets: no per-split copies.
@@ -325,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
             x, y = f["features"][:], f["labels"][:]  # N × 4096 float32: 400 MB at full scale
             names, classes = f["names"].asstr()[:], h5io.classes_of(f)
             networks = [str(n) for n in f.attrs.get("networks", [])]
+            weights = [str(w) for w in f.attrs.get("weights", [])]
         grouped = bool(params["group_pattern"])
         groups = split.groups_of(names, params["group_pattern"])
         split.check_splittable(y, groups, classes, grouped)
@@ -332,8 +334,9 @@ def main(argv: list[str] | None = None) -> None:
         quiet.tensorflow()
         with quiet.filtered():  # stdout (the epoch lines) is untouched
             result = train(x, y, params, args.model, len(classes),
-                           groups if grouped else None,
-                           model_attrs={"classes": classes, "networks": networks})
+                           groups if grouped else None, classes=classes,
+                           model_attrs={"classes": classes, "networks": networks,
+                                        "weights": weights})
         metrics, val_idx, val_probs = result.metrics, result.val_idx, result.val_probs
         h5io.write_json(args.metrics, metrics)
         write_history(result.history, args.history)

@@ -495,3 +495,18 @@ def test_a_test_folder_without_images_is_no_class(tmp_path: Path) -> None:
     listing = list_test(Source(tmp_path))
     assert listing.classes == ["Cat"] and listing.names == ["Cat/1.jpg"]
     assert listing.ignored == ["test/Dog/Thumbs.db", "test/notes/a.txt"]
+
+
+def test_names_that_sort_alike_keep_one_order_in_a_folder_and_its_zip(tmp_path: Path) -> None:
+    """`A.jpg`/`a.jpg` and `cat.1.jpg`/`cat.01.jpg` tie by their natural order: the name breaks
+    the tie, so a folder and its zip (listed in other orders) give the same rows."""
+    test_names = ["a.jpg", "A.jpg", "b.jpg"]
+    train_names = ["cat.1.jpg", "cat.01.jpg", "dog.1.jpg", "dog.01.jpg"]
+    write(tmp_path / "test", dict.fromkeys(test_names, b""))
+    write(tmp_path / "train", dict.fromkeys(train_names, b""))
+    zipped = {n: b"" for n in reversed(test_names)}
+    assert list_test(Source(tmp_path / "test")).files == list_test(
+        Source(zip_of(tmp_path / "test.zip", zipped))).files == ["A.jpg", "a.jpg", "b.jpg"]
+    assert list_train(Source(tmp_path / "train")).files == list_train(Source(zip_of(
+        tmp_path / "train.zip", dict.fromkeys(reversed(train_names), b"")))).files == [
+        "cat.01.jpg", "cat.1.jpg", "dog.01.jpg", "dog.1.jpg"]

@@ -104,6 +104,7 @@ def test_outputs_match_the_contract(baseline: Path) -> None:
     with h5py.File(repo / "models/model_2.h5") as f:  # what predict reads of the model
         assert list(f.attrs["classes"]) == ["cat", "dog"]
         assert list(f.attrs["networks"]) == ["inception_v3", "xception"]
+        assert list(f.attrs["weights"]) == ["keras_weights", "keras_weights"]
 
 
 def test_two_class_predictions_are_the_original_heads(baseline: Path) -> None:

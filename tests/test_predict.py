@@ -170,3 +170,41 @@ def test_clinical_scores_come_from_the_unclipped_probabilities() -> None:
     clipped = summary(clip_probs(raw, 0.005), ["cat", "dog"], labels)
     assert clipped["test_auc"] < 1.0  # the ties the clip made
     assert s["test_loss"] == clipped["test_loss"]  # the submission's log loss, clipped
+
+
+def test_folders_that_differ_from_the_classes_only_in_case_are_named() -> None:
+    """`Cat/`, `Dog/` against Kaggle's `cat`, `dog`: not a silent unlabelled set."""
+    rows = Rows(names=np.array(["Cat/1.jpg", "Dog/2.jpg"], object), labels=np.array([0, 1]),
+                classes=["Cat", "Dog"])
+    with pytest.raises(TestSetError, match=r"Cat, Dog differ from the training classes cat, dog "
+                                           r"only in case"):
+        TestSet.of(rows, ["cat", "dog"])
+
+
+def test_test_features_from_another_random_network_are_refused(tmp_path: Path) -> None:
+    """With weights: none the seed decides the network, and no extractor reruns for it: the
+    test split, extracted later under another seed, would be scored by a head trained on other
+    features. The model records what its features came from; predict compares."""
+    import keras
+
+    from stages import cli, h5io
+    from stages.predict import predict
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.save(tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5", "a") as f:
+        f.attrs["classes"] = ["cat", "dog"]
+        f.attrs["networks"] = ["xception"]
+        f.attrs["weights"] = ["none, seed 2017"]
+    for seed, ok in ((2017, True), (1, False)):
+        with h5io.create_h5(tmp_path / "fused.h5") as f:
+            h5io.write_array(f, "features", np.ones((2, 4), np.float32))
+            h5io.write_row_info(f, {"names": np.array(["1.jpg", "2.jpg"], object)}, None)
+            f.attrs["networks"] = ["xception"]
+            f.attrs["weights"] = [f"none, seed {seed}"]
+        if ok:
+            assert len(predict(str(tmp_path / "m.h5"), str(tmp_path / "fused.h5"))[1]) == 2
+        else:
+            with pytest.raises(cli.MissingInput, match=r"extracted with weights \['none, seed 1'\]"
+                                                       r", but .* \['none, seed 2017'\]"):
+                predict(str(tmp_path / "m.h5"), str(tmp_path / "fused.h5"))

@@ -374,3 +374,20 @@ def test_a_class_of_one_image_stops_before_any_extraction(tmp_path: Path) -> Non
     with pytest.raises(DataError, match=r"needs at least 2 images of every class.*: Owl \(1\)"):
         run_train(tmp_path / "train", tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.h5"))
+
+
+def test_thousands_of_test_folders_are_no_classes(stage_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder per patient, by the thousand, on the side to score: more folders than could be
+    classes are rows named by path, not an error."""
+    monkeypatch.setattr(h5io, "MAX_CLASSES", 3)
+    for i in range(4):
+        imagegen.write(stage_dir / f"scans/patient{i}/a.jpg",
+                       imagegen.image(np.random.default_rng(i), 0))
+    params = yaml.safe_load((stage_dir / "params.yaml").read_text()) | {"test_data": "scans"}
+    (stage_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    resize.main(main_args("test"))
+    with h5py.File(stage_dir / "out/test.h5") as f:
+        assert "labels" not in f and "classes" not in f.attrs
+        assert list(f["names"].asstr()[:]) == [f"patient{i}/a.jpg" for i in range(4)]
+    assert json.loads((stage_dir / "reports/resize/test.json").read_text())["images"] == 4

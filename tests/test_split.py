@@ -130,3 +130,25 @@ def test_other_seeds_draw_other_patients_large_ones_too() -> None:
     for a, b in ((0, 1), (0, 2), (1, 2)):
         assert len(chosen[a] & chosen[b]) / len(chosen[a] | chosen[b]) < 0.5
         assert chosen[a] & large != chosen[b] & large
+
+
+def test_a_patient_in_two_class_folders_leaves_no_class_off_a_side() -> None:
+    """Groups may hold several classes (one patient's images in two class folders, as in NIH
+    ChestX-ray14): moving a group to fix one class must not take another class's last group
+    off its side. Where no split can hold every class on both sides, it says so."""
+    labels = np.array([0, 1, 1, 1, 1, 1, 0])
+    groups = np.array(["p0", "p1", "p1", "p1", "p2", "p2", "p2"])
+    tr, va = grouped_split(labels, groups, 0.2, 0)
+    assert set(labels[tr]) == set(labels[va]) == {0, 1}
+    rng = np.random.default_rng(0)
+    for seed in range(300):  # random mixed groups: every class on both sides, or an error
+        labels = rng.integers(0, 3, 20)
+        groups = np.array([f"g{i}" for i in rng.integers(0, 6, 20)])
+        try:
+            tr, va = grouped_split(labels, groups, 0.2, seed, ["a", "b", "c"])
+        except SplitError as e:
+            assert "cannot be on both sides" in str(e)
+            continue
+        for c in set(labels):
+            if len(set(groups[labels == c])) >= 2:
+                assert c in labels[tr] and c in labels[va], seed
