@@ -217,19 +217,24 @@ def fuse_text(fuse: Sequence[str]) -> str:
     return "[" + ",".join(fuse) + "]"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def grid_options(ap: argparse.ArgumentParser) -> None:
+    """The options every real-data figure's grid takes (this one's and bench_xray's)."""
     ap.add_argument("--weights", type=Path, default=WEIGHTS,
                     help="folder of Keras notop weight files (make_weights_folder.sh)")
-    ap.add_argument("--photos", type=Path, default=PHOTOS, help="cat.N.jpg and dog.N.jpg")
-    ap.add_argument("--train", type=int, default=1000, help="training photos (half cats)")
-    ap.add_argument("--test", type=int, default=20, help="test photos, named 1.jpg …")
     ap.add_argument("--width", type=int, default=299)
     ap.add_argument("--seeds", default="2017,1,2")
     ap.add_argument("-j", "--jobs", type=int, default=2)
     ap.add_argument("--sequential", action="store_true",
                     help="one `dvc exp run` after the other instead of the queue")
     ap.add_argument("--keep", type=Path, help="build the project here and keep it")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--photos", type=Path, default=PHOTOS, help="cat.N.jpg and dog.N.jpg")
+    ap.add_argument("--train", type=int, default=1000, help="training photos (half cats)")
+    ap.add_argument("--test", type=int, default=20, help="test photos, named 1.jpg …")
+    grid_options(ap)
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     fuses = [["xception"], ["inception_v3"], ["inception_v3", "xception"]]

@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_fuse import (
-    WEIGHTS,
     cached_out,
     check_ran,
     experiments,
     full_run,
+    grid_options,
     make_project,
     mean_sd,
     run_queue,
@@ -132,19 +132,12 @@ def validation_side(root: Path, rev: str, train_names: list[str], rx: re.Pattern
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--xrays", type=Path, default=XRAYS, help="NORMAL/ and PNEUMONIA/ folders")
-    ap.add_argument("--weights", type=Path, default=WEIGHTS,
-                    help="folder of Keras notop weight files (make_weights_folder.sh)")
     ap.add_argument("--pattern", default=PATTERN, help="the patient in a file name")
     ap.add_argument("--test-share", type=float, default=0.3, help="of each class's patients")
     ap.add_argument("--keep-normal", type=float, default=1 / 3,
                     help="of the training pool's NORMAL patients")
     ap.add_argument("--data-seed", type=int, default=0, help="for the two draws")
-    ap.add_argument("--width", type=int, default=299)
-    ap.add_argument("--seeds", default="2017,1,2")
-    ap.add_argument("-j", "--jobs", type=int, default=2)
-    ap.add_argument("--sequential", action="store_true",
-                    help="one `dvc exp run` after the other instead of the queue")
-    ap.add_argument("--keep", type=Path, help="build the project here and keep it")
+    grid_options(ap)
     args = ap.parse_args()
     rx = re.compile(args.pattern)
     seeds = [int(s) for s in args.seeds.split(",")]
