@@ -270,7 +270,7 @@ def list_train(source: Source) -> Listing:
         labels = [p[0] for p, _ in order]  # type: ignore[index]
     elif 0 not in depths:
         classes = subfolders(folders, prefix)  # empty ones too: a class must not vanish
-        _no_empty_classes(source, prefix, classes, rel, ignored, "class folder(s)")
+        _no_empty_classes(source, prefix, classes, rel, ignored)
         files, labels = _by_class(rel, prefix, classes)
     else:
         raise _mixed_layout(source, prefix, rel)
@@ -338,7 +338,7 @@ def _unnamed_dicom(source: Source, name: str) -> bool:
 
 
 def _no_empty_classes(source: Source, prefix: str, folders: Sequence[str], rel: Sequence[str],
-                      ignored: Sequence[str], what: str) -> None:
+                      ignored: Sequence[str]) -> None:
     """Each of `folders` (under `prefix`) must hold an image: one that holds none would drop a
     class, and shift the labels of the classes after it, without a word."""
     full = {r.split("/", 1)[0] for r in rel}
@@ -346,9 +346,9 @@ def _no_empty_classes(source: Source, prefix: str, folders: Sequence[str], rel: 
              if f not in full]
     if empty:
         raise DataError(
-            f"{source.path}: {len(empty)} {what} hold no images: {_some(empty)}. Add images "
-            "(JPEG, PNG, WebP, TIFF, BMP, GIF, AVIF, …; convert HEIC and raw files to JPEG) or "
-            "remove the folder.")
+            f"{source.path}: {len(empty)} class folder(s) hold no images: {_some(empty)}. Add "
+            "images (JPEG, PNG, WebP, TIFF, BMP, GIF, AVIF, …; convert HEIC and raw files to JPEG) "
+            "or remove the folder.")
 
 
 def _holding(ignored: Sequence[str], folder: str) -> str:

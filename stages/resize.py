@@ -98,14 +98,13 @@ def _check_training_set(source: Source, listing: Listing, kept: list[int],
     if not kept:
         raise DataError(f"{source.path}: none of the {len(listing.files)} training images could "
                         f"be decoded; first failures: {skipped[:5]}")
-    labels = {listing.labels[i] for i in kept}
-    if len(labels) < 2:
+    counts = np.bincount([listing.labels[i] for i in kept], minlength=len(listing.classes))
+    if np.count_nonzero(counts) < 2:
         raise DataError(f"{source.path}: after skipping {len(skipped)} undecodable images only "
-                        f"class '{listing.classes[labels.pop()]}' remains; need at least two "
-                        "classes")
+                        f"class '{listing.classes[int(np.argmax(counts))]}' remains; need at "
+                        "least two classes")
     # The validation split needs an image of every class on each side: say so now, not after
     # the hours of extraction (train_head checks groups, which it alone knows, again).
-    counts = np.bincount([listing.labels[i] for i in kept], minlength=len(listing.classes))
     short = [f"{c} ({n})" for c, n in zip(listing.classes, counts, strict=True) if n < 2]
     if short:
         after = f" after skipping {len(skipped)} undecodable" if skipped else ""
