@@ -20,6 +20,7 @@ from stages import dicom
 from stages.cli import UserError
 from stages.decode import BadImage
 from stages.limits import default_workers as default_workers  # re-exported: the stage's default
+from stages.testset import kaggle_ids
 
 # What the pinned OpenCV (opencv-python-headless 4.14) decodes, under the names its docs give:
 # the codecs its build lists under "Media I/O" (cv2.getBuildInformation()), each extension checked
@@ -49,7 +50,6 @@ TEST_HELP = (
     "folder or .zip. See README.md, 'Score new images'."
 )
 _KAGGLE_TRAIN = re.compile(r"^(cat|dog)\.(\d+)\.[^.]+$", re.IGNORECASE)
-_TEST_ID = re.compile(r"^(\d{1,18})\.[^.]+$")  # 18 digits: every id fits the int64 `ids`
 
 
 class DataError(UserError, ValueError):
@@ -186,8 +186,9 @@ def subfolders(folders: Iterable[str], prefix: str) -> list[str]:
 def strip_common_top(names: Sequence[str], folders: Sequence[str] = (),
                      flat_layout: Callable[[list[str]], bool] = lambda rel: False
                      ) -> tuple[str, list[str]]:
-    """Drop leading folders shared by every file (`train/cat.0.jpg` → `cat.0.jpg`): the one rule
-    for training and test sets, whatever the wrapper folder is called.
+    """Drop leading folders shared by every training file (`train/cat.0.jpg` → `cat.0.jpg`),
+    whatever the wrapper folder is called (the test side keeps its folders: testset.py reads
+    them against the classes).
 
     A folder that holds subfolders is a wrapper (`PetImages/Cat/1.jpg` keeps `Cat/1.jpg`; so
     does `cat/cat/1.jpg`, `cat/dog/2.jpg`). A folder of loose files is kept, since it may be a
@@ -238,12 +239,6 @@ def parse_kaggle_label(name: str) -> tuple[int, int] | None:
     return KAGGLE_CLASSES.index(m.group(1).lower()), int(m.group(2))
 
 
-def parse_test_id(name: str) -> int | None:
-    """`123.jpg` → 123; None if the name is not a number."""
-    m = _TEST_ID.match(PurePosixPath(name).name)
-    return int(m.group(1)) if m else None
-
-
 def _kaggle_names(rel: list[str]) -> bool:
     return any(parse_kaggle_label(r) for r in rel)
 
@@ -282,37 +277,32 @@ def list_train(source: Source) -> Listing:
 
 def list_test(source: Source) -> Listing:
     """The images to score, any names, listed without knowing the training classes (the test
-    side is a stage of its own), wrapper folders dropped by the one rule of `strip_common_top`
-    (a folder of Kaggle's numbered images, as in Kaggle's zip, is a wrapper).
+    side is a stage of its own), so its folders are kept as they are: whether a folder is a
+    class or a wrapper needs the classes (stages/testset.py reads them against those). Only the
+    folder a zip was made of (`zip -r batch2.zip batch2`: every file under `batch2/`) is
+    dropped, so a folder and its zip give the same rows.
 
-    - Every image in a top folder (`Cat/1.jpg`, `patient7/a.dcm`): `labels` index those folders,
-      which are `classes`; `predict` reads them as a labelled test set when they are training
-      classes, and as plain folders of images otherwise.
+    - Images in top folders (`Cat/1.jpg`, `patient7/a.dcm`): `labels` index those folders, which
+      are `classes`.
     - Kaggle's numbered images (`1.jpg`): `ids`.
     Files are ordered by folder, then name (numbers by value), so Kaggle ids ascend.
     """
-    ignored, images, folders = _images(source, TEST_HELP)
-    prefix, rel = strip_common_top(images, folders, _kaggle_ids_only)
+    ignored, images, _ = _images(source, TEST_HELP)
+    prefix = _zipped_folder(source, images)
+    rel = [n[len(prefix):] for n in images]
     in_folders = all("/" in r for r in rel)
     classes = sorted({r.split("/", 1)[0] for r in rel}) if in_folders else []
     files, labels = _by_class(rel, prefix, classes) if in_folders else \
         ([prefix + r for r in sorted(rel, key=lambda r: (_natural_key(r), r))], [])
-    return Listing(files=files, labels=labels, ids=_kaggle_ids(files, prefix), classes=classes,
-                   ignored=sorted(ignored), prefix=prefix)
+    ids = kaggle_ids([f[len(prefix):] for f in files])
+    return Listing(files=files, labels=labels, ids=ids, classes=classes, ignored=sorted(ignored),
+                   prefix=prefix)
 
 
-def _kaggle_ids_only(rel: list[str]) -> bool:
-    return all(parse_test_id(r) is not None for r in rel)
-
-
-def _kaggle_ids(files: Sequence[str], prefix: str) -> list[int]:
-    """Each file's number when every file is a loose `<id>.<ext>` and no number repeats;
-    otherwise none, and rows are named by their files."""
-    rel = [f[len(prefix):] for f in files]
-    ids = [parse_test_id(r) if "/" not in r else None for r in rel]
-    if any(i is None for i in ids) or len(set(ids)) < len(ids):
-        return []
-    return ids  # type: ignore[return-value]
+def _zipped_folder(source: Source, images: Sequence[str]) -> str:
+    """`batch2/` for a `batch2.zip` whose every image is under `batch2/`, else ""."""
+    top = source.path.stem + "/"
+    return top if source.is_zip and all(n.startswith(top) for n in images) else ""
 
 
 def _images(source: Source, help: str) -> tuple[list[str], list[str], list[str]]:
@@ -323,7 +313,30 @@ def _images(source: Source, help: str) -> tuple[list[str], list[str], list[str]]
     images = [n for n in all_names if n in kept]
     if not images:
         raise DataError(f"{source.path}: holds no images ({len(ignored)} other files). {help}")
+    _utf8_names(source, images)
     return ignored, images, folders
+
+
+def _utf8_names(source: Source, images: Sequence[str]) -> None:
+    """Names the file system holds as bytes that are not UTF-8 (`caf\xe9.png`, as old cameras
+    and Windows zips wrote Latin-1) stop here, before decoding: the resized file stores names
+    as UTF-8, and a name changed on the way would no longer find its file."""
+    bad = [n for n in images if not _encodes(n)]
+    if bad:
+        shown = [f"$'{os.fsencode(source.path / n).decode('utf-8', 'backslashreplace')}'"
+                 for n in bad]  # bash's quoting: a user can paste it into `mv`
+        raise DataError(
+            f"{source.path}: {len(bad)} image file name(s) are not UTF-8: {_some(shown)}. "
+            f"Rename them, e.g. `mv {shown[0]} NEWNAME`, or all at once "
+            f"from Latin-1: `convmv -f latin1 -t utf-8 -r --notest {source.path}`")
+
+
+def _encodes(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.scandir keeps undecodable bytes as surrogates
+        return False
+    return True
 
 
 def _unnamed_dicom(source: Source, name: str) -> bool:

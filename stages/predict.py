@@ -34,20 +34,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stages import cli, evaluation, h5io, quiet
+from stages import cli, evaluation, h5io, quiet, testset
 from stages.feature_files import Rows
 from stages.params import load_params
+from stages.testset import TestSetError as TestSetError  # re-exported: what `of` raises
 
 # What the stage reads of params.yaml. dvc.yaml makes it depend on the whole file (a typo'd key
 # stops it), which covers these.
 PARAMS = ("clip",)
 RETRAIN = "Run `dvc repro train_head` (it records them)."
-
-
-class TestSetError(cli.UserError, ValueError):
-    """The test folders cannot be read as a labelled test set nor as plain folders."""
-
-    __test__ = False  # not a pytest test class
 
 
 def clip_probs(probs: np.ndarray, clip: float) -> np.ndarray:
@@ -75,33 +70,12 @@ class TestSet:
 
     @classmethod
     def of(cls, rows: Rows, classes: list[str]) -> TestSet:
-        """Read the rows against the model's classes: folders that are all training classes
-        make a labelled set; folders none of which are, plain folders of images."""
-        folders = rows.classes or []
-        known = [c for c in folders if c in classes]
-        alike = {c: k for c in folders for k in classes if c != k and c.lower() == k.lower()}
-        if alike:  # `Cat/` for the class `cat`: a labelled set, surely, but which is meant?
-            raise TestSetError(
-                f"test folder(s) {', '.join(alike)} differ from the training classes "
-                f"{', '.join(alike.values())} only in case; class names are case-sensitive. "
-                "Rename the folders as the classes are named (then `dvc repro`)")
-        if folders and len(known) == len(folders):
-            index = np.array([classes.index(c) for c in folders])
-            return cls(names=rows.names, labels=index[rows.labels.astype(np.int64)])
-        if known:
-            raise TestSetError(
-                f"test folder(s) {', '.join(c for c in folders if c not in classes)} are not "
-                f"training classes ({', '.join(classes)}), while {', '.join(known)} are; a "
-                "labelled test set holds one subfolder per training class. Rename or remove "
-                "them (then `dvc repro`)")
-        loose = [n for n in rows.names if "/" not in n]
-        in_classes = sorted({n.split("/", 1)[0] for n in rows.names if "/" in n} & set(classes))
-        if loose and in_classes:
-            raise TestSetError(
-                f"the test set mixes images in class folders ({', '.join(in_classes)}) with "
-                f"loose images ({', '.join(loose[:5])}{' …' if len(loose) > 5 else ''}): a "
-                "labelled test set holds every image in a class folder. Move or remove them")
-        return cls(ids=rows.ids) if rows.ids is not None else cls(names=rows.names)
+        """Read the rows against the model's classes (stages/testset.py): a labelled set, the
+        Kaggle submission, or images named by path; TestSetError where it is none of them."""
+        r = testset.read([str(n) for n in rows.names], classes)
+        if r.ids is not None:
+            return cls(ids=r.ids)
+        return cls(names=np.asarray(r.names, object), labels=r.labels)
 
     def row_ids(self) -> list[str]:
         return [str(i) for i in (self.ids if self.ids is not None else self.names)]  # type: ignore[union-attr]

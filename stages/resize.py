@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import h5py
 import numpy as np
 from tqdm import tqdm
 
-from stages import cli, h5io, limits
+from stages import cli, h5io, limits, testset
 from stages.decode import load_rgb
 from stages.images import TEST_HELP, DataError, Listing, Source, list_test, list_train
 from stages.params import WEIGHTS_DIR, load_params
@@ -29,6 +30,9 @@ WRITE_BATCH = 64  # images per HDF5 write: bounded memory, few calls
 SPLITS = ("train", "test")
 # What the stage reads of params.yaml, as dvc.yaml's `params:` writes it (`${key}`: the split).
 PARAMS = ("${key}_data", "width")
+# Read by the test split only to check its folders early (check_test_folders): no dvc.yaml
+# param, since it never changes the output, and a new training path must not rerun the test side.
+CHECK_ONLY = ("train_data",)
 
 
 def decoded(source: Source, listing: Listing, width: int, workers: int, desc: str,
@@ -128,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="the resized HDF5 file")
     ap.add_argument("--skipped", required=True, help="CSV of the undecodable files skipped")
     ap.add_argument("--report", required=True, help="counts, for dvc metrics")
+    ap.add_argument("--model", default="models/model_2.h5",
+                    help="test split: the trained model, whose classes the test folders are "
+                    "checked against early when the training data is not here (not a dependency)")
     ap.add_argument("--workers", type=int, default=limits.default_workers(),
                     help="decoding threads (default: the cores this process may use); each may "
                     "hold one image, so more workers mean a lower pixel limit per image (fewer do "
@@ -146,8 +153,10 @@ def main(argv: list[str] | None = None) -> None:
         listing = list_train(source) if train else list_test(source)
         if train:
             h5io.check_classes(listing.classes)
-        elif len(listing.classes) > h5io.MAX_CLASSES:  # folders by the thousand (one a patient)
-            listing.classes, listing.labels = [], []  # are no classes: rows named by path
+        else:
+            check_test_folders(listing, args.model)
+            if len(listing.classes) > h5io.MAX_CLASSES:  # folders by the thousand (a patient
+                listing.classes, listing.labels = [], []  # each) are no classes: by path
         skipped = resize_split(source, listing, args.out, width, args.workers,
                                limits.max_pixels(args.workers), args.split)
         write_skipped(args.skipped, skipped)
@@ -163,6 +172,31 @@ def main(argv: list[str] | None = None) -> None:
               f"ignored {len(listing.ignored)} non-image files")
 
     cli.run(f"resize {args.split}", work)
+
+
+def check_test_folders(listing: Listing, model: str) -> None:
+    """Read the test folders against the training classes now, where they can be seen, so that
+    a labelled set with misnamed folders stops before the extraction, not after it in
+    `predict` (which checks again, against the model). Not a dependency of the stage: this
+    only ever stops it, its output is the same either way."""
+    classes = training_classes(model)
+    if classes:
+        testset.read(listing.names, classes)
+
+
+def training_classes(model: str) -> list[str]:
+    """The training data's classes (what the next model learns), else the trained model's (a
+    teammate who pulled only the model); [] where neither can be read."""
+    train_data = load_params(keys=CHECK_ONLY)["train_data"]
+    if Path(train_data).exists():
+        try:
+            return list_train(Source(train_data)).classes
+        except DataError:  # resize@train says what is wrong with it
+            return []
+    if Path(model).is_file():
+        with h5py.File(model, "r") as f:
+            return [str(c) for c in f.attrs.get("classes", [])]
+    return []
 
 
 def describe(listing: Listing, train: bool) -> str:

@@ -30,9 +30,9 @@ from stages.images import (
     list_test,
     list_train,
     parse_kaggle_label,
-    parse_test_id,
     strip_common_top,
 )
+from stages.testset import parse_test_id
 
 REPO = Path(__file__).resolve().parents[1]
 W = 32  # output side: tiny keeps the tests fast
@@ -160,12 +160,11 @@ def test_strip_common_top_stops_beside_other_folders() -> None:
                                                                            "sub/2.jpg"])
 
 
-@pytest.mark.parametrize("lister", [list_train, list_test])
-def test_one_rule_strips_a_wrapper_named_like_a_class(tmp_path: Path, lister: object) -> None:
-    """Both sides, one rule: `cat/cat/1.jpg`, `cat/dog/2.jpg` is a wrapper `cat` around the
-    class folders cat and dog (it used to label every test image as the wrapper's class)."""
+def test_a_training_wrapper_named_like_a_class_is_stripped(tmp_path: Path) -> None:
+    """`cat/cat/1.jpg`, `cat/dog/2.jpg` is a wrapper `cat` around the class folders cat and dog
+    (the test side, which cannot know, asks: tests/test_testset.py)."""
     write(tmp_path, dict.fromkeys(["cat/cat/1.jpg", "cat/dog/2.jpg", "cat/dog/3.jpg"], b""))
-    listing = lister(Source(tmp_path))  # type: ignore[operator]
+    listing = list_train(Source(tmp_path))
     assert listing.classes == ["cat", "dog"] and listing.labels == [0, 1, 1]
     assert listing.names == ["cat/1.jpg", "dog/2.jpg", "dog/3.jpg"]
 
@@ -266,15 +265,18 @@ def test_test_images_of_any_name_are_listed_by_name(tmp_path: Path, names: list[
 
 def test_a_test_set_in_folders_labels_them_by_its_own_folders(tmp_path: Path) -> None:
     """The test side does not know the training classes: its folders are its classes, matched
-    to the model's by name in `predict`."""
-    names = ["test/Dog/1.jpg", "test/Cat/10.jpg", "test/Cat/2.JPG", "test/Dog/sub/4.jpg"]
-    write(tmp_path, {**dict.fromkeys(names, b""), "test/Cat/Thumbs.db": b"x"})
+    to the model's by name in `predict`; a wrapper is kept (only the classes tell it from a
+    class: stages/testset.py)."""
+    names = ["Dog/1.jpg", "Cat/10.jpg", "Cat/2.JPG", "Dog/sub/4.jpg"]
+    write(tmp_path, {**dict.fromkeys(names, b""), "Cat/Thumbs.db": b"x"})
     listing = list_test(Source(tmp_path))
     assert listing.names == ["Cat/2.JPG", "Cat/10.jpg", "Dog/1.jpg", "Dog/sub/4.jpg"]
     assert listing.labels == [0, 0, 1, 1]
     assert listing.classes == ["Cat", "Dog"]
     assert listing.ids == []
-    assert listing.ignored == ["test/Cat/Thumbs.db"]
+    assert listing.ignored == ["Cat/Thumbs.db"]
+    write(tmp_path / "wrapped", {f"test/{n}": b"" for n in names})
+    assert list_test(Source(tmp_path / "wrapped")).names == [f"test/{n}" for n in listing.names]
 
 
 def test_a_test_folder_of_one_class_is_kept(tmp_path: Path) -> None:
@@ -492,9 +494,9 @@ def test_hidden_folders_and_macos_litter_are_not_classes(tmp_path: Path) -> None
 def test_a_test_folder_without_images_is_no_class(tmp_path: Path) -> None:
     # A test set may lack classes: its classes are the folders that hold images.
     write(tmp_path / "test", {"Cat/1.jpg": b"", "Dog/Thumbs.db": b"x", "notes/a.txt": b"x"})
-    listing = list_test(Source(tmp_path))
+    listing = list_test(Source(tmp_path / "test"))
     assert listing.classes == ["Cat"] and listing.names == ["Cat/1.jpg"]
-    assert listing.ignored == ["test/Dog/Thumbs.db", "test/notes/a.txt"]
+    assert listing.ignored == ["Dog/Thumbs.db", "notes/a.txt"]
 
 
 def test_names_that_sort_alike_keep_one_order_in_a_folder_and_its_zip(tmp_path: Path) -> None:
@@ -510,3 +512,15 @@ def test_names_that_sort_alike_keep_one_order_in_a_folder_and_its_zip(tmp_path: 
     assert list_train(Source(tmp_path / "train")).files == list_train(Source(zip_of(
         tmp_path / "train.zip", dict.fromkeys(reversed(train_names), b"")))).files == [
         "cat.01.jpg", "cat.1.jpg", "dog.01.jpg", "dog.1.jpg"]
+
+
+@pytest.mark.parametrize("lister", [list_train, list_test])
+def test_a_file_name_that_is_not_utf8_stops_before_decoding(tmp_path: Path,
+                                                            lister: object) -> None:
+    """`caf\\xe9.png` (Latin-1, as old cameras and Windows zips wrote it) crashed resize with
+    UnicodeEncodeError after every image was decoded; now listing names it, pasteable."""
+    write(tmp_path / "d", {"cat/1.jpg": b"", "dog/2.jpg": b""})
+    (tmp_path / "d/dog").joinpath(os.fsdecode(b"caf\xe9.png")).write_bytes(b"")
+    with pytest.raises(DataError, match=r"1 image file name\(s\) are not UTF-8: "
+                                        r"\$'.*/d/dog/caf\\xe9\.png'\. Rename them, e\.g\. `mv "):
+        lister(Source(tmp_path / "d"))  # type: ignore[operator]

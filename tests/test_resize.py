@@ -82,14 +82,16 @@ def test_bad_training_images_are_skipped_and_listed(data: Path, tmp_path: Path) 
 
 def test_zip_and_folder_give_identical_files(data: Path, tmp_path: Path) -> None:
     train, test = folder_files(data / "train"), folder_files(data / "test")
+    (top := tmp_path / "top").mkdir()
     sources = {
         "folder": (data / "train", data / "test"),
         "zip": (zip_of(tmp_path / "train.zip", train), zip_of(tmp_path / "test.zip", test)),
-        # as Kaggle ships them: members inside a top folder, plus what macOS adds
+        # as Kaggle ships them (and `zip -r test.zip test` makes them): members inside the
+        # folder the zip is named after, plus what macOS adds
         "zip-top": (
-            zip_of(tmp_path / "train-top.zip", {
+            zip_of(top / "train.zip", {
                 **{f"train/{k}": v for k, v in train.items()}, "__MACOSX/train/._cat.0.jpg": b"x"}),
-            zip_of(tmp_path / "test-top.zip", {f"test/{k}": v for k, v in test.items()}),
+            zip_of(top / "test.zip", {f"test/{k}": v for k, v in test.items()}),
         ),
     }
     outputs = {}
@@ -391,3 +393,36 @@ def test_thousands_of_test_folders_are_no_classes(stage_dir: Path,
         assert "labels" not in f and "classes" not in f.attrs
         assert list(f["names"].asstr()[:]) == [f"patient{i}/a.jpg" for i in range(4)]
     assert json.loads((stage_dir / "reports/resize/test.json").read_text())["images"] == 4
+
+
+def set_params(stage_dir: Path, **values: str) -> None:
+    params = yaml.safe_load((stage_dir / "params.yaml").read_text()) | values
+    (stage_dir / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_test_folders_misnamed_for_the_classes_stop_before_any_extraction(
+        stage_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cats/`, `dogs/` (or `Cat/`, `Dog/`) for the classes cat, dog stopped only in predict,
+    after both extractions; resize@test checks them against the training data's classes."""
+    write(stage_dir / "test", {"cats/1.jpg": noisy_jpeg(), "dogs/2.jpg": noisy_jpeg()})
+    set_params(stage_dir, test_data="test")
+    decoded = []
+    monkeypatch.setattr(resize, "decoded", lambda *a, **k: decoded.append(1) or iter(()))
+    with pytest.raises(SystemExit, match=r"^resize test: test folder\(s\) cats, dogs are not "
+                                         r"training classes \(cat, dog\); did you mean cats → "
+                                         r"cat, dogs → dog\?"):
+        resize.main(main_args("test"))
+    assert not decoded
+
+
+def test_without_the_training_data_the_models_classes_are_checked(stage_dir: Path) -> None:
+    """A teammate who pulled only the model: its classes stand in for the training data's."""
+    write(stage_dir / "test", {"Cat/1.jpg": noisy_jpeg(), "Dog/2.jpg": noisy_jpeg()})
+    set_params(stage_dir, test_data="test", train_data="not-pulled")
+    resize.main(main_args("test"))  # nothing to check against: predict will
+    (stage_dir / "models").mkdir()
+    with h5py.File(stage_dir / "models/model_2.h5", "w") as f:
+        f.attrs["classes"] = ["cat", "dog"]
+    with pytest.raises(SystemExit, match=r"Cat, Dog differ from the training classes cat, dog "
+                                         r"only in case"):
+        resize.main(main_args("test"))
