@@ -27,8 +27,8 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from stages.cli import UserError
 from stages import h5io
+from stages.cli import UserError
 
 _TEST_ID = re.compile(r"^(\d{1,18})\.[^.]+$")  # 18 digits: every id fits the int64 `ids`
 FIX = "(then `dvc repro`; docs/data.md, 'Your own images: the layouts')"
