@@ -161,3 +161,22 @@ def test_confusion_matrices_and_the_mistakes_picture_are_declared_plots(repo: Pa
         assert specs[f"Test_{curve}"]["data"]["values"]
     assert "val_mistakes.png" in html
     assert (repo / "reports/val_mistakes.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_zip_of_the_test_folder_and_the_way_back_recompute_nothing(repo: Path) -> None:
+    """A zip made of the labelled test folder the usual way (`zip -r test.zip test`) is read as
+    the folder: `resize@test` runs (it reads the zip) and writes the same file, so nothing is
+    extracted again and `pred.csv` names the rows alike (they were `test/ant/…`, extracted
+    anew); then the README's way back to the labelled test set recomputes nothing."""
+    before = (repo / "pred.csv").read_bytes()
+    shutil.make_archive(str(repo / "data/raw/test"), "zip", repo / "data/raw", "test")
+    ran = ran_stages(dvc(repo, "exp", "run", "-S", "test_data=data/raw/test.zip"))
+    assert ran == ["resize@test", "predict"], ran
+    assert (repo / "pred.csv").read_bytes() == before
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    back = next(ln.split("#")[0].split() for ln in readme.splitlines()
+                if ln.startswith("dvc exp run -S test_data=data/raw/test "))
+    p = dvc(repo, *back[1:])
+    assert ran_stages(p) == [], p.stdout
+    assert (repo / "pred.csv").read_bytes() == before
+    (repo / "data/raw/test.zip").unlink()

@@ -1,16 +1,43 @@
-"""The docs hold together: every relative link in README.md and docs/*.md reaches a file that
-exists and, with `#anchor`, a heading of that file (as GitHub makes anchors of headings)."""
+"""The docs hold together: every relative link in the repository's Markdown files reaches a file
+that exists and, with `#anchor`, a heading of that file (as GitHub makes anchors of headings);
+and every `dvc exp run … -S …` command they show is one DVC takes, as a user would paste it."""
 
 from __future__ import annotations
 
 import re
+import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+
+from stages.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def markdown_files() -> list[Path]:
+    """Every Markdown file of the project: what git tracks or would track (not .pytest_cache's
+    README, nor a user's ignored data)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard",
+                              "--", "*.md"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (a source archive)
+        return sorted(p for p in ROOT.rglob("*.md")
+                      if not any(part.startswith(".") for part in p.relative_to(ROOT).parts))
+    return sorted(ROOT / p for p in out if (ROOT / p).is_file())
+
+
+PAGES = markdown_files()
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_every_markdown_file_is_checked() -> None:
+    rel = {p.relative_to(ROOT).as_posix() for p in PAGES}
+    assert {"README.md", "data/raw/README.md", "docs/data.md"} <= rel
 
 
 def anchors(page: Path) -> set[str]:
@@ -32,3 +59,99 @@ def test_every_relative_link_reaches_its_file_and_heading(page: Path) -> None:
         assert dest.exists(), f"{page.name}: {target}: no such file"
         if anchor:
             assert anchor in anchors(dest), f"{page.name}: {target}: no such heading"
+
+
+# --- the `dvc exp run` commands the docs show ---------------------------------------------------
+
+
+def exp_run_commands() -> list[tuple[str, str]]:
+    """(page, command) for every `dvc exp run` with `-S` in a page: whole lines of code blocks
+    (a trailing `# comment` dropped, as the shell drops it) and inline code spans."""
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+        lines = [ln.strip() for b in blocks for ln in b.replace("\\\n", " ").splitlines()]
+        inline = re.findall(r"`(dvc exp run[^`]*)`", re.sub(r"```.*?```", "", text, flags=re.S))
+        for cmd in [ln for ln in lines if ln.startswith("dvc exp run")] + inline:
+            if " -S " in cmd:
+                found.append((page.relative_to(ROOT).as_posix(), cmd))
+    return found
+
+
+COMMANDS = exp_run_commands()
+
+
+def test_the_docs_show_the_commands_users_paste() -> None:
+    pages = {p for p, _ in COMMANDS}
+    assert {"README.md", "docs/medical.md", "docs/experiments.md", "docs/networks.md"} <= pages
+    assert any("group_pattern" in c for _, c in COMMANDS)
+
+
+@pytest.mark.parametrize(("page", "command"), COMMANDS, ids=[f"{p}:{c}" for p, c in COMMANDS])
+def test_dvc_takes_every_exp_run_command_of_the_docs(page: str, command: str,
+                                                     tmp_path: Path) -> None:
+    """Split as the shell splits it, parsed by DVC's own command line, each `-S` applied to the
+    project's params.yaml by DVC's own Hydra code (one params file per point of a queued grid),
+    and the result valid for the stages; a quoted value arrives as written. `-S
+    group_pattern='^(person\\d+|…)'` stopped in DVC's parser and ran nothing."""
+    from dvc.cli import parse_args
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import apply_overrides, get_hydra_sweeps, to_hydra_overrides
+
+    argv = shlex.split(command, comments=True)
+    args = parse_args(argv[1:])
+    overrides = to_path_overrides(args.set_param)
+    assert set(overrides) == {"params.yaml"}, f"{page}: {command}"
+    sweep = any(o.is_sweep_override() for o in to_hydra_overrides(overrides["params.yaml"]))
+    assert args.queue or not sweep, f"{page}: a grid needs --queue: {command}"
+    for i, point in enumerate(get_hydra_sweeps(overrides) if sweep else [overrides]):
+        params = tmp_path / f"{i}.yaml"
+        shutil.copy(ROOT / "params.yaml", params)
+        apply_overrides(params, point["params.yaml"])  # raises as `dvc exp run` would
+        applied = load_params(params)
+        for override in point["params.yaml"]:
+            key, _, value = override.partition("=")
+            if len(value) > 1 and value[0] == value[-1] == "'":  # Hydra's quoted string
+                assert applied[key.lstrip("+")] == value[1:-1], f"{page}: {command}"
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())  # the project's own untouched
+
+
+def test_the_clinical_exp_show_of_medical_md_shows_validation_and_test_scores() -> None:
+    """docs/medical.md tells the reader to compare validation with the test set: its `dvc exp
+    show` (run through DVC's own column filter, over the columns the stages' metrics make) must
+    show both sides' clinical scores; it hid the test ones and both sensitivities."""
+    from dvc.cli import parse_args
+    from dvc.commands.experiments.show import show_experiments
+    from dvc.compare import TabularData
+
+    text = (ROOT / "docs/medical.md").read_text()
+    line = next(ln.strip() for ln in text.splitlines()
+                if ln.strip().startswith("dvc exp show") and "sensitivity" in ln)
+    args = parse_args(shlex.split(line)[1:])
+    clinical = [f"{side}_{m}" for side in ("val", "test")
+                for m in ("auc", "balanced_accuracy", "sensitivity", "specificity")]
+    metrics = ["val_loss", "val_accuracy", "best_epoch", "n_train", "n_val", "n_groups_train",
+               "n_groups_val", "n_test", "test_loss", "test_accuracy", *clinical,
+               "reports/resize/train.json:images"]
+    params = ["class_weight", "seed", "dropout"]
+    deps = ["data/features/train/fused.h5"]
+    meta = ["Experiment", "rev", "typ", "Created", "parent", "State", "Executor"]
+    td = TabularData([*meta, *metrics, *params, *deps], fill_value="-")
+    for i, weight in enumerate(("none", "balanced")):  # two experiments: every value differs
+        td.append([f"exp-{i}", f"rev{i}", "branch_base", "now", "", "", "",
+                   *(str(0.1 * i + j) for j in range(len(metrics))), weight, str(i), "0.5",
+                   f"md5{i}"])
+    show_experiments(td, {"metrics": metrics, "params": params, "deps": deps}, keep=args.keep,
+                     drop=args.drop, pager=False, csv=True, only_changed=args.only_changed)
+    shown = set(td.keys()) - set(meta)  # the columns DVC's filter left (and printed)
+    assert shown == {*clinical, "class_weight", "seed"}, shown
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/experiments.md"])
+def test_where_plots_are_introduced_the_offline_pngs_are_named(page: str) -> None:
+    """`dvc plots show`'s page loads Vega from the internet (tests/test_tracking.py checks
+    that it still does): offline, only the PNGs the stages write show, and the docs say so."""
+    text = (ROOT / page).read_text()
+    para = next(p for p in re.split(r"\n\s*\n|\n- ", text) if "`dvc plots show`" in p)
+    assert "internet" in para and "`reports/history.png`" in para, para

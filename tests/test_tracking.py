@@ -137,6 +137,9 @@ def test_plots_show_renders_train_and_validation_curves(repo: Path, tmp_path: Pa
 
 def test_plots_show_renders_the_evaluation_and_the_pictures(repo: Path, tmp_path: Path) -> None:
     html, specs = render(repo, tmp_path / "show", "show")
+    # What README and docs/experiments.md tell offline users: the page's charts need the
+    # internet for their library; the stages' PNGs do not.
+    assert re.search(r'<script src="https://[^"]*vega', html)
     for name in EVALUATION:
         values = specs[f"Validation_{name}"]["data"]["values"]
         assert values and {v["rev"] for v in values} == {"workspace"}
