@@ -155,3 +155,20 @@ def test_where_plots_are_introduced_the_offline_pngs_are_named(page: str) -> Non
     text = (ROOT / page).read_text()
     para = next(p for p in re.split(r"\n\s*\n|\n- ", text) if "`dvc plots show`" in p)
     assert "internet" in para and "`reports/history.png`" in para, para
+
+
+SECTION_REF = re.compile(r"((?:docs/)?[\w.-]+\.md),? (?:section )?['\"]([^'\"\n]{3,60})['\"]")
+
+
+@pytest.mark.parametrize("source", [*PAGES, *sorted((ROOT / "stages").glob("*.py"))],
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_section_named_in_prose_or_messages_exists(source: Path) -> None:
+    """`README.md, 'Score new images'` in a stage's message, or in a page's prose, names a
+    heading of that file (data/raw/README.md named a section "Data" that did not exist)."""
+    for file, heading in SECTION_REF.findall(source.read_text()):
+        page = ROOT / file
+        assert page.exists(), f"{source.name}: {file}: no such file"
+        heads = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", page.read_text(), flags=re.S),
+                           re.M)
+        assert any(h.strip().startswith(heading) for h in heads), (
+            f"{source.name}: {file} has no section {heading!r}")
