@@ -223,7 +223,20 @@ def mistakes_grid(pictures: np.ndarray, names: Sequence[str], classes: Sequence[
                      f"true {classes[int(true)]}: p {p[int(true)]:.3f}\n"
                      f"predicted {classes[pred]}: p {p[pred]:.3f}", fontsize=7,
                      color="firebrick" if wrong else "black")
-    fig.suptitle(f"The {n_wrong} most confident mistakes on the validation split"
-                 + (",\nthen the right answers the model was least sure of"
-                    if n_wrong < len(pictures) else ""), fontsize=9)
+    fig.suptitle(_mistakes_title(n_wrong, len(pictures) - n_wrong), fontsize=9)
     return fig
+
+
+def _mistakes_title(n_wrong: int, n_right: int) -> str:
+    """What the picture shows: `worst_mistakes` fills the tiles left after every mistake with
+    right answers, so with fewer mistakes than tiles they are all of them (none, maybe)."""
+    right = (("the right answer" if n_right == 1 else f"the {n_right} right answers")
+             + " the model was least sure of")
+    if n_wrong == 0:
+        return f"No mistakes on the validation split:\n{right}"
+    if n_right == 0:
+        return ("The most confident mistake" if n_wrong == 1
+                else f"The {n_wrong} most confident mistakes") + " on the validation split"
+    if n_wrong == 1:
+        return f"The only mistake on the validation split,\nthen {right}"
+    return f"All {n_wrong} mistakes on the validation split, most confident first,\nthen {right}"

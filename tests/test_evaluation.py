@@ -167,3 +167,25 @@ def test_no_caption_sits_on_the_picture_above_it() -> None:
         above = axes[i - 4].get_window_extent(renderer)  # the picture above
         assert title.y1 <= above.y0 + 0.5, (i, title, above)
     plt.close(fig)
+
+
+@pytest.mark.parametrize(("labels", "title"), [
+    # no mistakes: every tile a right answer, and the title says so (issue 24, point 14)
+    ([0, 1, 0, 1], "No mistakes on the validation split:\nthe 4 right answers the model was "
+                   "least sure of"),
+    # fewer mistakes than tiles (`worst_mistakes`): all of them, then right answers
+    ([1, 1, 0, 1], "The only mistake on the validation split,\nthen the 3 right answers the "
+                   "model was least sure of"),
+    ([1, 1, 1, 1], "All 2 mistakes on the validation split, most confident first,\nthen the 2 "
+                   "right answers the model was least sure of"),
+    ([1, 0, 1, 0], "The 4 most confident mistakes on the validation split"),
+], ids=["no mistakes", "one mistake", "fewer mistakes than tiles", "only mistakes"])
+def test_the_mistakes_picture_is_titled_for_what_it_shows(labels: list[int], title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]])  # predicts 0, 1, 0, 1
+    fig = evaluation.mistakes_grid(np.zeros((4, 16, 16, 3), np.uint8),
+                                   [f"{i}.jpg" for i in range(4)], ["cat", "dog"],
+                                   np.array(labels), probs)
+    assert fig.get_suptitle() == title
+    plt.close(fig)
