@@ -638,6 +638,50 @@ def test_a_float_pfm_in_0_1_is_its_picture_times_255() -> None:
                                atol=3)
 
 
+# Every sample type OpenCV writes to TIFF, made from an 8-bit picture `p`; `True`: mapped by its
+# own range (its least value black, its greatest white), `False`: as 8 bits are (8-bit as stored,
+# float within [0, 1] × 255). Each leaves headroom below its type's top for the alpha channel.
+TIFF_SAMPLES = {
+    "uint8": (lambda p: p, False),
+    "int8": (lambda p: (p // 2 - 64).astype(np.int8), True),
+    "uint16": (lambda p: p.astype(np.uint16) * 256, True),
+    "int16": (lambda p: p.astype(np.int16) * 100 - 12800, True),
+    "int32": (lambda p: p.astype(np.int32) * 100_000 - 12_800_000, True),
+    "float32-unit": (lambda p: p.astype(np.float32) / 255, False),
+    "float32-wide": (lambda p: p.astype(np.float32) * 4 - 300, True),
+    "float64-unit": (lambda p: p.astype(np.float64) / 255, False),
+}
+
+
+@pytest.mark.parametrize("channels", ["gray", "alpha"])
+@pytest.mark.parametrize("sample", TIFF_SAMPLES)
+def test_a_gray_or_alpha_tiff_of_any_sample_type_decodes_by_its_range(sample: str,
+                                                                     channels: str) -> None:
+    # OpenCV's colour decode refused 32- and 64-bit ones without three channels as damaged.
+    to_sample, stretched = TIFF_SAMPLES[sample]
+    rng = np.random.default_rng(5)
+    picture = XRAY if channels == "gray" else rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    stored = to_sample(picture)
+    values = stored.astype(np.float64)
+    lo, hi = (values.min(), values.max()) if stretched else (0.0, 1.0 if sample[0] == "f" else 255)
+    expected = np.rint((values - lo) * 255 / (hi - lo)).astype(np.uint8)
+    if channels == "alpha":  # beyond the picture's values: the alpha channel is dropped first
+        top = np.iinfo(stored.dtype).max if stored.dtype.kind in "iu" else 2.0
+        stored = np.dstack([stored, np.full(stored.shape[:2], top, stored.dtype)])
+    out = decode_rgb(encode(stored, ".tiff"), W)
+    np.testing.assert_allclose(out, decode_rgb(encode(expected, ".png"), W), atol=1)
+
+
+def test_a_gray_float_tiff_is_turned_by_its_orientation_tag() -> None:
+    # As its 8-bit version is: read as stored, it still comes out as a viewer shows it.
+    def tiff(picture: np.ndarray) -> bytes:
+        return pil_bytes(Image.fromarray(picture), "TIFF", tiffinfo={0x0112: 6})  # 90° clockwise
+
+    turned = decode_rgb(tiff(XRAY), W)
+    assert not np.array_equal(turned, decode_rgb(encode(XRAY, ".png"), W))
+    np.testing.assert_allclose(decode_rgb(tiff(XRAY.astype(np.float32) / 255), W), turned, atol=1)
+
+
 def test_to_uint8_maps_a_span_rounds_and_saturates() -> None:
     img = np.array([[-100, 0, 1, 2, 3, 4, 5000]], np.int16)
     np.testing.assert_array_equal(decode.to_uint8(img, (0, 4)),
