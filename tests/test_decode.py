@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import imagegen
@@ -544,6 +545,133 @@ def test_a_colour_dicom_stays_colour(syntax: str) -> None:
 def test_a_multiframe_dicom_gives_its_first_frame() -> None:
     frames = np.stack([TWELVE_BIT, 4095 - TWELVE_BIT])
     assert_same_picture(decode_rgb(_dicom(frames, bits_stored=12), W))
+
+
+# --- DICOM as a viewer shows it: pydicom's modality and VOI LUTs are the reference -------------
+
+# Every 4th 12-bit value, one a pixel, W × W: decode_rgb does not resize it, so every value is
+# compared. HU: CT's rescale to Hounsfield units, the modality values -1024..3071.
+RAMP = (np.arange(W * W, dtype=np.uint16) * 4).reshape(W, W)
+HU = {"RescaleSlope": 1, "RescaleIntercept": -1024}
+HU_RANGE = (-1024.0, 3071.0)
+
+
+def _item(**tags: object) -> object:
+    """A sequence item (a pydicom Dataset) with `tags`."""
+    from pydicom.dataset import Dataset
+    item = Dataset()
+    for keyword, value in tags.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def _lut(bits: int, data: np.ndarray) -> object:
+    """A Modality or VOI LUT item: `data` for the stored values from 0, `bits` an entry."""
+    return _item(LUTDescriptor=[len(data), 0, bits], LUTData=data.astype("<u2").tobytes())
+
+
+def _enhanced(shared: dict[str, object], first: dict[str, object], second: dict[str, object]
+              ) -> dict[str, object]:
+    """Functional groups as an enhanced multi-frame object keeps them (PS3.3 C.7.6.16): each
+    dict's macros (keyword: the macro's tags), shared by both frames, or the first's or the
+    second's own."""
+    def group(macros: dict[str, object]) -> object:
+        return _item(**{macro: [_item(**tags)] for macro, tags in macros.items()})  # type: ignore[arg-type]
+
+    return {"SharedFunctionalGroupsSequence": [group(shared)],
+            "PerFrameFunctionalGroupsSequence": [group(first), group(second)]}
+
+
+class Shown(NamedTuple):
+    """A DICOM file written with `tags` and `pixels` (`bits` of each stored), and how pydicom
+    shows its first frame: as a classic file with `classic` tags (None: the same tags), the VOI's
+    output range `out_range` from black to white."""
+
+    tags: dict[str, object]
+    out_range: tuple[float, float]
+    photometric: str = "MONOCHROME2"
+    classic: dict[str, object] | None = None
+    pixels: np.ndarray = RAMP
+    bits: int = 12  # BitsStored
+
+
+VIEWER = {
+    # A 12-bit table of 1000..3047: about 62..190 of 255, not stretched to the frame's range.
+    "voi-lut-table": lambda: Shown({"VOILUTSequence": [_lut(12, 1000 + np.arange(4096) // 2)]},
+                                   (0.0, 4095.0)),
+    "voi-lut-table-monochrome1": lambda: Shown(
+        {"VOILUTSequence": [_lut(12, 1000 + np.arange(4096) // 2)]}, (0.0, 4095.0),
+        "MONOCHROME1"),
+    "voi-lut-table-8-bit-samples": lambda: Shown(
+        {"VOILUTSequence": [_lut(10, 200 + 2 * np.arange(256))]}, (0.0, 1023.0),
+        pixels=(RAMP // 16).astype(np.uint8), bits=8),
+    # A curved modality table, then a window: the window's output range is black to white.
+    "modality-lut-table-and-window": lambda: Shown(
+        {"ModalityLUTSequence": [_lut(16, np.arange(4096) ** 2 // 256)],
+         "WindowCenter": 30000, "WindowWidth": 80000}, (0.0, 65535.0)),
+    "sigmoid-window": lambda: Shown({**HU, "WindowCenter": 40, "WindowWidth": 4000,
+                                     "VOILUTFunction": "SIGMOID"}, HU_RANGE),
+    "sigmoid-window-monochrome1": lambda: Shown(
+        {**HU, "WindowCenter": 1000, "WindowWidth": 6000, "VOILUTFunction": "SIGMOID"},
+        HU_RANGE, "MONOCHROME1"),
+    "sigmoid-window-signed-samples": lambda: Shown(
+        {"RescaleSlope": 2, "RescaleIntercept": -1000, "WindowCenter": -500,
+         "WindowWidth": 5000, "VOILUTFunction": "SIGMOID"}, (-5096.0, 3094.0),
+        pixels=RAMP.astype(np.int16) - 2048),
+    # pydicom's output range runs from 3071 down to -1024 here: its black is still the low end.
+    "sigmoid-window-negative-slope": lambda: Shown(
+        {"RescaleSlope": -1, "RescaleIntercept": 3071, "WindowCenter": 1000,
+         "WindowWidth": 3000, "VOILUTFunction": "SIGMOID"}, (3071.0, -1024.0)),
+    "linear-window-of-width-1": lambda: Shown({**HU, "WindowCenter": 1000, "WindowWidth": 1},
+                                              HU_RANGE),
+    "linear-window": lambda: Shown({**HU, "WindowCenter": 40, "WindowWidth": 400}, HU_RANGE),
+    "linear-exact-window": lambda: Shown({**HU, "WindowCenter": 40.5, "WindowWidth": 399.5,
+                                          "VOILUTFunction": "LINEAR_EXACT"}, HU_RANGE),
+    # An enhanced CT: the rescale and a 40/400 window shared by its frames.
+    "enhanced-shared-groups": lambda: Shown(
+        _enhanced({"PixelValueTransformationSequence": HU,
+                   "FrameVOILUTSequence": {"WindowCenter": 40, "WindowWidth": 400}}, {}, {}),
+        HU_RANGE, classic={**HU, "WindowCenter": 40, "WindowWidth": 400}),
+    # Each frame its own window, the first a sigmoid; a stale top-level window is not the
+    # frame's.
+    "enhanced-per-frame-groups": lambda: Shown(
+        {**_enhanced({"PixelValueTransformationSequence": HU},
+                     {"FrameVOILUTSequence": {"WindowCenter": 300, "WindowWidth": 1500,
+                                              "VOILUTFunction": "SIGMOID"}},
+                     {"FrameVOILUTSequence": {"WindowCenter": 40, "WindowWidth": 400}}),
+         "WindowCenter": 2000, "WindowWidth": 4000},
+        HU_RANGE, classic={**HU, "WindowCenter": 300, "WindowWidth": 1500,
+                           "VOILUTFunction": "SIGMOID"}),
+    "enhanced-per-frame-voi-lut-table": lambda: Shown(
+        _enhanced({}, {"FrameVOILUTSequence": {
+            "VOILUTSequence": [_lut(12, 1000 + np.arange(4096) // 2)]}}, {}),
+        (0.0, 4095.0), classic={"VOILUTSequence": [_lut(12, 1000 + np.arange(4096) // 2)]}),
+}
+
+
+def _as_pydicom_shows(case: Shown) -> np.ndarray:
+    """The case's first frame in a classic file, through pydicom's apply_modality_lut and
+    apply_voi_lut, the VOI's output range scaled to 0..255, reversed for MONOCHROME1."""
+    from pydicom import dcmread
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    tags = case.tags if case.classic is None else case.classic
+    ds = dcmread(io.BytesIO(imagegen.dicom(case.pixels, case.photometric, case.bits, **tags)))
+    shown = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
+    lo, hi = case.out_range
+    out = np.clip((shown - lo) * 255 / (hi - lo), 0, 255)
+    return 255 - out if case.photometric == "MONOCHROME1" else out
+
+
+@pytest.mark.parametrize("name", VIEWER)
+def test_dicom_shows_as_pydicoms_modality_and_voi_luts(name: str) -> None:
+    case = VIEWER[name]()
+    # Enhanced: two frames, the second another picture.
+    frames = case.pixels if case.classic is None else np.stack([case.pixels, case.pixels[::-1]])
+    out = decode_rgb(imagegen.dicom(frames, case.photometric, case.bits, **case.tags), W)
+    assert (out == out[..., :1]).all()
+    expected = _as_pydicom_shows(case)
+    assert expected.max() - expected.min() > 60  # a picture, not a blank
+    np.testing.assert_allclose(out[..., 0], expected, atol=1)
 
 
 def _truncated(data: bytes) -> bytes:
