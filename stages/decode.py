@@ -22,7 +22,7 @@ import numpy as np
 
 from stages import dicom
 from stages.area import resize_area
-from stages.headers import EOI, SOI, image_size, jpeg_end, what_is
+from stages.headers import EOI, SOI, TIFF, image_size, jpeg_end, what_is
 
 if TYPE_CHECKING:  # images.py imports this module (BadImage): no import at run time
     from stages.images import Source
@@ -69,7 +69,8 @@ def _opencv(data: bytes, max_pixels: int) -> np.ndarray:
     grayscale, CMYK, palette and alpha images into 3-channel ones and applies the EXIF
     orientation (the photo as a viewer shows it); alpha is dropped. IMREAD_ANYDEPTH keeps 16-bit
     and float samples (without it OpenCV divides 16-bit ones by 256, and casts float ones in
-    [0, 1] to 0 or 1); 8-bit images decode as without it, byte for byte and as fast.
+    [0, 1] to 0 or 1); 8-bit images decode as without it, byte for byte and as fast. A TIFF
+    that this decode refuses (int32 or float, gray or with alpha) is read again as stored.
     """
     size = image_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
@@ -82,9 +83,14 @@ def _opencv(data: bytes, max_pixels: int) -> np.ndarray:
         if found is None:
             raise BadImage("truncated JPEG (the data ends before its end-of-image marker)")
         end = found
+    buf = np.frombuffer(data, np.uint8, count=end)
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8, count=end),
-                           cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH)
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH)
+        if img is None and data[:4] in TIFF:
+            # OpenCV's colour decode of 32- and 64-bit TIFF samples (int32, float) takes three
+            # channels only: gray and alpha ones fail as damaged. Read as stored, made RGB here;
+            # the TIFF decoder applies the orientation tag in either mode.
+            img = _rgb(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED))
     except cv2.error as e:
         reason = str(e).strip().splitlines()[-1]
         if "CV_IO_MAX_IMAGE_PIXELS" in reason:
@@ -94,6 +100,14 @@ def _opencv(data: bytes, max_pixels: int) -> np.ndarray:
     if img is None or img.size == 0:
         raise BadImage(f"cannot be decoded ({what_is(data)})")
     return img
+
+
+def _rgb(img: np.ndarray | None) -> np.ndarray | None:
+    """OpenCV's pixels as stored (gray, gray and alpha, BGR or BGRA) as gray or RGB, alpha
+    dropped; decode_rgb makes gray RGB after resizing, a third of the work."""
+    if img is None or img.ndim == 2:
+        return img
+    return np.ascontiguousarray(img[..., 0] if img.shape[2] < 3 else img[..., 2::-1])
 
 
 def to_uint8(img: np.ndarray, span: tuple[float, float] | None = None, inverted: bool = False

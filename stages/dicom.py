@@ -3,11 +3,15 @@ viewer shows from black to white.
 
 The standard's grayscale pipeline (PS3.4 N.2): stored values → the modality LUT (RescaleSlope and
 RescaleIntercept, or a Modality LUT table) → the VOI LUT (the first window, WindowCenter and
-WindowWidth, or a VOI LUT table) → black to white, reversed for MONOCHROME1. Where both LUTs are
-linear (rescale, LINEAR or LINEAR_EXACT window: nearly every X-ray) that is one affine map of the
-stored values, so it is returned as the two stored values that become black and white, and the
-caller maps the stored pixels in one pass (no float copy of the image). Tables and SIGMOID
-windows go through pydicom's own functions. Colour (RGB, YBR, PALETTE COLOR) comes as RGB.
+WindowWidth, or a VOI LUT table) → its output range from black to white, reversed for
+MONOCHROME1. Enhanced multi-frame objects (CT, MR, tomosynthesis) keep the first frame's rescale
+and window in functional groups; they are read from there. Where both LUTs are linear (rescale,
+LINEAR or LINEAR_EXACT window: nearly every X-ray) that is one affine map of the stored values,
+so it is returned as the two stored values that become black and white, and the caller maps the
+stored pixels in one pass (no float copy of the image). Any other VOI (a table, a window after a
+modality table, a SIGMOID window, a LINEAR one of width 1: a threshold) goes through pydicom's
+own functions, applied to every value the stored type can hold rather than to the frame, which
+is then only looked up in that table. Colour (RGB, YBR, PALETTE COLOR) comes as RGB.
 
 pydicom decodes uncompressed, deflated and RLE Lossless pixel data itself; JPEG, JPEG-LS and
 JPEG 2000 need the plugins the lock installs (pylibjpeg, requirements.in). A transfer syntax that
@@ -118,14 +122,21 @@ def _first_frame(ds: Dataset) -> np.ndarray:
 
 
 def _grayscale(ds: Dataset, stored: np.ndarray, inverted: bool) -> Frame:
+    _pydicom(_first_frame_luts, ds)
     slope = _number(ds, "RescaleSlope") or 1.0  # absent, or 0 (invalid): no rescale
     intercept = _number(ds, "RescaleIntercept") or 0.0
     function = str(_pydicom(ds.get, "VOILUTFunction", "LINEAR")).upper()
-    if "ModalityLUTSequence" in ds or "VOILUTSequence" in ds or function == "SIGMOID":
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
-        shown = _pydicom(apply_voi_lut, _pydicom(apply_modality_lut, stored, ds), ds)
-        return Frame(shown, None, inverted)  # the tables' output, by its own range
     window = linear_window(_number(ds, "WindowCenter"), _number(ds, "WindowWidth"), function)
+    modality_table = bool(_pydicom(ds.get, "ModalityLUTSequence"))
+    table_bits = _pydicom(_voi_table_bits, ds)
+    # Not one affine map of the stored values: a VOI table, a window after a modality table, a
+    # SIGMOID window, a LINEAR one of width 1 (a threshold).
+    if table_bits is not None or (window is not None and (
+            modality_table or function == "SIGMOID" or window[0] == window[1])):
+        return Frame(_lookup(ds, stored, table_bits), (0.0, 255.0), inverted)
+    if modality_table:  # and no VOI: the table's output, by its own range
+        from pydicom.pixels import apply_modality_lut
+        return Frame(_pydicom(apply_modality_lut, stored, ds), None, inverted)
     if window is None:  # no window: 8-bit samples as stored, over their BitsStored (a 1-bit
         # mask's 0 and 1 are black and white); more, by the frame's own range. A negative slope
         # turns either round.
@@ -138,13 +149,78 @@ def _grayscale(ds: Dataset, stored: np.ndarray, inverted: bool) -> Frame:
 
 def linear_window(center: float | None, width: float | None, function: str = "LINEAR"
                   ) -> tuple[float, float] | None:
-    """The modality values that a LINEAR or LINEAR_EXACT window (PS3.3 C.11.2.1.2) shows as
-    black and as white; None where there is no usable window."""
+    """The modality values that a window (PS3.3 C.11.2.1.2) shows as black and as white, as a
+    LINEAR or LINEAR_EXACT one would (the two are equal for LINEAR of width 1: a threshold); None
+    where there is no valid window."""
     if center is None or width is None:
         return None
     if function == "LINEAR":  # its half-pixel convention
         center, width = center - 0.5, width - 1
+        return (center - width / 2, center + width / 2) if width >= 0 else None
     return (center - width / 2, center + width / 2) if width > 0 else None
+
+
+# The functional group macros of an enhanced multi-frame object (PS3.3 C.7.6.16.2) that hold its
+# frames' modality and VOI LUTs, and the attributes each holds.
+_FRAME_MACROS = {
+    "PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept",
+                                         "ModalityLUTSequence"),
+    "FrameVOILUTSequence": ("WindowCenter", "WindowWidth", "VOILUTFunction", "VOILUTSequence"),
+}
+
+
+def _first_frame_luts(ds: Dataset) -> None:
+    """The first frame's rescale and window, where functional groups hold them, moved to the top
+    level of `ds`, where pydicom's functions and ours read them: each macro from the frame's own
+    group, else from the shared one, in place of what the top level had."""
+    groups = [seq[0] for keyword in ("PerFrameFunctionalGroupsSequence",
+                                     "SharedFunctionalGroupsSequence")
+              if (seq := ds.get(keyword))]
+    for macro, keywords in _FRAME_MACROS.items():
+        item = next((seq[0] for group in groups if (seq := group.get(macro))), None)
+        if item is None:
+            continue
+        for keyword in keywords:
+            ds.pop(keyword, None)
+            if keyword in item:
+                ds.add(item[keyword])
+
+
+def _voi_table_bits(ds: Dataset) -> int | None:
+    """The bits of the VOI LUT table that pydicom's apply_voi_lut applies (its output is 0 to
+    2^bits - 1, PS3.3 C.11.2.1.1); None where it applies none."""
+    items = ds.get("VOILUTSequence")
+    if not items or None in (items[0].get("LUTDescriptor"), items[0].get("LUTData")):
+        return None
+    return int(items[0].LUTDescriptor[2])
+
+
+def _lookup(ds: Dataset, stored: np.ndarray, table_bits: int | None) -> np.ndarray:
+    """The frame through pydicom's modality and VOI LUTs, as uint8 (_eight_bits). pydicom maps
+    every value the stored type can hold (65,536 at most), not the frame: the frame is only
+    looked up, with no float copy of it. 32-bit samples go through pydicom's float64 copies of
+    the frame instead, since a table of every value they can hold would be far larger (and such
+    files are rare)."""
+    if stored.dtype.kind in "iu" and stored.dtype.itemsize <= 2:
+        codes = np.arange(1 << 8 * stored.dtype.itemsize, dtype=f"u{stored.dtype.itemsize}")
+        return _eight_bits(ds, codes.view(stored.dtype), table_bits)[stored.view(codes.dtype)]
+    return _eight_bits(ds, stored, table_bits)
+
+
+def _eight_bits(ds: Dataset, values: np.ndarray, table_bits: int | None) -> np.ndarray:
+    """`values` through pydicom's modality and VOI LUTs, the VOI's output range mapped to 0..255
+    (rounded half to even, as decode.to_uint8 does): a table's 0 to 2^table_bits - 1, or a
+    window's least and greatest output."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, apply_windowing
+
+    shown = _pydicom(apply_voi_lut, _pydicom(apply_modality_lut, values, ds), ds)
+    if table_bits is not None:
+        black, white = 0.0, 2.0 ** table_bits - 1
+    else:  # a window: what it shows -∞ and +∞ as (pydicom's range follows the stored bits and
+        # the rescale; a negative slope turns it round, and this turns it back)
+        black, white = _pydicom(apply_windowing, np.array([-np.inf, np.inf]), ds)
+    out = (shown - black) * (255.0 / (white - black))
+    return np.rint(np.clip(out, 0, 255, out=out), out=out).astype(np.uint8)
 
 
 def _number(ds: Dataset, keyword: str, kind: type = float) -> float | None:

@@ -88,8 +88,9 @@ def _scan_end(data: bytes, i: int) -> int | None:
         i += 2
 
 
+TIFF = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little-, big-endian; then BigTIFF
 _MAGIC = {SOI: "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP",
-          b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+          **dict.fromkeys(TIFF, "TIFF")}
 
 
 def what_is(data: bytes) -> str:

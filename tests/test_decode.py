@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import imagegen
@@ -546,6 +547,133 @@ def test_a_multiframe_dicom_gives_its_first_frame() -> None:
     assert_same_picture(decode_rgb(_dicom(frames, bits_stored=12), W))
 
 
+# --- DICOM as a viewer shows it: pydicom's modality and VOI LUTs are the reference -------------
+
+# Every 4th 12-bit value, one a pixel, W × W: decode_rgb does not resize it, so every value is
+# compared. HU: CT's rescale to Hounsfield units, the modality values -1024..3071.
+RAMP = (np.arange(W * W, dtype=np.uint16) * 4).reshape(W, W)
+HU = {"RescaleSlope": 1, "RescaleIntercept": -1024}
+HU_RANGE = (-1024.0, 3071.0)
+
+
+def _item(**tags: object) -> object:
+    """A sequence item (a pydicom Dataset) with `tags`."""
+    from pydicom.dataset import Dataset
+    item = Dataset()
+    for keyword, value in tags.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def _lut(bits: int, data: np.ndarray) -> object:
+    """A Modality or VOI LUT item: `data` for the stored values from 0, `bits` an entry."""
+    return _item(LUTDescriptor=[len(data), 0, bits], LUTData=data.astype("<u2").tobytes())
+
+
+def _enhanced(shared: dict[str, object], first: dict[str, object], second: dict[str, object]
+              ) -> dict[str, object]:
+    """Functional groups as an enhanced multi-frame object keeps them (PS3.3 C.7.6.16): each
+    dict's macros (keyword: the macro's tags), shared by both frames, or the first's or the
+    second's own."""
+    def group(macros: dict[str, object]) -> object:
+        return _item(**{macro: [_item(**tags)] for macro, tags in macros.items()})  # type: ignore[arg-type]
+
+    return {"SharedFunctionalGroupsSequence": [group(shared)],
+            "PerFrameFunctionalGroupsSequence": [group(first), group(second)]}
+
+
+class Shown(NamedTuple):
+    """A DICOM file written with `tags` and `pixels` (`bits` of each stored), and how pydicom
+    shows its first frame: as a classic file with `classic` tags (None: the same tags), the VOI's
+    output range `out_range` from black to white."""
+
+    tags: dict[str, object]
+    out_range: tuple[float, float]
+    photometric: str = "MONOCHROME2"
+    classic: dict[str, object] | None = None
+    pixels: np.ndarray = RAMP
+    bits: int = 12  # BitsStored
+
+
+VIEWER = {
+    # A 12-bit table of 1000..3047: about 62..190 of 255, not stretched to the frame's range.
+    "voi-lut-table": lambda: Shown({"VOILUTSequence": [_lut(12, 1000 + np.arange(4096) // 2)]},
+                                   (0.0, 4095.0)),
+    "voi-lut-table-monochrome1": lambda: Shown(
+        {"VOILUTSequence": [_lut(12, 1000 + np.arange(4096) // 2)]}, (0.0, 4095.0),
+        "MONOCHROME1"),
+    "voi-lut-table-8-bit-samples": lambda: Shown(
+        {"VOILUTSequence": [_lut(10, 200 + 2 * np.arange(256))]}, (0.0, 1023.0),
+        pixels=(RAMP // 16).astype(np.uint8), bits=8),
+    # A curved modality table, then a window: the window's output range is black to white.
+    "modality-lut-table-and-window": lambda: Shown(
+        {"ModalityLUTSequence": [_lut(16, np.arange(4096) ** 2 // 256)],
+         "WindowCenter": 30000, "WindowWidth": 80000}, (0.0, 65535.0)),
+    "sigmoid-window": lambda: Shown({**HU, "WindowCenter": 40, "WindowWidth": 4000,
+                                     "VOILUTFunction": "SIGMOID"}, HU_RANGE),
+    "sigmoid-window-monochrome1": lambda: Shown(
+        {**HU, "WindowCenter": 1000, "WindowWidth": 6000, "VOILUTFunction": "SIGMOID"},
+        HU_RANGE, "MONOCHROME1"),
+    "sigmoid-window-signed-samples": lambda: Shown(
+        {"RescaleSlope": 2, "RescaleIntercept": -1000, "WindowCenter": -500,
+         "WindowWidth": 5000, "VOILUTFunction": "SIGMOID"}, (-5096.0, 3094.0),
+        pixels=RAMP.astype(np.int16) - 2048),
+    # pydicom's output range runs from 3071 down to -1024 here: its black is still the low end.
+    "sigmoid-window-negative-slope": lambda: Shown(
+        {"RescaleSlope": -1, "RescaleIntercept": 3071, "WindowCenter": 1000,
+         "WindowWidth": 3000, "VOILUTFunction": "SIGMOID"}, (3071.0, -1024.0)),
+    "linear-window-of-width-1": lambda: Shown({**HU, "WindowCenter": 1000, "WindowWidth": 1},
+                                              HU_RANGE),
+    "linear-window": lambda: Shown({**HU, "WindowCenter": 40, "WindowWidth": 400}, HU_RANGE),
+    "linear-exact-window": lambda: Shown({**HU, "WindowCenter": 40.5, "WindowWidth": 399.5,
+                                          "VOILUTFunction": "LINEAR_EXACT"}, HU_RANGE),
+    # An enhanced CT: the rescale and a 40/400 window shared by its frames.
+    "enhanced-shared-groups": lambda: Shown(
+        _enhanced({"PixelValueTransformationSequence": HU,
+                   "FrameVOILUTSequence": {"WindowCenter": 40, "WindowWidth": 400}}, {}, {}),
+        HU_RANGE, classic={**HU, "WindowCenter": 40, "WindowWidth": 400}),
+    # Each frame its own window, the first a sigmoid; a stale top-level window is not the
+    # frame's.
+    "enhanced-per-frame-groups": lambda: Shown(
+        {**_enhanced({"PixelValueTransformationSequence": HU},
+                     {"FrameVOILUTSequence": {"WindowCenter": 300, "WindowWidth": 1500,
+                                              "VOILUTFunction": "SIGMOID"}},
+                     {"FrameVOILUTSequence": {"WindowCenter": 40, "WindowWidth": 400}}),
+         "WindowCenter": 2000, "WindowWidth": 4000},
+        HU_RANGE, classic={**HU, "WindowCenter": 300, "WindowWidth": 1500,
+                           "VOILUTFunction": "SIGMOID"}),
+    "enhanced-per-frame-voi-lut-table": lambda: Shown(
+        _enhanced({}, {"FrameVOILUTSequence": {
+            "VOILUTSequence": [_lut(12, 1000 + np.arange(4096) // 2)]}}, {}),
+        (0.0, 4095.0), classic={"VOILUTSequence": [_lut(12, 1000 + np.arange(4096) // 2)]}),
+}
+
+
+def _as_pydicom_shows(case: Shown) -> np.ndarray:
+    """The case's first frame in a classic file, through pydicom's apply_modality_lut and
+    apply_voi_lut, the VOI's output range scaled to 0..255, reversed for MONOCHROME1."""
+    from pydicom import dcmread
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    tags = case.tags if case.classic is None else case.classic
+    ds = dcmread(io.BytesIO(imagegen.dicom(case.pixels, case.photometric, case.bits, **tags)))
+    shown = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
+    lo, hi = case.out_range
+    out = np.clip((shown - lo) * 255 / (hi - lo), 0, 255)
+    return 255 - out if case.photometric == "MONOCHROME1" else out
+
+
+@pytest.mark.parametrize("name", VIEWER)
+def test_dicom_shows_as_pydicoms_modality_and_voi_luts(name: str) -> None:
+    case = VIEWER[name]()
+    # Enhanced: two frames, the second another picture.
+    frames = case.pixels if case.classic is None else np.stack([case.pixels, case.pixels[::-1]])
+    out = decode_rgb(imagegen.dicom(frames, case.photometric, case.bits, **case.tags), W)
+    assert (out == out[..., :1]).all()
+    expected = _as_pydicom_shows(case)
+    assert expected.max() - expected.min() > 60  # a picture, not a blank
+    np.testing.assert_allclose(out[..., 0], expected, atol=1)
+
+
 def _truncated(data: bytes) -> bytes:
     return data[:-500]
 
@@ -636,6 +764,50 @@ def test_a_float_pfm_in_0_1_is_its_picture_times_255() -> None:
     # Radiance HDR brighter than 1: by its own range (RGBE keeps ~1% of each value).
     np.testing.assert_allclose(decode_rgb(encode(4 * rgb[..., ::-1], ".hdr"), W), expected,
                                atol=3)
+
+
+# Every sample type OpenCV writes to TIFF, made from an 8-bit picture `p`; `True`: mapped by its
+# own range (its least value black, its greatest white), `False`: as 8 bits are (8-bit as stored,
+# float within [0, 1] × 255). Each leaves headroom below its type's top for the alpha channel.
+TIFF_SAMPLES = {
+    "uint8": (lambda p: p, False),
+    "int8": (lambda p: (p // 2 - 64).astype(np.int8), True),
+    "uint16": (lambda p: p.astype(np.uint16) * 256, True),
+    "int16": (lambda p: p.astype(np.int16) * 100 - 12800, True),
+    "int32": (lambda p: p.astype(np.int32) * 100_000 - 12_800_000, True),
+    "float32-unit": (lambda p: p.astype(np.float32) / 255, False),
+    "float32-wide": (lambda p: p.astype(np.float32) * 4 - 300, True),
+    "float64-unit": (lambda p: p.astype(np.float64) / 255, False),
+}
+
+
+@pytest.mark.parametrize("channels", ["gray", "alpha"])
+@pytest.mark.parametrize("sample", TIFF_SAMPLES)
+def test_a_gray_or_alpha_tiff_of_any_sample_type_decodes_by_its_range(sample: str,
+                                                                     channels: str) -> None:
+    # OpenCV's colour decode refused 32- and 64-bit ones without three channels as damaged.
+    to_sample, stretched = TIFF_SAMPLES[sample]
+    rng = np.random.default_rng(5)
+    picture = XRAY if channels == "gray" else rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    stored = to_sample(picture)
+    values = stored.astype(np.float64)
+    lo, hi = (values.min(), values.max()) if stretched else (0.0, 1.0 if sample[0] == "f" else 255)
+    expected = np.rint((values - lo) * 255 / (hi - lo)).astype(np.uint8)
+    if channels == "alpha":  # beyond the picture's values: the alpha channel is dropped first
+        top = np.iinfo(stored.dtype).max if stored.dtype.kind in "iu" else 2.0
+        stored = np.dstack([stored, np.full(stored.shape[:2], top, stored.dtype)])
+    out = decode_rgb(encode(stored, ".tiff"), W)
+    np.testing.assert_allclose(out, decode_rgb(encode(expected, ".png"), W), atol=1)
+
+
+def test_a_gray_float_tiff_is_turned_by_its_orientation_tag() -> None:
+    # As its 8-bit version is: read as stored, it still comes out as a viewer shows it.
+    def tiff(picture: np.ndarray) -> bytes:
+        return pil_bytes(Image.fromarray(picture), "TIFF", tiffinfo={0x0112: 6})  # 90° clockwise
+
+    turned = decode_rgb(tiff(XRAY), W)
+    assert not np.array_equal(turned, decode_rgb(encode(XRAY, ".png"), W))
+    np.testing.assert_allclose(decode_rgb(tiff(XRAY.astype(np.float32) / 255), W), turned, atol=1)
 
 
 def test_to_uint8_maps_a_span_rounds_and_saturates() -> None:
