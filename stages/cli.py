@@ -14,7 +14,7 @@ from collections.abc import Callable
 # DVC removes a stage's outputs before it runs the stage's command, so a stage that stops has
 # already lost them; they come back from DVC's run-cache, without recomputing, once the inputs
 # and params are those of an earlier run again.
-RESTORE_HINT = ("DVC removed this stage's outputs before running it: once the value is "
+RESTORE_HINT = ("DVC removed this stage's outputs before running it: once params.yaml is "
                 "fixed, `dvc repro` (or `dvc exp run`) restores them from the run-cache in "
                 "seconds if the stage ran with those params before")
 

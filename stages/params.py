@@ -105,7 +105,10 @@ def validate(raw: Mapping[str, Any], source: str = PARAMS_FILE) -> dict[str, Any
         if key not in SPECS:
             close = difflib.get_close_matches(str(key), SPECS, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            problems.append(f"unknown key '{key}'.{hint} Known keys: {', '.join(SPECS)}")
+            # `dvc exp run -S +key=…` adds a key and no `-S` removes one: say how.
+            problems.append(f"unknown key '{key}'.{hint} Delete its line from {source} (or "
+                            f"`git checkout {source}` to drop every uncommitted change); known "
+                            f"keys: {', '.join(SPECS)}")
     params = dict(DEFAULTS)
     for key, spec in SPECS.items():
         if key not in raw:

@@ -44,7 +44,9 @@ def test_missing_keys_take_defaults() -> None:
 
 
 def test_unknown_key_is_named_with_a_suggestion() -> None:
-    with pytest.raises(ParamsError, match=r"unknown key 'dropuot'.*Did you mean 'dropout'"):
+    with pytest.raises(ParamsError, match=r"unknown key 'dropuot'.*Did you mean 'dropout'\? "
+                                          r"Delete its line from params\.yaml \(or `git "
+                                          r"checkout params\.yaml`"):
         validate({"dropuot": 0.3})
 
 

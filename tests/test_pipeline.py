@@ -204,7 +204,9 @@ def test_a_typo_in_a_new_key_is_no_silent_experiment(repo: Path) -> None:
     p = dvc(repo, "exp", "run", "-S", "+dropuot=0.3", check=False)
     out = p.stdout + p.stderr
     assert p.returncode != 0 and ran_stages(p) == ["predict"]
-    assert "unknown key 'dropuot'. Did you mean 'dropout'?" in out
+    assert "unknown key 'dropuot'. Did you mean 'dropout'? Delete its line from params.yaml (or " \
+           "`git checkout params.yaml` to drop every uncommitted change)" in out
+    assert "once the value is fixed" not in out  # the key has to go, not a value be fixed
     assert len(experiments_of(repo)) == before
     run(repo, "git", "checkout", "params.yaml")
     dvc(repo, "checkout")
