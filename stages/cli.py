@@ -1,4 +1,5 @@
-"""How a stage ends: one line for what the user can fix, a traceback for a bug of ours.
+"""How a stage ends: one line for what the user can fix, a traceback for a bug of ours (and
+`say`, what it is doing meanwhile).
 
 Every stage's `main()` runs its work through `run`. A `UserError` (a bad param, bad data, a
 missing input or weights file) becomes one line that names the problem and the fix, exit code
@@ -29,6 +30,12 @@ class ParamsError(UserError, ValueError):
 
 class MissingInput(UserError, FileNotFoundError):
     """An input file of the stage is missing or is not what the stage expects."""
+
+
+def say(stage: str, what: str) -> None:
+    """One line on stderr, at once: what a stage is doing through a wait that would otherwise
+    pass in silence (TensorFlow starting, a network being built)."""
+    print(f"{stage}: {what}", file=sys.stderr, flush=True)
 
 
 def run(stage: str, work: Callable[[], None]) -> None:

@@ -22,6 +22,7 @@ own compiled predict step, never importing TensorFlow (docs/backends.md).
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,8 +156,7 @@ def _dim(model: Any) -> int:
 
 
 def _width(path: str) -> int:
-    with h5py.File(path, "r") as f:
-        return int(f["images"].shape[1])
+    return _shape(path)[1]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,18 +166,42 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
+    stage = f"extract {args.backbone}"
+
     def work() -> None:
+        start = time.perf_counter()
         params = load_params(keys=PARAMS)
-        resolve_weights(BACKBONES[args.backbone], params["weights"])  # a missing file: before
-        # the seconds of importing TensorFlow
+        backbone = BACKBONES[args.backbone]
+        resolved = resolve_weights(backbone, params["weights"])  # a missing file: before the
+        # seconds of importing TensorFlow
+        h5io.require(args.images, ("images", "names"), RESIZE_HINT)
+        n, width = _shape(args.images)
+        cli.say(stage, f"{n:,} images of {args.images}; starting {devices.backend()}")
         if devices.backend() == "tensorflow":  # (KERAS_BACKEND picks another: docs/backends.md)
             quiet.tensorflow()
         quiet.without_sklearn()
-        extract(BACKBONES[args.backbone], args.images, args.out, params["weights"],
-                params["precision"], params["extract_batch_size"], params["seed"])
-        print(f"extract {args.backbone}: {args.images} → {Path(args.out)}")
+        cli.say(stage, f"building {backbone.name} at {width} px with "
+                f"{_weights_said(resolved, params['seed'])}; the first batch compiles it")
+        extract(backbone, args.images, args.out, params["weights"], params["precision"],
+                params["extract_batch_size"], params["seed"])
+        print(f"{stage}: {n:,} images of {args.images} → {Path(args.out)} in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
 
-    cli.run(f"extract {args.backbone}", work)
+    cli.run(stage, work)
+
+
+def _shape(path: str) -> tuple[int, int]:
+    """(images, width) of a resized file."""
+    with h5py.File(path, "r") as f:
+        return int(f["images"].shape[0]), int(f["images"].shape[1])
+
+
+def _weights_said(resolved: str | None, seed: int) -> str:
+    if resolved is None:
+        return f"random weights (seed {seed})"
+    if resolved == "imagenet":
+        return "ImageNet weights (Keras' cache; downloaded on first use)"
+    return f"the weights in {resolved}"
 
 
 if __name__ == "__main__":

@@ -184,6 +184,10 @@ def main(argv: list[str] | None = None) -> None:
             raise cli.MissingInput(f"{args.model}: not found. Run `dvc repro train_head` first.")
         n_classes = len(model_info(args.model)[0])
         clip_probs(np.full((1, n_classes), 0.5), params["clip"])  # a bad clip: before TensorFlow
+        with h5py.File(args.features, "r") as f:
+            n = len(f["features"])
+        cli.say("predict", f"{n:,} test rows of {args.features}; starting tensorflow, then "
+                f"{args.model}")
         quiet.tensorflow()
         test, raw, classes = predict(args.model, args.features)
         probs = clip_probs(raw, params["clip"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,8 @@ import pytest
 from conftest import ALL, dvc, linked_copy, ran_stages, run, set_params
 from linkcheck import assert_cache_intact, assert_every_output_linked, cache_objects
 
+from stages.backbones import BACKBONES
+
 CREATED = ("zebra", "ant", "moth")  # colours by this order: zebra red, ant blue, moth green
 CLASSES = sorted(CREATED)  # labels 0, 1, 2: ant, moth, zebra
 PER_CLASS, PER_TEST_CLASS, CLIP = 15, 4, 0.005
@@ -33,6 +36,7 @@ pytestmark = pytest.mark.pipeline
 
 CACHE_BEFORE: dict[Path, str] = {}  # the cache objects before the classes' run
 RAN: dict[str, list[str]] = {}  # the stages each change of images ran
+SAID: dict[str, tuple[str, str]] = {}  # what each change's `dvc repro` printed (out, err)
 UNLABELLED: list[list[str]] = []  # pred.csv between the two: 3 classes, Kaggle's test images
 SIDE = ("resize", "extract_inception", "extract_xception", "concat")
 
@@ -47,7 +51,8 @@ def repo(baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.rmtree(root / "data/raw" / split)  # links to the cache: the objects stay
         imagegen.class_folders(root / "data/raw" / split, CREATED, per_class, seed=seed)
         dvc(root, "add", "-q", f"data/raw/{split}")  # the README's data step again
-        RAN[split] = ran_stages(dvc(root, "repro"))
+        p = dvc(root, "repro")
+        RAN[split], SAID[split] = ran_stages(p), (p.stdout, p.stderr)
         if split == "train":
             UNLABELLED.extend(csv.reader((root / "pred.csv").open()))
     run(root, "git", "add", "-A")
@@ -180,3 +185,24 @@ def test_a_zip_of_the_test_folder_and_the_way_back_recompute_nothing(repo: Path)
     assert ran_stages(p) == [], p.stdout
     assert (repo / "pred.csv").read_bytes() == before
     (repo / "data/raw/test.zip").unlink()
+
+
+def test_a_run_says_what_it_does_while_the_user_waits(repo: Path) -> None:
+    """Each extraction was silent for 7–13 s before its bar (TensorFlow starting, the network
+    built and compiled), and predict for 5–8 s: each says what it is doing, in order, and ends
+    with what it did."""
+    out, err = SAID["test"]  # apart: DVC passes each stream on by itself
+    n = len(CLASSES) * PER_TEST_CLASS
+    for net in ("inception_v3", "xception"):
+        lines = [ln for ln in re.split(r"[\r\n]+", err) if ln.startswith(f"extract {net}:")
+                 or ln.startswith(f"{net} test:")]
+        assert lines[0] == (f"extract {net}: {n} images of data/resized/test.h5; starting "
+                            "tensorflow"), lines
+        assert lines[1] == (f"extract {net}: building {net} at 75 px with the weights in "
+                            f"keras_weights/{BACKBONES[net].weights_file}; the first batch "
+                            "compiles it"), lines
+        assert re.match(rf"{net} test: +0%", lines[2]) and re.match(
+            rf"{net} test: +100%.* {n}/{n} ", lines[-1]), lines  # the bar, then nothing
+        assert re.search(rf"^extract {net}: {n} images of data/resized/test.h5 → "
+                         rf"data/features/test/{net}.h5 in \d+ s$", out, re.M), out
+    assert f"predict: {n} test rows of data/features/test/fused.h5; starting tensorflow" in err
