@@ -91,16 +91,16 @@ class Source:
         infos = self._zip().infolist()
         # `zip -r x.zip ./cat` stores `./cat/1.jpg`: listed as `cat/1.jpg` (a leading `.` would
         # make every file look hidden), read by its stored name.
-        self._members = {_member_name(i.filename): i.filename for i in infos if not i.is_dir()}
+        self._members = {_member_name(_utf8(i)): i.filename for i in infos if not i.is_dir()}
         self._members.pop("", None)
-        names = [_member_name(i.filename) for i in infos if not i.is_dir()]
+        names = [_member_name(_utf8(i)) for i in infos if not i.is_dir()]
         # A zip may hold one name twice; only the last copy is readable by name, so the first
         # would silently become a second copy of it.
         dups = sorted(n for n, count in Counter(names).items() if count > 1)
         if dups:
             raise DataError(f"{self.path}: holds these names more than once: {_some(dups)}. "
                             "Rebuild the zip with one member per name.")
-        folders = {_member_name(i.filename) for i in infos if i.is_dir()}
+        folders = {_member_name(_utf8(i)) for i in infos if i.is_dir()}
         folders |= {str(p) for n in names for p in PurePosixPath(n).parents if str(p) != "."}
         folders.discard("")
         return names, sorted(folders)
@@ -156,6 +156,19 @@ class Source:
 
 # What reading a damaged, encrypted or oddly compressed zip member raises.
 _ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError)
+
+
+def _utf8(info: zipfile.ZipInfo) -> str:
+    """A member's name as its folder had it. Info-ZIP's `zip` on Linux and macOS stores the
+    name's UTF-8 bytes without the flag that says so, and zipfile then reads them as the
+    standard's default, cp437 (`café.jpg` → `caf├⌐.jpg`): such names are read as UTF-8 where
+    their bytes are UTF-8, as `unzip` does, so a folder and its zip name rows alike."""
+    if info.flag_bits & 0x800:
+        return info.filename
+    try:
+        return info.filename.encode("cp437").decode("utf-8")
+    except UnicodeError:  # a DOS or Windows name in its code page: kept as zipfile read it
+        return info.filename
 
 
 def _member_name(stored: str) -> str:

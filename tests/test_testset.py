@@ -122,3 +122,16 @@ def test_the_issue_layout_listed_then_read_keeps_malignant(tmp_path: Path) -> No
     r = read(listing.names, ["Benign", "Malignant"])
     assert r.names == ["Malignant/patient1/IM1.png", "Malignant/patient2/IM1.png"]
     assert r.labels.tolist() == [1, 1]
+
+
+def test_a_zip_of_non_ascii_names_made_by_info_zip_names_rows_as_its_folder(
+        tmp_path: Path) -> None:
+    """Info-ZIP's `zip` stores `café.jpg` as UTF-8 bytes without the UTF-8 flag: zipfile read
+    it as cp437, `caf├⌐.jpg`, and the zip's rows (and resized file) differed from the folder's."""
+    write(tmp_path / "batch2", {"café.jpg": b"", "IMG_0001.jpg": b""})
+    subprocess.run(["zip", "-qr", "batch2.zip", "batch2"], cwd=tmp_path, check=True,
+                   env={"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"})
+    zipped = Source(tmp_path / "batch2.zip")
+    assert list_test(zipped).names == list_test(Source(tmp_path / "batch2")).names == [
+        "café.jpg", "IMG_0001.jpg"]
+    assert zipped.read("batch2/café.jpg") == b""  # read by the name it is listed under
