@@ -50,6 +50,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.machine_load import cpu_line
 from benchmarks.synthetic import colour_field, write_resized
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,21 +82,6 @@ for split in ("train", "test"):  # DVC runs the two as two processes: one start 
     extract.main(["--backbone", sys.argv[1], "--images", split + ".h5",
                   "--out", split + "_features.h5"])
 """
-
-
-def cpu_line() -> str:
-    """The CPU's model name and which bfloat16 instructions it has, from /proc/cpuinfo."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "CPU: unknown (no /proc/cpuinfo)"
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                  if line.startswith("model name")), "unknown")
-    flags = next((set(line.split(":", 1)[1].split()) for line in info.splitlines()
-                  if line.startswith("flags")), set())
-    has = ", ".join(f"{f} {'yes' if f in flags else 'no'}"
-                    for f in ("avx512_bf16", "amx_bf16", "amx_tile"))
-    return f"CPU: {model}, {os.cpu_count()} cores; {has}"
 
 
 def isa_env(isa: str) -> dict[str, str]:
