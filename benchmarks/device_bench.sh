@@ -11,7 +11,7 @@
 # 2. `benchmarks/jax_cpu_bf16.py` with JAX_PLATFORMS=cpu: the CPU's model name and bf16/AMX
 #    flags, and both networks at mixed_bfloat16 against float32, paired, through Keras on JAX
 #    (XLA:CPU), NOT the extract stage's TensorFlow oneDNN path; stopped at
-#    DEVICE_BENCH_CPU_SECONDS (default 150).
+#    DEVICE_BENCH_CPU_SECONDS (default 130).
 #
 # Keras, and namex and optree which it needs and such machines lack, are installed from wheels
 # when `import keras` fails: `pip install --no-index --no-deps` into /tmp/site from KERAS_WHEELS
@@ -80,7 +80,7 @@ esac
 echo; echo "== 2. CPU, through Keras on JAX (XLA:CPU), NOT the stage's TensorFlow oneDNN path:"
 echo "   JAX_PLATFORMS=cpu $PY benchmarks/jax_cpu_bf16.py $CPU_ARGS"
 # shellcheck disable=SC2086
-JAX_PLATFORMS=cpu timeout --signal=INT --kill-after=20 "${DEVICE_BENCH_CPU_SECONDS:-150}" \
+JAX_PLATFORMS=cpu timeout --signal=INT --kill-after=20 "${DEVICE_BENCH_CPU_SECONDS:-130}" \
     "$PY" benchmarks/jax_cpu_bf16.py $CPU_ARGS 2>&1 | tee "$(log jax_cpu_bf16.txt)"
 rc=${PIPESTATUS[0]}
 case $rc in
