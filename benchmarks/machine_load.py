@@ -1,4 +1,5 @@
-"""How busy the machine is, for benchmarks that must not time a run disturbed by other work."""
+"""How busy the machine is, for benchmarks that must not time a run disturbed by other work, and
+what its CPU is."""
 
 from __future__ import annotations
 
@@ -25,3 +26,18 @@ def wait_for_quiet(min_idle: float, max_wait: float) -> None:
         b1, i1 = cpu_ticks()
         if (i1 - i0) / max(1e-9, b1 - b0 + i1 - i0) >= min_idle:
             return
+
+
+def cpu_line() -> str:
+    """The CPU's model name and which bfloat16 instructions it has, from /proc/cpuinfo."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "CPU: unknown (no /proc/cpuinfo)"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), "unknown")
+    flags = next((set(line.split(":", 1)[1].split()) for line in info.splitlines()
+                  if line.startswith("flags")), set())
+    has = ", ".join(f"{f} {'yes' if f in flags else 'no'}"
+                    for f in ("avx512_bf16", "amx_bf16", "amx_tile"))
+    return f"CPU: {model}, {os.cpu_count()} cores; {has}"

@@ -18,6 +18,10 @@ CPU's bfloat16 instructions.
   emulates it, slower than float32 (1.4× to 3.2× measured on this project's AVX-512 development
   machine), so the stage stops and says so, unless `EXTRACT_BF16_EMULATED=1` asks for it
   anyway (a teammate reproducing bf16 features, the tests).
+- `mixed_bfloat16` on a CPU with AVX512_BF16 but no AMX (AMD Zen 4, Intel Cooper Lake): slower
+  than float32 too, measured on an AMD EPYC (issue 24) and on an AMX Xeon with oneDNN capped at
+  AVX512_BF16 (`benchmarks/bench_bf16.py --isa`, docs/benchmarks.md): its bfloat16 matmul peak
+  is below its float32 one there. The stage stops likewise, with the same override.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from functools import cache
 from stages.cli import ParamsError
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo's names for the instructions
+AMX_FLAG = "amx_bf16"  # the ones that make bfloat16 faster than float32 here
 EMULATED = "EXTRACT_BF16_EMULATED"
 
 
@@ -70,17 +75,26 @@ def gpu_count() -> int:
     return 0
 
 
-def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
-    """Whether the CPU has bfloat16 instructions; None where /proc/cpuinfo cannot tell
-    (not Linux, not x86)."""
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str] | None:
+    """The CPU's flags; None where /proc/cpuinfo cannot tell (not Linux, not x86)."""
     try:
         with open(cpuinfo) as f:
             lines = [line for line in f if line.startswith("flags")]
     except OSError:
         return None
-    if not lines:
-        return None
-    return bool(set(lines[0].split(":", 1)[1].split()) & set(BF16_FLAGS))
+    return set(lines[0].split(":", 1)[1].split()) if lines else None
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU has bfloat16 instructions (AVX512_BF16 or AMX); None: cannot tell."""
+    flags = cpu_flags(cpuinfo)
+    return None if flags is None else bool(flags & set(BF16_FLAGS))
+
+
+def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU has AMX's bfloat16 tiles; None: cannot tell."""
+    flags = cpu_flags(cpuinfo)
+    return None if flags is None else AMX_FLAG in flags
 
 
 def nvidia_driver() -> bool:
@@ -102,16 +116,23 @@ def check_precision(precision: str) -> None:
                     backend(), f"a CUDA build of {backend()}")
         fix = (f"this machine has an NVIDIA driver, but Keras' {backend()} backend finds no "
                f"GPU: install {cuda}" if nvidia_driver() else
-               "on a CPU use 'mixed_bfloat16' (AVX512_BF16/AMX) or 'float32'")
+               "on a CPU use 'float32', or 'mixed_bfloat16' where it has AMX")
         raise ParamsError(f"params.yaml: 'precision' is 'mixed_float16', which needs a GPU; "
                           f"{fix}")
-    if (precision == "mixed_bfloat16" and not gpu_count() and cpu_has_bf16() is False
-            and os.environ.get(EMULATED) != "1"):
+    if precision != "mixed_bfloat16" or os.environ.get(EMULATED) == "1" or gpu_count():
+        return
+    fix = ("Use 'float32' here (`dvc exp run -S precision=float32`), or extract on a machine "
+           "with AMX (docs/backends.md)")
+    if cpu_has_bf16() is False:
         raise ParamsError(
             "params.yaml: 'precision' is 'mixed_bfloat16', but this CPU has no bfloat16 "
-            "instructions (AVX512_BF16 or AMX): it would be emulated, slower than "
-            "float32. Use 'float32' here (`dvc exp run -S precision=float32`), or extract on a "
-            f"machine that has them; {EMULATED}=1 runs it emulated anyway")
+            f"instructions (AVX512_BF16 or AMX): it would be emulated, slower than float32. "
+            f"{fix}; {EMULATED}=1 runs it emulated anyway")
+    if cpu_has_amx() is False:
+        raise ParamsError(
+            "params.yaml: 'precision' is 'mixed_bfloat16', but this CPU has AVX512_BF16 and no "
+            "AMX: there bfloat16 extraction measured slower than float32 (docs/benchmarks.md). "
+            f"{fix}; {EMULATED}=1 runs it anyway")
 
 
 def cpu_bf16_rewrite(precision: str) -> bool:

@@ -9,8 +9,8 @@ one batch of activations are alive at a time.
 Speed (benchmarks/bench_extract_head.py): the uint8 batch goes into one compiled function that
 casts, preprocesses and runs the network, so the float32 copy exists only per batch. On a CPU the
 batch size hardly matters (8 to 64 within 5%; memory grows with it); `precision: mixed_bfloat16`
-on a CPU with AVX512_BF16 or AMX takes oneDNN's whole-graph bfloat16 rewrite, the fastest
-bfloat16 path measured (`stages.devices` says why, and what a CPU without them gets). On a GPU,
+on a CPU with AMX takes oneDNN's whole-graph bfloat16 rewrite, the fastest bfloat16 path
+measured (`stages.devices` says why, and why a CPU without AMX is refused it). On a GPU,
 XLA compiles the function (as Keras' own `predict` does there) and the last batch is padded to
 full size, so that one shape, hence one compilation, serves all.
 

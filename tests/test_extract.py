@@ -110,15 +110,26 @@ def test_bf16_on_a_cpu_without_it_stops_with_the_fix(monkeypatch: pytest.MonkeyP
     if devices.gpu_count():
         pytest.skip("a GPU is present")
     info = tmp_path / "cpuinfo"
-    for flags, has in (("fpu avx512f avx512_vnni", False), ("avx512f amx_bf16 amx_tile", True)):
+    for flags, bf16, amx in (("fpu avx512f avx512_vnni", False, False),
+                             ("avx512f avx512_bf16", True, False),  # AMD Zen 4
+                             ("avx512f avx512_bf16 amx_bf16 amx_tile", True, True)):
         info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-        assert devices.cpu_has_bf16(str(info)) is has
+        assert devices.cpu_has_bf16(str(info)) is bf16 and devices.cpu_has_amx(str(info)) is amx
     assert devices.cpu_has_bf16(str(tmp_path / "none")) is None  # not Linux: cannot tell
+    assert devices.cpu_has_amx(str(tmp_path / "none")) is None
     monkeypatch.delenv(devices.EMULATED, raising=False)
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: False)
     with pytest.raises(devices.ParamsError, match=r"no bfloat16 instructions .* Use 'float32'"):
         devices.check_precision("mixed_bfloat16")
+    # AVX512_BF16 without AMX: measured slower than float32 (docs/benchmarks.md), refused too.
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    with pytest.raises(devices.ParamsError, match=r"AVX512_BF16 and no AMX.* Use 'float32'"):
+        devices.check_precision("mixed_bfloat16")
+    monkeypatch.setenv(devices.EMULATED, "1")
+    devices.check_precision("mixed_bfloat16")  # asked for anyway
+    monkeypatch.delenv(devices.EMULATED)
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: True)
     devices.check_precision("mixed_bfloat16")  # the fast path: no message
 
 
