@@ -133,7 +133,7 @@ def test_the_clinical_exp_show_of_medical_md_shows_validation_and_test_scores() 
                 for m in ("auc", "balanced_accuracy", "sensitivity", "specificity")]
     metrics = ["val_loss", "val_accuracy", "best_epoch", "n_train", "n_val", "n_groups_train",
                "n_groups_val", "n_test", "test_loss", "test_accuracy", *clinical,
-               "reports/resize/train.json:images"]
+               "reports/resize/train.json:images", "folders"]  # (test.json's key is unique)
     params = ["class_weight", "seed", "dropout"]
     deps = ["data/features/train/fused.h5"]
     meta = ["Experiment", "rev", "typ", "Created", "parent", "State", "Executor"]
