@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ import numpy as np
 from stages import cli, evaluation, h5io, quiet, testset
 from stages.feature_files import Rows
 from stages.params import load_params
-from stages.testset import TestSetError as TestSetError  # re-exported: what `of` raises
+from stages.testset import TestSet
 
 # What the stage reads of params.yaml. dvc.yaml makes it depend on the whole file (a typo'd key
 # stops it), which covers these.
@@ -58,27 +57,10 @@ def clip_probs(probs: np.ndarray, clip: float) -> np.ndarray:
     return clip + (1.0 - k * clip) * probs
 
 
-@dataclass
-class TestSet:
-    """The test rows as pred.csv names them, and their true classes where the set is labelled.
-    `ids`: Kaggle's numbers (the submission); otherwise `names`, paths relative to test_data."""
-
-    __test__ = False  # not a pytest test class
-    ids: np.ndarray | None = None
-    names: np.ndarray | None = None
-    labels: np.ndarray | None = None  # training-class indices
-
-    @classmethod
-    def of(cls, rows: Rows, classes: list[str]) -> TestSet:
-        """Read the rows against the model's classes (stages/testset.py): a labelled set, the
-        Kaggle submission, or images named by path; TestSetError where it is none of them."""
-        r = testset.read([str(n) for n in rows.names], classes)
-        if r.ids is not None:
-            return cls(ids=r.ids)
-        return cls(names=np.asarray(r.names, object), labels=r.labels)
-
-    def row_ids(self) -> list[str]:
-        return [str(i) for i in (self.ids if self.ids is not None else self.names)]  # type: ignore[union-attr]
+def read_test_rows(rows: Rows, classes: list[str]) -> TestSet:
+    """The test rows read against the model's classes (stages/testset.py): the Kaggle
+    submission, a labelled set, or images named by path; TestSetError where none of them."""
+    return testset.read([str(n) for n in rows.names], classes)
 
 
 def write_submission(path: str, test: TestSet, probs: np.ndarray, classes: list[str]) -> None:
@@ -157,7 +139,7 @@ def predict(model_path: str, features: str, batch_size: int = 1024
             raise cli.MissingInput(
                 f"{features}: {f['features'].shape[1]} feature columns, but {model_path} takes "
                 f"{model.input_shape[-1]}. Run `dvc repro`")
-        test = TestSet.of(rows, classes)
+        test = read_test_rows(rows, classes)
         probs: list[np.ndarray] = []
         for batch in h5io.iter_batches(f["features"], batch_size):
             start = sum(map(len, probs))

@@ -41,15 +41,21 @@ class TestSetError(UserError, ValueError):
 
 
 @dataclass
-class Reading:
-    """The test rows as `pred.csv` names them, and what they are."""
+class TestSet:
+    """The test rows as `pred.csv` names them, and what they are: Kaggle's numbers (`ids`, the
+    submission), or paths relative to test_data without wrapper folders (`names`), with each
+    row's training-class index where the set is labelled."""
 
-    names: list[str]               # paths relative to test_data, without wrapper folders
-    labels: np.ndarray | None = None  # training-class index of each row: a labelled set
-    ids: np.ndarray | None = None     # Kaggle's numbered images: the submission
+    __test__ = False  # not a pytest test class
+    ids: np.ndarray | None = None
+    names: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    def row_ids(self) -> list[str]:
+        return [str(i) for i in (self.ids if self.ids is not None else self.names)]  # type: ignore[union-attr]
 
 
-def read(names: Sequence[str], classes: Sequence[str]) -> Reading:
+def read(names: Sequence[str], classes: Sequence[str]) -> TestSet:
     """Read a test set's row names (as its resized file stores them, in its order) against the
     training `classes`; TestSetError where the folders are neither (see the module doc)."""
     rel = _without_wrappers(list(names), classes)
@@ -57,7 +63,9 @@ def read(names: Sequence[str], classes: Sequence[str]) -> Reading:
     loose = [n for n in rel if "/" not in n]
     if not folders:
         ids = kaggle_ids(rel)
-        return Reading(rel, ids=np.asarray(ids, np.int64) if ids else None)
+        if ids:
+            return TestSet(ids=np.asarray(ids, np.int64))
+        return TestSet(names=np.asarray(rel, object))
     known = [f for f in folders if f in classes]
     if known:
         others = [f for f in folders if f not in classes]
@@ -75,10 +83,11 @@ def read(names: Sequence[str], classes: Sequence[str]) -> Reading:
         if len(known) == 1:
             _not_a_wrapper_of_classes(known[0], rel, classes)
         index = {c: i for i, c in enumerate(classes)}
-        return Reading(rel, labels=np.array([index[n.split("/", 1)[0]] for n in rel]))
+        return TestSet(names=np.asarray(rel, object),
+                       labels=np.array([index[n.split("/", 1)[0]] for n in rel]))
     _no_near_miss(folders, classes)
     if loose or len(folders) > h5io.MAX_CLASSES or all(_has_digit(f) for f in folders):
-        return Reading(rel)
+        return TestSet(names=np.asarray(rel, object))
     raise TestSetError(
         f"test folder(s) {_some(folders)} are not training classes ({', '.join(classes)}). A "
         "labelled test set names its folders exactly as the classes; folders of images to "

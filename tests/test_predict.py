@@ -13,7 +13,8 @@ import pytest
 
 from stages.evaluation import probabilities
 from stages.feature_files import Rows
-from stages.predict import TestSet, TestSetError, clip_probs, summary, write_submission
+from stages.predict import clip_probs, read_test_rows, summary, write_submission
+from stages.testset import TestSet, TestSetError
 
 
 def binary(p1: list[float]) -> np.ndarray:
@@ -115,7 +116,7 @@ def test_features_that_are_not_numbers_stop_naming_the_rows(tmp_path: Path) -> N
 
 def test_files_of_any_name_are_rows_named_by_their_path(tmp_path: Path) -> None:
     rows = Rows(names=np.array(["IMG_0001.jpg", "scan 2.png", "x/photo.jpg"], object))
-    test = TestSet.of(rows, ["cat", "dog"])
+    test = read_test_rows(rows, ["cat", "dog"])
     assert test.ids is None and test.labels is None
     out = tmp_path / "pred.csv"
     write_submission(str(out), test, binary([0.25, 0.5, 0.75]), ["cat", "dog"])
@@ -131,20 +132,20 @@ def test_folders_named_like_training_classes_are_a_labelled_set() -> None:
     # The test side lists its own folders (here only Dog): labels map to the model's classes.
     rows = Rows(names=np.array(["Dog/1.jpg", "Dog/2.jpg"], object), labels=np.array([0, 0]),
                 classes=["Dog"])
-    test = TestSet.of(rows, ["Bird", "Cat", "Dog"])
+    test = read_test_rows(rows, ["Bird", "Cat", "Dog"])
     assert list(test.labels) == [2, 2] and list(test.names) == ["Dog/1.jpg", "Dog/2.jpg"]
 
 
 def test_folders_that_are_not_classes_are_plain_folders_of_images() -> None:
     rows = Rows(names=np.array(["patient1/a.dcm", "patient2/b.dcm"], object),
                 labels=np.array([0, 1]), classes=["patient1", "patient2"])
-    test = TestSet.of(rows, ["NORMAL", "PNEUMONIA"])
+    test = read_test_rows(rows, ["NORMAL", "PNEUMONIA"])
     assert test.labels is None and list(test.names) == ["patient1/a.dcm", "patient2/b.dcm"]
 
 
 def test_kaggle_ids_in_a_top_folder_stay_the_submission() -> None:
     rows = Rows(names=np.array(["1.jpg", "2.jpg"], object), ids=np.array([1, 2]))
-    assert list(TestSet.of(rows, ["cat", "dog"]).ids) == [1, 2]
+    assert list(read_test_rows(rows, ["cat", "dog"]).ids) == [1, 2]
 
 
 def test_a_test_folder_beside_training_classes_is_named() -> None:
@@ -152,14 +153,14 @@ def test_a_test_folder_beside_training_classes_is_named() -> None:
                 labels=np.array([0, 1, 2]), classes=["Cat", "Horse", "Zebra"])
     with pytest.raises(TestSetError, match=r"test folder\(s\) Horse, Zebra are not training "
                                            r"classes \(Cat, Dog\), while Cat are"):
-        TestSet.of(rows, ["Cat", "Dog"])
+        read_test_rows(rows, ["Cat", "Dog"])
 
 
 def test_loose_images_beside_class_folders_are_named() -> None:
     rows = Rows(names=np.array(["3.jpg", "Cat/1.jpg", "Dog/2.jpg"], object))
     with pytest.raises(TestSetError, match=r"mixes images in class folders \(Cat, Dog\) with "
                                            r"loose images \(3\.jpg\)"):
-        TestSet.of(rows, ["Cat", "Dog"])
+        read_test_rows(rows, ["Cat", "Dog"])
 
 
 def test_clinical_scores_come_from_the_unclipped_probabilities() -> None:
@@ -178,7 +179,7 @@ def test_folders_that_differ_from_the_classes_only_in_case_are_named() -> None:
                 classes=["Cat", "Dog"])
     with pytest.raises(TestSetError, match=r"Cat, Dog differ from the training classes cat, dog "
                                            r"only in case"):
-        TestSet.of(rows, ["cat", "dog"])
+        read_test_rows(rows, ["cat", "dog"])
 
 
 def test_test_features_from_another_random_network_are_refused(tmp_path: Path) -> None:
