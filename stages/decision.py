@@ -1,0 +1,303 @@
+"""The operating point and how sure the figures are: the decision a threshold makes, the
+threshold a target resolves to on validation, one temperature that calibrates the probabilities,
+the expected calibration error with its reliability rows, and percentile-bootstrap intervals of
+the scores.
+
+NumPy only, as `evaluation`: scikit-learn or SciPy would add a second to every TensorFlow
+stage's start (Keras imports scikit-learn when present); the tests compare against scikit-learn.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from stages.cli import UserError
+
+TARGETS = ("sensitivity", "specificity")
+# The temperatures searched: outside them the head is broken rather than miscalibrated.
+T_RANGE = (0.05, 20.0)
+# A bootstrap figure is None when undefined (one class absent, say) in more than this share of
+# the resamples: its percentiles would then describe the few resamples that happen to hold both.
+MAX_UNDEFINED = 0.5
+_CHUNK = 250  # resamples scored at once: (250, N) float64 arrays, 10 MB per array at N = 5,000
+
+
+class ThresholdError(UserError, ValueError):
+    """A `threshold` that cannot be resolved on the validation split."""
+
+
+def predicted(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Class indices, int64. Two classes: 1 where p(class 1) >= threshold (as scikit-learn's
+    `roc_curve` thresholds mean), else 0; K > 2: the most probable class (threshold ignored)."""
+    probs = np.asarray(probs)
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).astype(np.int64)
+    return np.argmax(probs, axis=1).astype(np.int64)
+
+
+def _rates(labels: np.ndarray, p1: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                          int, int]:
+    """Every distinct score as a threshold, rising, with the positives it predicts positive
+    (true positives) and the negatives it predicts negative (true negatives), as integers, and
+    the numbers of positives and negatives."""
+    truth = np.asarray(labels).astype(np.int64) == 1
+    p1 = np.asarray(p1, np.float64)
+    thresholds, first = np.unique(p1, return_inverse=True)
+    pos_at = np.bincount(first[truth], minlength=len(thresholds))
+    neg_at = np.bincount(first[~truth], minlength=len(thresholds))
+    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
+    # threshold i predicts positive every row scored >= thresholds[i]
+    tp = n_pos - np.r_[0, np.cumsum(pos_at)[:-1]]
+    tn = np.r_[0, np.cumsum(neg_at)[:-1]]
+    return thresholds, tp, tn, n_pos, n_neg
+
+
+def _inside(t: float) -> float:
+    """A chosen score as a threshold in (0, 1), where params and the model keep it. A sigmoid's
+    float32 output is exactly 1.0 above z ≈ 17, and the largest float64 below 1 still predicts
+    those rows positive and no float32 score less, so the decisions stay the same; exactly 0.0
+    (z below about −103) becomes the smallest positive float64, which predicts those rows
+    negative rather than positive: the one decision that changes, on rows the head is sure of."""
+    return float(min(max(t, np.nextafter(0.0, 1.0)), np.nextafter(1.0, 0.0)))
+
+
+def resolve_threshold(spec: str | float, labels: np.ndarray, p1: np.ndarray) -> float:
+    """The threshold a `threshold` param means on these validation labels and p(class 1):
+    - a number in (0, 1): itself;
+    - `youden`: the threshold maximising sensitivity + specificity − 1; of several equally good,
+      the largest (the one with the highest specificity);
+    - `sensitivity:X`: of the thresholds reaching sensitivity >= X, the one with the highest
+      specificity; of several with that specificity, the smallest (the highest sensitivity:
+      between them lie only positives, so it is the better on both);
+    - `specificity:X`: of the thresholds reaching specificity >= X, the one with the highest
+      sensitivity; of several, the largest (the highest specificity), for the same reason.
+    The candidates are the distinct values of `p1`; a row is positive when p1 >= threshold.
+    Raises ThresholdError (one line) for an unknown form, a split lacking one of the classes, or
+    a target that no threshold reaches."""
+    number = _number(spec)
+    if number is not None:
+        if not 0.0 < number < 1.0:
+            raise ThresholdError(f"threshold {spec} is outside (0, 1): give a number between, "
+                                 "'youden', 'sensitivity:X' or 'specificity:X'")
+        return number
+    form, _, target_text = str(spec).partition(":")
+    form = form.strip()
+    if form == "youden" and not target_text:
+        target = None
+    elif form in TARGETS and (target := _number(target_text)) is not None and 0 < target <= 1:
+        pass
+    else:
+        raise ThresholdError(f"threshold '{spec}' is not a number in (0, 1), 'youden', "
+                             "'sensitivity:X' or 'specificity:X' with X in (0, 1]")
+    thresholds, tp, tn, n_pos, n_neg = _rates(labels, p1)
+    if n_pos == 0 or n_neg == 0:
+        lacking = "class 1 (positives)" if n_pos == 0 else "class 0 (negatives)"
+        raise ThresholdError(f"threshold '{spec}' needs both classes on the validation split, "
+                             f"which has no images of {lacking}: sensitivity and specificity "
+                             "are undefined there; give a number instead, or a split with both")
+    if target is None:
+        # in integers, so that equal values tie exactly: (J + 1) · n_pos · n_neg
+        j = tp * n_neg + tn * n_pos
+        return _inside(thresholds[np.flatnonzero(j == j.max())[-1]])
+    sensitivity, specificity = tp / n_pos, tn / n_neg
+    reach, other = ((sensitivity, specificity) if form == "sensitivity"
+                    else (specificity, sensitivity))
+    ok = reach >= target
+    if not ok.any():
+        best = int(np.argmax(reach))  # specificity rises with the threshold: the largest wins
+        raise ThresholdError(
+            f"threshold '{spec}': {form} {target:g} cannot be reached on the validation split: "
+            f"the most any threshold gives there is {reach[best]:.4f} (at threshold "
+            f"{thresholds[best]:.4g}); lower the target or choose another form")
+    best_other = other[ok].max()
+    among = np.flatnonzero(ok & (other == best_other))
+    return _inside(thresholds[among[0] if form == "sensitivity" else among[-1]])
+
+
+def _number(spec: str | float) -> float | None:
+    """A param given as a number, or as the text of one; None for anything else."""
+    if isinstance(spec, bool):
+        return None
+    if isinstance(spec, int | float | np.floating | np.integer):
+        return float(spec)
+    try:
+        return float(spec)
+    except ValueError:
+        return None
+
+
+def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Mean −log p(true class) of softmax(logits / T), or of sigmoid(z / T) for 1-D `logits`,
+    through log-sum-exp so that large logits neither overflow nor lose the small probabilities."""
+    u = logits / temperature
+    if u.ndim == 1:  # −log sigmoid(u) for class 1, −log(1 − sigmoid(u)) = −log sigmoid(−u) for 0
+        return float(np.mean(np.logaddexp(0.0, u) - labels * u))
+    top = u.max(axis=1)
+    log_z = top + np.log(np.exp(u - top[:, None]).sum(axis=1))
+    return float(np.mean(log_z - u[np.arange(len(u)), labels]))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T > 0 that minimises the mean negative log-likelihood of
+    softmax(logits / T) on (N, K) logits, or of sigmoid(z / T) on the (N,) (or (N, 1))
+    pre-activations of a sigmoid head, labels in {0, 1}. A golden-section search on log T over
+    T_RANGE: the log-likelihood is concave in 1/T, so one minimum, which the search finds to
+    about 1e-4 in log T. T = 1 is returned unless the fit beats it, so the fit never raises the
+    validation log loss."""
+    logits = np.asarray(logits, np.float64)
+    if logits.ndim == 2 and logits.shape[1] == 1:
+        logits = logits[:, 0]
+    labels = np.asarray(labels).astype(np.int64)
+
+    def nll(log_t: float) -> float:
+        return _nll(logits, labels, math.exp(log_t))
+
+    lo, hi = math.log(T_RANGE[0]), math.log(T_RANGE[1])
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    while hi - lo > 1e-4:
+        if fa <= fb:  # the minimum lies in [lo, b]
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = nll(b)
+    log_t = (lo + hi) / 2
+    return 1.0 if nll(0.0) <= nll(log_t) else math.exp(log_t)
+
+
+def _bins(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Each confidence's bin of `bins` equal-width bins over [0, 1], right-inclusive as Guo et
+    al. 2017: edges[b] < c <= edges[b + 1] is bin b, so a confidence of 1.0 is in the last."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # a largest probability is at least 1/K, never 0, but a 0 would join the first bin
+    return np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+
+
+def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> list[dict]:
+    """The reliability diagram's rows, one per non-empty bin of top-label confidence: its label
+    (`bin`, "0.93–1.00"), mean confidence, accuracy (the share whose most probable class is the
+    true one) and count. A perfectly calibrated model puts every row on accuracy = confidence."""
+    probs = np.asarray(probs, np.float64)
+    confidence = probs.max(axis=1)  # top-label: max(p, 1 − p) for two classes
+    correct = np.argmax(probs, axis=1) == np.asarray(labels).astype(np.int64)
+    which = _bins(confidence, bins)
+    count = np.bincount(which, minlength=bins)
+    conf_sum = np.bincount(which, confidence, minlength=bins)
+    right = np.bincount(which, correct.astype(np.float64), minlength=bins)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return [{"bin": f"{edges[b]:.2f}–{edges[b + 1]:.2f}", "confidence": float(conf_sum[b] / n),
+             "accuracy": float(right[b] / n), "count": int(n)}
+            for b, n in enumerate(count.tolist()) if n]
+
+
+def ece(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error, top-label: Σ over the bins of (|bin| / N) · |accuracy −
+    mean confidence|, from `reliability`'s rows (`bins` equal-width bins over [0, 1])."""
+    rows = reliability(labels, probs, bins)
+    total = sum(r["count"] for r in rows)
+    return float(sum(r["count"] / total * abs(r["accuracy"] - r["confidence"]) for r in rows))
+
+
+def _multiplicities(rng: np.random.Generator, n_rows: int, groups: np.ndarray | None,
+                    n: int) -> np.ndarray:
+    """(n, n_rows) counts: how many times each row is in each of `n` resamples. Rows: n_rows
+    draws with replacement. Groups: as many draws of whole groups as there are groups, every
+    row of a drawn group counted as often as its group was drawn, so no group is ever split."""
+    if groups is None:
+        codes, n_units = np.arange(n_rows), n_rows
+    else:
+        _, codes = np.unique(np.asarray(groups), return_inverse=True)
+        codes = codes.ravel()
+        n_units = int(codes.max()) + 1 if n_rows else 0
+    draws = rng.integers(0, n_units, size=(n, n_units))
+    # one bincount for all resamples: resample r's units are numbered r · n_units + unit
+    counts = np.bincount((draws + n_units * np.arange(n)[:, None]).ravel(),
+                         minlength=n * n_units).reshape(n, n_units)
+    return counts[:, codes]
+
+
+def _weighted_auc(w: np.ndarray, truth: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Per resample (row of the (B, N) weights `w`), the ROC AUC of `score` for `truth` as the
+    Mann–Whitney statistic: the weighted share of (positive, negative) pairs ranked right, ties
+    counting half — the trapezoidal area `evaluation.auc` takes. NaN without both classes."""
+    order = np.argsort(score, kind="stable")
+    score, truth, w = score[order], truth[order], w[:, order]
+    # each row's run of equal scores: [start, end]
+    new = np.r_[True, score[1:] != score[:-1]]
+    start = np.flatnonzero(new)[np.cumsum(new) - 1]
+    end = np.r_[np.flatnonzero(new)[1:], len(score)][np.cumsum(new) - 1] - 1
+    neg = np.cumsum(w * ~truth, axis=1)
+    below = np.where(start > 0, neg[:, np.maximum(start - 1, 0)], 0.0)
+    tied = neg[:, end] - below
+    pos_w = w * truth
+    n_pos, n_neg = pos_w.sum(axis=1), neg[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        area = (pos_w * (below + 0.5 * tied)).sum(axis=1) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), area, np.nan)
+
+
+def _resample_scores(w: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                     decided: np.ndarray) -> dict[str, np.ndarray]:
+    """The scores of `evaluation.scores` and accuracy for each resample, NaN where undefined."""
+    w = w.astype(np.float64)
+    k = probs.shape[1]
+    correct = (decided == labels).astype(np.float64)
+    in_class = labels[None, :] == np.arange(k)[:, None]  # (K, N)
+    count = w @ in_class.T  # (B, K)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = (w @ (in_class * correct).T) / count
+    out = {"accuracy": (w @ correct) / w.sum(axis=1),
+           "balanced_accuracy": _nanmean(np.where(count > 0, recall, np.nan).T)}
+    if k == 2:
+        out["auc"] = _weighted_auc(w, labels == 1, probs[:, 1])
+        out["sensitivity"], out["specificity"] = recall[:, 1], recall[:, 0]
+    else:  # macro mean of one-vs-rest over the classes present beside another
+        out["auc"] = _nanmean(np.stack([_weighted_auc(w, labels == c, probs[:, c])
+                                        for c in range(k)]))
+    return out
+
+
+def _nanmean(values: np.ndarray) -> np.ndarray:
+    """The mean down the first axis of the defined values; NaN where none is (without
+    np.nanmean's warning about an empty slice)."""
+    defined = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(defined, values, 0.0).sum(axis=0) / defined.sum(axis=0)
+
+
+def bootstrap_intervals(labels: np.ndarray, probs: np.ndarray, threshold: float, prefix: str,
+                        seed: int, groups: np.ndarray | None = None, n: int = 2000,
+                        level: float = 0.95) -> dict[str, float | None]:
+    """Percentile-bootstrap intervals of AUC, balanced accuracy and accuracy, and for two
+    classes of sensitivity and specificity, the decisions made at `threshold`: flat keys
+    `{prefix}{name}_low` / `_high` (`val_auc_low`, …). `n` resamples of the rows, or of whole
+    groups (`groups`: one id per row, a patient say) with every row of a drawn group, seeded
+    by `seed`. A resample where a figure is undefined (AUC without both classes) is left out
+    of that figure's percentiles; undefined in more than MAX_UNDEFINED of them: None."""
+    labels = np.asarray(labels).astype(np.int64)
+    probs = np.asarray(probs, np.float64)
+    decided = predicted(probs, threshold)
+    rng = np.random.default_rng(seed)
+    chunks: list[dict[str, np.ndarray]] = []
+    for done in range(0, n, _CHUNK):
+        w = _multiplicities(rng, len(labels), groups, min(_CHUNK, n - done))
+        chunks.append(_resample_scores(w, labels, probs, decided))
+    names = ["auc", "balanced_accuracy", "accuracy"]
+    if probs.shape[1] == 2:
+        names += ["sensitivity", "specificity"]
+    tail = (1.0 - level) / 2 * 100
+    out: dict[str, float | None] = {}
+    for name in names:
+        values = np.concatenate([c[name] for c in chunks])
+        defined = values[~np.isnan(values)]
+        low = high = None
+        if len(defined) and len(defined) >= (1.0 - MAX_UNDEFINED) * len(values):
+            low, high = (float(v) for v in np.percentile(defined, [tail, 100.0 - tail]))
+        out[f"{prefix}{name}_low"], out[f"{prefix}{name}_high"] = low, high
+    return out
