@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from stages import h5io
+from stages import decision, h5io
 
 N_MISTAKES = 16  # the picture's 4 × 4 grid
 
@@ -42,20 +42,26 @@ def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(-np.mean(np.log(np.maximum(p, 1e-15))))
 
 
-def accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
-    return float(np.mean(np.argmax(probs, axis=1) == labels))
+def accuracy(labels: np.ndarray, probs: np.ndarray, *, threshold: float = 0.5) -> float:
+    """The share decided right: for two classes at `threshold` on p(class 1)
+    (`decision.predicted`), for more the most probable class."""
+    return float(np.mean(decision.predicted(probs, threshold) == labels))
 
 
-def recalls(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> list[float | None]:
-    """Per class, the share of its images predicted as it (None: no image of it)."""
-    predicted = np.argmax(probs, axis=1)
+def recalls(labels: np.ndarray, probs: np.ndarray, n_classes: int, *,
+            threshold: float = 0.5) -> list[float | None]:
+    """Per class, the share of its images predicted as it (None: no image of it), the
+    decisions made at `threshold` as `accuracy`'s."""
+    predicted = decision.predicted(probs, threshold)
     return [float(np.mean(predicted[labels == c] == c)) if np.any(labels == c) else None
             for c in range(n_classes)]
 
 
-def balanced_accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
+def balanced_accuracy(labels: np.ndarray, probs: np.ndarray, *,
+                      threshold: float = 0.5) -> float:
     """The mean recall over the classes present, as scikit-learn's balanced_accuracy_score."""
-    return float(np.mean([r for r in recalls(labels, probs, probs.shape[1]) if r is not None]))
+    return float(np.mean([r for r in recalls(labels, probs, probs.shape[1], threshold=threshold)
+                          if r is not None]))
 
 
 def auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
@@ -77,14 +83,16 @@ def _area(roc: list[dict]) -> float:
     return float(np.trapezoid([p["tpr"] for p in roc], [p["fpr"] for p in roc]))
 
 
-def scores(labels: np.ndarray, probs: np.ndarray, prefix: str) -> dict[str, float | None]:
+def scores(labels: np.ndarray, probs: np.ndarray, prefix: str, *,
+           threshold: float = 0.5) -> dict[str, float | None]:
     """The clinical scores of a split, keys prefixed (`val_`, `test_`): AUC and balanced
     accuracy; for two classes also sensitivity (recall of class 1) and specificity (recall of
-    class 0). Log loss and accuracy are the caller's (Keras' for validation)."""
+    class 0), the decisions made at `threshold`. Log loss and accuracy are the caller's (Keras'
+    for validation)."""
     out = {f"{prefix}auc": auc(labels, probs),
-           f"{prefix}balanced_accuracy": balanced_accuracy(labels, probs)}
+           f"{prefix}balanced_accuracy": balanced_accuracy(labels, probs, threshold=threshold)}
     if probs.shape[1] == 2:
-        specificity, sensitivity = recalls(labels, probs, 2)
+        specificity, sensitivity = recalls(labels, probs, 2, threshold=threshold)
         out |= {f"{prefix}sensitivity": sensitivity, f"{prefix}specificity": specificity}
     return out
 
@@ -136,19 +144,22 @@ def curves(truth: np.ndarray, score: np.ndarray) -> tuple[list[dict], list[dict]
 
 
 def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray | None,
-                probs: np.ndarray) -> None:
-    """The confusion matrix (class names on both axes) and, from the probabilities, ROC and
-    precision-recall curves: of class 1 against class 0 for two classes, micro-averaged over
-    every class against the rest for more. In dvclive's files and formats
-    (`plots/sklearn/*.json`), which DVC's templates draw. `labels` None (an unlabelled test
-    set): empty files."""
+                probs: np.ndarray, threshold: float = 0.5) -> None:
+    """The confusion matrix (class names on both axes) of the decisions at `threshold` and,
+    from the probabilities, ROC and precision-recall curves: of class 1 against class 0 for two
+    classes, micro-averaged over every class against the rest for more. In dvclive's files and
+    formats (`plots/sklearn/*.json`), which DVC's templates draw. Beside them
+    `plots/calibration.json`, the reliability diagram's rows (`decision.reliability`), which no
+    scikit-learn plot of dvclive's draws. `labels` None (an unlabelled test set): empty files."""
     confusion: list[dict] = []
     roc: list[dict] = []
     pr: list[dict] = []
+    calibration: list[dict] = []
     if labels is not None:
         labels = labels.astype(np.int64)
-        confusion = [{"actual": classes[a], "predicted": classes[p]}
-                     for a, p in zip(labels, np.argmax(probs, axis=1), strict=True)]
+        confusion = [{"actual": classes[a], "predicted": classes[p]} for a, p in
+                     zip(labels, decision.predicted(probs, threshold), strict=True)]
+        calibration = decision.reliability(labels, probs)
         if len(classes) == 2:
             roc, pr = curves(labels == 1, probs[:, 1])
         else:  # every (image, class) pair is one binary decision: micro-averaged one-vs-rest
@@ -158,6 +169,8 @@ def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray |
                        ("precision_recall", {"precision_recall": pr})):
         with h5io.atomic_path(out / f"{name}.json") as tmp:
             tmp.write_text(json.dumps(data, indent=2) + "\n")
+    with h5io.atomic_path(out.parent / "calibration.json") as tmp:
+        tmp.write_text(json.dumps({"calibration": calibration}, indent=2) + "\n")
 
 
 def worst_mistakes(labels: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES) -> np.ndarray:

@@ -67,6 +67,29 @@ def test_an_unlabelled_set_gets_empty_plot_files(tmp_path: Path) -> None:
     assert read(tmp_path, "confusion_matrix") == []
     assert read(tmp_path, "roc") == {"roc": []}
     assert read(tmp_path, "precision_recall") == {"precision_recall": []}
+    assert json.loads((tmp_path / "plots/calibration.json").read_text()) == {"calibration": []}
+
+
+def test_decisions_at_a_threshold(tmp_path: Path) -> None:
+    from sklearn import metrics as skm
+
+    labels, probs = random_predictions(2, seed=3)
+    predicted = (probs[:, 1] >= 0.3).astype(int)
+    got = evaluation.scores(labels, probs, "test_", threshold=0.3)
+    assert got["test_sensitivity"] == pytest.approx(skm.recall_score(labels, predicted))
+    assert got["test_specificity"] == pytest.approx(
+        skm.recall_score(labels, predicted, pos_label=0))
+    assert got["test_balanced_accuracy"] == pytest.approx(
+        skm.balanced_accuracy_score(labels, predicted))
+    assert got["test_auc"] == evaluation.scores(labels, probs, "test_")["test_auc"]
+    assert evaluation.accuracy(labels, probs, threshold=0.3) == pytest.approx(
+        skm.accuracy_score(labels, predicted))
+    evaluation.write_plots(tmp_path, ["cat", "dog"], labels, probs, threshold=0.3)
+    assert [r["predicted"] == "dog" for r in read(tmp_path, "confusion_matrix")] == list(
+        predicted == 1)  # type: ignore[union-attr]
+    rows = json.loads((tmp_path / "plots/calibration.json").read_text())["calibration"]
+    assert sum(r["count"] for r in rows) == len(labels)
+    assert set(rows[0]) == {"bin", "confidence", "accuracy", "count"}
 
 
 def test_mistakes_figure_is_a_grid_of_four_columns(tmp_path: Path) -> None:
@@ -109,7 +132,9 @@ def test_clinical_scores_are_scikit_learns(k: int) -> None:
 
     labels, probs = random_predictions(k)
     got = evaluation.scores(labels, probs, "val_")
-    predicted = np.argmax(probs, axis=1)
+    # two classes: p(class 1) >= 0.5 is class 1 (decision.predicted), so a tie at exactly 0.5
+    # (these rounded probabilities have some) goes to class 1 where argmax would say 0
+    predicted = (probs[:, 1] >= 0.5).astype(int) if k == 2 else np.argmax(probs, axis=1)
     auc = (skm.roc_auc_score(labels, probs[:, 1]) if k == 2 else
            skm.roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
     assert got["val_auc"] == pytest.approx(auc, abs=1e-12)
