@@ -106,7 +106,7 @@ def resolve_threshold(spec: str | float, labels: np.ndarray, p1: np.ndarray) -> 
                     else (specificity, sensitivity))
     ok = reach >= target
     if not ok.any():
-        best = int(np.argmax(reach))  # specificity rises with the threshold: the largest wins
+        best = int(np.argmax(reach))  # the smallest threshold giving the most: the other's best
         raise ThresholdError(
             f"threshold '{spec}': {form} {target:g} cannot be reached on the validation split: "
             f"the most any threshold gives there is {reach[best]:.4f} (at threshold "

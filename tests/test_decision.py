@@ -1,0 +1,273 @@
+"""The operating point and how sure the figures are (stages/decision.py): thresholds resolved on
+validation, the fitted temperature, the expected calibration error and bootstrap intervals,
+against scikit-learn and direct computations."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from stages import cli, decision, evaluation
+
+# Hand-made validation predictions: p(class 1) of four negatives and four positives.
+#   threshold    0.1  0.2  0.35  0.4  0.6  0.8  0.85  0.9
+#   sensitivity  1    1    1     1    .75  .75  .5    .25
+#   specificity  0    .25  .5    .75  .75  1    1     1
+#   Youden's J   0    .25  .5    .75  .5   .75  .5    .25
+LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+P1 = np.array([0.1, 0.2, 0.35, 0.6, 0.4, 0.8, 0.85, 0.9])
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    (0.3, 0.3), ("0.7", 0.7),
+    ("youden", 0.8),  # J ties at 0.4 and 0.8: the largest
+    ("sensitivity:0.9", 0.4), ("sensitivity:1", 0.4), ("sensitivity:0.75", 0.8),
+    ("sensitivity:0.5", 0.8),  # 0.8 and 0.85 both reach it with specificity 1: the smaller
+    ("specificity:0.75", 0.4), ("specificity:0.8", 0.8), ("specificity:1.0", 0.8),
+    ("specificity:0.5", 0.4),  # 0.35 and 0.4 both reach it with sensitivity 1: the larger
+])
+def test_each_threshold_form_resolves_as_defined(spec: str | float, expected: float) -> None:
+    assert decision.resolve_threshold(spec, LABELS, P1) == expected
+
+
+def test_a_target_no_threshold_reaches_names_the_best_reachable() -> None:
+    labels, p1 = np.array([0, 0, 1, 1]), np.array([0.1, 0.95, 0.5, 0.9])  # a negative on top
+    with pytest.raises(decision.ThresholdError) as e:
+        decision.resolve_threshold("specificity:0.99", labels, p1)
+    message = str(e.value)
+    assert "\n" not in message
+    assert "specificity 0.99 cannot be reached" in message
+    assert "is 0.5000 (at threshold 0.5)" in message
+    assert isinstance(e.value, cli.UserError) and isinstance(e.value, ValueError)
+
+
+@pytest.mark.parametrize("spec", ["youden", "sensitivity:0.9", "specificity:0.9"])
+@pytest.mark.parametrize("missing", [0, 1])
+def test_a_split_without_both_classes_cannot_resolve_a_target(spec: str, missing: int) -> None:
+    labels = np.full(4, 1 - missing)
+    with pytest.raises(decision.ThresholdError, match=f"no images of class {missing}"):
+        decision.resolve_threshold(spec, labels, np.array([0.2, 0.4, 0.6, 0.8]))
+    assert decision.resolve_threshold(0.4, labels, np.array([0.2, 0.4, 0.6, 0.8])) == 0.4
+
+
+@pytest.mark.parametrize("spec", [0.0, 1.0, "1.5", "youden:0.3", "recall:0.9",
+                                  "sensitivity:0", "specificity:1.2", "sensitivity", True])
+def test_unknown_forms_are_one_line_errors(spec: object) -> None:
+    with pytest.raises(decision.ThresholdError) as e:
+        decision.resolve_threshold(spec, LABELS, P1)  # type: ignore[arg-type]
+    assert "\n" not in str(e.value)
+
+
+def test_a_chosen_score_of_exactly_0_or_1_stays_inside_the_interval() -> None:
+    labels, p1 = np.array([0, 1, 1]), np.array([0.0, 1.0, 1.0])
+    t = decision.resolve_threshold("youden", labels, p1)
+    assert 0.0 < t < 1.0 and list(decision.predicted(evaluation.probabilities(p1[:, None]), t)
+                                  ) == [0, 1, 1]
+    t = decision.resolve_threshold("sensitivity:1", np.array([1, 0]), np.array([0.0, 0.0]))
+    assert 0.0 < t < 1e-300
+
+
+def validation(seed: int, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and scores rounded to two decimals, so that many rows tie."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    return labels, np.round(1 / (1 + np.exp(-(rng.normal(0, 1.5, n) + 2 * labels - 1))), 2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_targets_agree_with_scikit_learn(seed: int) -> None:
+    from sklearn import metrics as skm
+
+    labels, p1 = validation(seed)
+    fpr, tpr, thresholds = skm.roc_curve(labels, p1, drop_intermediate=False)
+    finite = np.isfinite(thresholds)  # the first, inf, predicts nothing positive
+    fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
+    j = tpr - fpr  # descending thresholds: argmax is the largest of the best
+    assert decision.resolve_threshold("youden", labels, p1) == thresholds[np.argmax(j)]
+    for form, target in (("sensitivity", 0.9), ("sensitivity", 0.95), ("specificity", 0.9),
+                         ("specificity", 0.8)):
+        t = decision.resolve_threshold(f"{form}:{target}", labels, p1)
+        decided = (p1 >= t).astype(int)
+        sensitivity = skm.recall_score(labels, decided, pos_label=1)
+        specificity = skm.recall_score(labels, decided, pos_label=0)
+        got = evaluation.scores(labels, evaluation.probabilities(p1[:, None]), "val_",
+                                threshold=t)
+        assert (got["val_sensitivity"], got["val_specificity"]) == pytest.approx(
+            (sensitivity, specificity))
+        # reaches the target, and no threshold reaching it does better on the other
+        if form == "sensitivity":
+            assert sensitivity >= target
+            assert specificity == pytest.approx((1 - fpr)[tpr >= target].max())
+        else:
+            assert specificity >= target
+            assert sensitivity == pytest.approx(tpr[1 - fpr >= target].max())
+
+
+def test_predicted_two_classes_at_a_threshold_k_classes_by_argmax() -> None:
+    two = evaluation.probabilities(np.array([[0.2], [0.5], [0.7]]))
+    assert decision.predicted(two).tolist() == [0, 1, 1]
+    assert decision.predicted(two, 0.75).tolist() == [0, 0, 0]
+    assert decision.predicted(two).dtype == np.int64
+    three = np.array([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]])
+    assert decision.predicted(three, 0.9).tolist() == [1, 0]
+
+
+def sigmoid_data(seed: int, n: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Pre-activations z and labels drawn from sigmoid(z): calibrated at scale 1; the logits
+    returned are z × scale (overconfident above 1, underconfident below)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 2, n)
+    return z * scale, (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.int64)
+
+
+def sigmoid_loss(z: np.ndarray, labels: np.ndarray, t: float) -> float:
+    p1 = 1 / (1 + np.exp(-z / t))
+    return evaluation.log_loss(labels, evaluation.probabilities(p1[:, None]))
+
+
+def test_the_temperature_is_about_1_on_calibrated_data() -> None:
+    z, labels = sigmoid_data(0, 50_000)
+    assert decision.fit_temperature(z, labels) == pytest.approx(1.0, abs=0.05)
+    assert decision.fit_temperature(z[:, None], labels) == pytest.approx(1.0, abs=0.05)
+
+
+def test_overconfident_logits_get_t_above_1_underconfident_below() -> None:
+    z, labels = sigmoid_data(1, 20_000, scale=3.0)
+    assert decision.fit_temperature(z, labels) == pytest.approx(3.0, rel=0.1)
+    z, labels = sigmoid_data(1, 20_000, scale=1 / 3)
+    assert decision.fit_temperature(z, labels) == pytest.approx(1 / 3, rel=0.1)
+
+
+def test_softmax_temperature() -> None:
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 2, (20_000, 3))
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = (rng.random(len(p))[:, None] > np.cumsum(p, axis=1)).sum(axis=1)
+    assert decision.fit_temperature(2 * logits, labels) == pytest.approx(2.0, rel=0.1)
+    assert decision.fit_temperature(logits, labels) == pytest.approx(1.0, abs=0.05)
+    # large logits neither overflow nor make the loss infinite
+    assert decision.fit_temperature(10 * logits, labels) == pytest.approx(10.0, rel=0.1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_fitted_temperature_never_raises_the_validation_loss(seed: int) -> None:
+    z, labels = sigmoid_data(seed, 30, scale=[0.5, 1, 2][seed % 3])
+    t = decision.fit_temperature(z, labels)
+    assert sigmoid_loss(z, labels, t) <= sigmoid_loss(z, labels, 1.0)
+    assert decision.T_RANGE[0] <= t <= decision.T_RANGE[1]
+
+
+def direct_ece(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """Guo et al.'s loop over the bins."""
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    edges = np.linspace(0, 1, bins + 1)
+    total = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        inside = (confidence > lo) & (confidence <= hi)
+        if inside.any():
+            gap = np.mean(predicted[inside] == labels[inside]) - np.mean(confidence[inside])
+            total += inside.mean() * abs(gap)
+    return total
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_ece_is_the_direct_computation(k: int) -> None:
+    rng = np.random.default_rng(k)
+    logits = rng.normal(0, 2, (500, k))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    probs[:5] = np.eye(k)[0]  # confidence exactly 1.0: the last bin
+    probs[5:10] = 0.4 if k == 2 else np.array([0.4, 0.3, 0.3])  # exactly on an edge (6/15)
+    labels = rng.integers(0, k, 500)
+    assert decision.ece(labels, probs) == pytest.approx(direct_ece(labels, probs), abs=1e-12)
+    assert decision.ece(labels, probs, bins=10) == pytest.approx(
+        direct_ece(labels, probs, 10), abs=1e-12)
+    rows = decision.reliability(labels, probs)
+    assert rows[-1]["bin"] == "0.93–1.00" and rows[-1]["count"] >= 5
+    assert sum(r["count"] for r in rows) == 500
+
+
+def test_ece_of_a_perfectly_calibrated_toy_is_0() -> None:
+    # p(class 1) 0.8 for ten rows, eight of them class 1; 0.3 for ten, three of them class 1
+    p1 = np.r_[np.full(10, 0.8), np.full(10, 0.3)]
+    labels = np.r_[np.ones(8), np.zeros(2), np.ones(3), np.zeros(7)].astype(int)
+    probs = evaluation.probabilities(p1[:, None])
+    assert decision.ece(labels, probs) == pytest.approx(0.0, abs=1e-12)
+    rows = decision.reliability(labels, probs)
+    assert [v for r in rows for v in (r["confidence"], r["accuracy"], r["count"])] == (
+        pytest.approx([0.7, 0.7, 10, 0.8, 0.8, 10]))
+
+
+def predictions(n: int, seed: int = 0, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(0, 1.5, (n, k)) + 1.5 * np.eye(k)[labels]
+    return labels, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(("k", "threshold"), [(2, 0.5), (2, 0.3), (3, 0.5)])
+def test_unit_weights_give_the_point_estimates(k: int, threshold: float) -> None:
+    labels, probs = predictions(300, k=k)
+    probs = np.round(probs, 2)  # ties in the scores
+    got = decision._resample_scores(np.ones((1, 300)), labels, probs,
+                                    decision.predicted(probs, threshold))
+    expected = evaluation.scores(labels, probs, "", threshold=threshold)
+    expected["accuracy"] = evaluation.accuracy(labels, probs, threshold=threshold)
+    assert {name: float(v[0]) for name, v in got.items()} == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_interval_covers_the_estimate_and_narrows_as_the_sample_grows() -> None:
+    widths = []
+    for n in (200, 5000):
+        labels, probs = predictions(n)
+        got = decision.bootstrap_intervals(labels, probs, 0.4, "test_", seed=0)
+        point = evaluation.scores(labels, probs, "test_", threshold=0.4)
+        point["test_accuracy"] = evaluation.accuracy(labels, probs, threshold=0.4)
+        assert set(got) == {f"{name}_{end}" for name in point for end in ("low", "high")}
+        for name, value in point.items():
+            assert got[f"{name}_low"] <= value <= got[f"{name}_high"]  # type: ignore[operator]
+        widths.append([got[f"{name}_high"] - got[f"{name}_low"]  # type: ignore[operator]
+                       for name in point])
+    assert all(big < small / 2 for small, big in zip(*widths, strict=True))
+
+
+def test_same_seed_same_intervals() -> None:
+    labels, probs = predictions(300, k=3)
+    first = decision.bootstrap_intervals(labels, probs, 0.5, "val_", seed=7, n=300)
+    assert decision.bootstrap_intervals(labels, probs, 0.5, "val_", seed=7, n=300) == first
+    assert decision.bootstrap_intervals(labels, probs, 0.5, "val_", seed=8, n=300) != first
+    assert set(first) == {f"val_{name}_{end}" for name in ("auc", "balanced_accuracy",
+                                                           "accuracy") for end in ("low", "high")}
+
+
+def test_group_resampling_never_splits_a_group() -> None:
+    rng = np.random.default_rng(0)
+    groups = np.array(["p3", "p1", "p3", "p2", "p1", "p3", "p4", "p5", "p5"])
+    counts = decision._multiplicities(rng, len(groups), groups, 500)
+    for g in np.unique(groups):
+        rows = counts[:, groups == g]
+        assert (rows == rows[:, :1]).all()  # every row of a group as often as the group
+    # five groups drawn per resample, so the rows of a resample are the drawn groups' sizes
+    size = {g: np.sum(groups == g) for g in np.unique(groups)}
+    per_group = np.stack([counts[:, np.flatnonzero(groups == g)[0]] for g in size], axis=1)
+    assert (per_group.sum(axis=1) == 5).all()
+    assert (counts.sum(axis=1) == per_group @ np.array(list(size.values()))).all()
+    rows = decision._multiplicities(rng, 9, None, 500)
+    assert (rows.sum(axis=1) == 9).all() and rows.shape == (500, 9)
+
+
+def test_groups_of_one_row_are_the_row_bootstrap() -> None:
+    labels, probs = predictions(200)
+    # numbered as the rows, so that the same draws pick the same rows
+    assert decision.bootstrap_intervals(labels, probs, 0.5, "", seed=1, n=200,
+                                        groups=np.arange(200)) == (
+        decision.bootstrap_intervals(labels, probs, 0.5, "", seed=1, n=200))
+
+
+def test_a_figure_undefined_in_the_sample_has_no_interval() -> None:
+    labels, probs = np.zeros(50, np.int64), predictions(50)[1]
+    got = decision.bootstrap_intervals(labels, probs, 0.5, "val_", seed=0, n=200)
+    assert got["val_auc_low"] is None and got["val_auc_high"] is None
+    assert got["val_sensitivity_low"] is None
+    assert got["val_specificity_low"] is not None and got["val_accuracy_low"] is not None
