@@ -173,12 +173,13 @@ def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray |
         tmp.write_text(json.dumps({"calibration": calibration}, indent=2) + "\n")
 
 
-def worst_mistakes(labels: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES) -> np.ndarray:
-    """Rows of the `n` most confident mistakes, lowest p(true class) first (ties: the earlier
-    row first); where there are fewer mistakes, the right answers the model was least sure of
-    follow, again lowest p(true class) first."""
+def worst_mistakes(labels: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES, *,
+                   threshold: float = 0.5) -> np.ndarray:
+    """Rows of the `n` most confident mistakes (decided at `threshold`, `decision.predicted`),
+    lowest p(true class) first (ties: the earlier row first); where there are fewer mistakes,
+    the right answers the model was least sure of follow, again lowest p(true class) first."""
     p_true = probs[np.arange(len(labels)), labels.astype(np.int64)]
-    wrong = np.argmax(probs, axis=1) != labels
+    wrong = decision.predicted(probs, threshold) != labels
     order = np.lexsort((np.arange(len(labels)), p_true, ~wrong))  # wrong first, then by p_true
     return order[:n]
 
@@ -194,12 +195,13 @@ def _wrapped(name: str, width: int = 26) -> str:
 
 
 def mistakes_figure(path: str | Path, pictures: np.ndarray, names: Sequence[str],
-                    classes: Sequence[str], labels: np.ndarray, probs: np.ndarray) -> None:
+                    classes: Sequence[str], labels: np.ndarray, probs: np.ndarray, *,
+                    threshold: float = 0.5) -> None:
     """A PNG grid of the rows of `worst_mistakes` (`mistakes_grid`), written under a temporary
     name; no version stamp, so the same inputs give the same bytes."""
     import matplotlib.pyplot as plt
 
-    fig = mistakes_grid(pictures, names, classes, labels, probs)
+    fig = mistakes_grid(pictures, names, classes, labels, probs, threshold=threshold)
     with h5io.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, metadata={"Software": None})
     plt.close(fig)
@@ -209,9 +211,10 @@ DPI = 72  # with the figure size below, each preview near its own 112 px
 
 
 def mistakes_grid(pictures: np.ndarray, names: Sequence[str], classes: Sequence[str],
-                  labels: np.ndarray, probs: np.ndarray) -> Any:
-    """The figure: each picture captioned with wrong or right, its file name, true class and
-    predicted probabilities. `pictures`: uint8 RGB, one per row of the others."""
+                  labels: np.ndarray, probs: np.ndarray, *, threshold: float = 0.5) -> Any:
+    """The figure: each picture captioned with wrong or right (decided at `threshold`), its
+    file name, true class and predicted probabilities. `pictures`: uint8 RGB, one per row of
+    the others."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,9 +229,9 @@ def mistakes_grid(pictures: np.ndarray, names: Sequence[str], classes: Sequence[
     for ax in axes.ravel():
         ax.axis("off")
     n_wrong = 0
-    for ax, picture, name, true, p in zip(axes.ravel(), pictures, names, labels, probs,
-                                          strict=False):
-        pred = int(np.argmax(p))
+    decided = decision.predicted(probs, threshold)
+    for ax, picture, name, true, p, pred in zip(axes.ravel(), pictures, names, labels, probs,
+                                                decided.tolist(), strict=False):
         wrong = pred != int(true)
         n_wrong += wrong
         ax.imshow(picture)

@@ -34,6 +34,8 @@ def test_mistakes_first_by_confidence_then_the_least_sure_right_answers() -> Non
     # wrong: row 0 (p true 0.4), row 2 (0.45), row 3 (0.01); right: row 4 (0.7), row 1 (0.9)
     assert list(evaluation.worst_mistakes(labels, probs, n=4)) == [3, 0, 2, 4]
     assert list(evaluation.worst_mistakes(labels, probs)) == [3, 0, 2, 4, 1]
+    # at threshold 0.35 row 0 (p1 0.4) is right and row 4 (p1 0.3) still right
+    assert list(evaluation.worst_mistakes(labels, probs, threshold=0.35)) == [3, 2, 0, 4, 1]
 
 
 def read(folder: Path, name: str) -> object:
