@@ -20,6 +20,7 @@ from stages.cli import ParamsError
 PARAMS_FILE = "params.yaml"
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CLASS_WEIGHTS = ("none", "balanced")
+CALIBRATIONS = ("none", "temperature")
 # The registry's network names (stages/backbones.py, which checks that it knows the same): here
 # too, so that params are checked without importing the registry's Keras modules.
 NETWORKS = ("inception_v3", "xception", "vgg16", "resnet50", "resnet50_v2", "densenet121",
@@ -58,6 +59,17 @@ def _regex(v: str) -> bool:
     return True
 
 
+_TARGET = re.compile(r"^(sensitivity|specificity):(\d*\.?\d+)$")
+
+
+def _threshold(v: Any) -> bool:
+    """A number in (0, 1), `youden`, or `sensitivity:X` / `specificity:X` with X in (0, 1]."""
+    if isinstance(v, str):
+        m = _TARGET.match(v)
+        return v == "youden" or (m is not None and 0 < float(m.group(2)) <= 1)
+    return _between(0, 1, lo_open=True, hi_open=True)(v)
+
+
 def _networks(v: list[Any]) -> bool:
     return (bool(v) and all(isinstance(n, str) and n in NETWORKS for n in v)
             and len(set(v)) == len(v))
@@ -87,13 +99,17 @@ SPECS: dict[str, Spec] = {
                           "a regular expression (its first group names an image's group, e.g. "
                           "'^(person\\d+)_'), or \"\" for no groups"),
     "class_weight": Spec((str,), "none", lambda v: v in CLASS_WEIGHTS, f"one of {CLASS_WEIGHTS}"),
+    "threshold": Spec((int, float, str), 0.5, _threshold,
+                      "a number in (0, 1), 'youden', or 'sensitivity:X' / 'specificity:X' with "
+                      "X in (0, 1] (docs/medical.md, 'Choosing the operating point')"),
+    "calibrate": Spec((str,), "none", lambda v: v in CALIBRATIONS, f"one of {CALIBRATIONS}"),
     "fuse": Spec((list,), ["inception_v3", "xception"], _networks,
                  f"a list of different networks, each one of {', '.join(NETWORKS)}"),
 }
 
 DEFAULTS: dict[str, Any] = {k: s.default for k, s in SPECS.items()}
 CHOICES = {"weights": WEIGHTS, "precision": PRECISIONS, "class_weight": CLASS_WEIGHTS,
-           "fuse": NETWORKS}  # for "did you mean"
+           "calibrate": CALIBRATIONS, "fuse": NETWORKS}  # for "did you mean"
 
 
 def validate(raw: Mapping[str, Any], source: str = PARAMS_FILE) -> dict[str, Any]:

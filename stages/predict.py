@@ -33,14 +33,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stages import cli, evaluation, h5io, quiet, testset
+from stages import cli, decision, evaluation, h5io, quiet, split, testset
 from stages.feature_files import Rows
 from stages.params import load_params
 from stages.testset import TestSet
 
 # What the stage reads of params.yaml. dvc.yaml makes it depend on the whole file (a typo'd key
 # stops it), which covers these.
-PARAMS = ("clip",)
+PARAMS = ("clip", "seed", "group_pattern")
 RETRAIN = "Run `dvc repro train_head` (it records them)."
 
 
@@ -63,31 +63,45 @@ def read_test_rows(rows: Rows, classes: list[str]) -> TestSet:
     return testset.read([str(n) for n in rows.names], classes)
 
 
-def write_submission(path: str, test: TestSet, probs: np.ndarray, classes: list[str]) -> None:
+def write_submission(path: str, test: TestSet, probs: np.ndarray, classes: list[str],
+                     predicted: np.ndarray | None = None) -> None:
     """Two classes: `id,label` (p(class 1)); K > 2: `id,<class>,…`; a labelled set adds
-    `true_class`. Kaggle ids ascending; other rows in the resized order (by folder, then
-    name)."""
+    `true_class`, and rows named by path `predicted_class` (the model's decision, at its
+    threshold); Kaggle's submission stays `id,label`. Kaggle ids ascending; other rows in the
+    resized order (by folder, then name)."""
     rows = test.row_ids()
     if len(rows) != len(probs):
         raise ValueError(f"{len(rows)} ids but {len(probs)} predictions")
     order = np.argsort(test.ids, kind="stable") if test.ids is not None else \
         np.arange(len(rows))
     true = None if test.labels is None else [classes[int(c)] for c in test.labels[order]]
-    evaluation.write_predictions(path, [rows[i] for i in order], probs[order], classes, true)
+    extra = ({"predicted_class": [classes[int(c)] for c in predicted[order]]}
+             if predicted is not None and test.ids is None else None)
+    evaluation.write_predictions(path, [rows[i] for i in order], probs[order], classes, true,
+                                 extra)
 
 
 # What reports/predict.json, a metrics file, keeps of the summary: few columns in
 # `dvc exp show`, where a grid of experiments is compared (the rest is in the eval folder).
 METRICS = ("n_test", "classes", "test_loss", "test_accuracy", "test_auc",
-           "test_balanced_accuracy", "test_sensitivity", "test_specificity")
+           "test_balanced_accuracy", "test_sensitivity", "test_specificity", "test_ece")
+
+
+def is_metric(key: str) -> bool:
+    """A key of reports/predict.json: METRICS and their confidence intervals."""
+    return key in METRICS or key.removesuffix("_low").removesuffix("_high") in METRICS
 
 
 def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None,
-            unclipped: np.ndarray | None = None) -> dict[str, Any]:
+            unclipped: np.ndarray | None = None, threshold: float = 0.5, seed: int = 0,
+            groups: np.ndarray | None = None) -> dict[str, Any]:
     """The test set's summary: per class the mean probability and the share of images
-    predicted as it; for a labelled set, the log loss and accuracy of `probs` (as submitted)
-    and the clinical scores of `unclipped` (default: `probs`)."""
-    predicted = np.argmax(probs, axis=1)
+    predicted as it (at `threshold`); for a labelled set, the log loss of `probs` (as
+    submitted), and the accuracy, clinical scores and calibration error of `unclipped`
+    (default: `probs`) with their 95 % bootstrap intervals (seeded by `seed`; whole `groups`
+    resampled where given)."""
+    raw = probs if unclipped is None else unclipped
+    predicted = decision.predicted(raw, threshold)
     out: dict[str, Any] = {
         "n_test": len(probs),
         "classes": list(classes),
@@ -96,9 +110,28 @@ def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None,
     }
     if labels is not None:
         out["test_loss"] = evaluation.log_loss(labels, probs)
-        out["test_accuracy"] = evaluation.accuracy(labels, probs)
-        out |= evaluation.scores(labels, probs if unclipped is None else unclipped, "test_")
+        out["test_accuracy"] = evaluation.accuracy(labels, raw, threshold=threshold)
+        out |= evaluation.scores(labels, raw, "test_", threshold=threshold)
+        out["test_ece"] = decision.ece(labels, raw)
+        out |= decision.bootstrap_intervals(labels, raw, threshold, "test_", seed, groups)
     return out
+
+
+def groups_of_rows(names: np.ndarray, pattern: str) -> np.ndarray | None:
+    """The test rows' groups for the intervals, where `group_pattern` is set and matches every
+    test path (a test set of other patients, named as the training set is); else None."""
+    if not pattern:
+        return None
+    try:
+        return split.groups_of([str(n) for n in names], pattern)
+    except split.SplitError:
+        return None
+
+
+def threshold_of(model_path: str) -> float:
+    """The decision threshold train_head chose on validation (0.5: a model from before)."""
+    with h5py.File(model_path, "r") as f:
+        return float(f.attrs.get("threshold", 0.5))
 
 
 def model_info(model_path: str) -> tuple[list[str], list[str], list[str]]:
@@ -172,11 +205,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.model}")
         quiet.tensorflow()
         test, raw, classes = predict(args.model, args.features)
+        threshold = threshold_of(args.model)
         probs = clip_probs(raw, params["clip"])
-        write_submission(args.out, test, probs, classes)
-        stats = summary(probs, classes, test.labels, raw)
-        h5io.write_json(args.report, {k: v for k, v in stats.items() if k in METRICS})
-        evaluation.write_plots(args.eval_dir, classes, test.labels, raw)
+        write_submission(args.out, test, probs, classes, decision.predicted(raw, threshold))
+        groups = groups_of_rows(test.names, params["group_pattern"]) if test.labels is not None \
+            else None
+        stats = summary(probs, classes, test.labels, raw, threshold, params["seed"], groups)
+        h5io.write_json(args.report, {k: v for k, v in stats.items() if is_metric(k)})
+        evaluation.write_plots(args.eval_dir, classes, test.labels, raw, threshold=threshold)
         h5io.write_json(Path(args.eval_dir) / "summary.json", stats)
         scored = (f"; test log loss {stats['test_loss']:.4f}, accuracy "
                   f"{stats['test_accuracy']:.4f}, AUC {evaluation.fmt(stats['test_auc'])}"

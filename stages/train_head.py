@@ -32,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stages import cli, evaluation, h5io, previews, quiet, split
+from stages import cli, decision, evaluation, h5io, previews, quiet, split
 from stages.params import load_params
 
 # A Keras step here is a chunk of ~CHUNK_ROWS training rows whose train_step takes one optimizer
@@ -44,7 +44,7 @@ VAL_BATCH_SIZE = 1024  # validation loss is a per-sample mean: the batch size ch
 # What the stage reads of params.yaml: dvc.yaml lists the same under its `params:`
 # (tests/test_dvc_yaml.py checks), so that a change of any of them reruns it.
 PARAMS = ("dropout", "learning_rate", "batch_size", "epochs", "val_split", "seed",
-          "group_pattern", "class_weight")
+          "group_pattern", "class_weight", "threshold", "calibrate")
 
 
 def class_weights(train_labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
@@ -284,19 +284,34 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
         ).history
         check_history(hist, params["learning_rate"])
         best_model = keras.models.load_model(tmp, compile=False, safe_mode=True)
+        temperature = 1.0
+        if params.get("calibrate", "none") == "temperature":
+            temperature = calibrate(tmp, best_model, x[val_idx], y[val_idx], n_classes)
+            best_model = keras.models.load_model(tmp, compile=False, safe_mode=True)
         val_probs = evaluation.probabilities(
             best_model.predict(x[val_idx], batch_size=VAL_BATCH_SIZE, verbose=0))
-        if model_attrs:
-            with h5py.File(tmp, "a") as f:
-                for key, value in model_attrs.items():
-                    f.attrs[key] = value
+        threshold = (decision.resolve_threshold(params.get("threshold", 0.5), y[val_idx],
+                                                val_probs[:, 1]) if n_classes == 2 else 0.5)
+        # predict (and anyone who loads the model) decides with these; the temperature is in
+        # the weights already, recorded for the reader.
+        attrs = {**(model_attrs or {}), "threshold": threshold, "temperature": temperature}
+        with h5py.File(tmp, "a") as f:
+            for key, value in attrs.items():
+                f.attrs[key] = value
     best = best_epoch(hist)
+    val_y = y[val_idx]
     # Few keys: every one is a column in `dvc exp show`. The training loss and accuracy are
     # in reports/history.csv; a key `epochs` would clash with the param of that name there.
     metrics = {
         "val_loss": float(hist["val_loss"][best]),
-        "val_accuracy": float(hist["val_accuracy"][best]),
-        **evaluation.scores(y[val_idx], val_probs, "val_"),
+        # the checkpointed model's decisions at the threshold (Keras' history: at 0.5)
+        "val_accuracy": evaluation.accuracy(val_y, val_probs, threshold=threshold),
+        **evaluation.scores(val_y, val_probs, "val_", threshold=threshold),
+        "threshold": threshold,
+        "temperature": temperature,
+        "val_ece": decision.ece(val_y, val_probs),
+        **decision.bootstrap_intervals(val_y, val_probs, threshold, "val_", params["seed"],
+                                       groups[val_idx] if grouped else None),
         "best_epoch": best + 1,
         "n_train": len(train_idx),
         "n_val": len(val_idx),
@@ -304,6 +319,22 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
         "n_groups_val": len(np.unique(groups[val_idx])),
     }
     return Trained(metrics, hist, val_idx, val_probs)
+
+
+def calibrate(path: Path, model: Any, x_val: np.ndarray, y_val: np.ndarray, n_classes: int
+              ) -> float:
+    """Fit one temperature on the validation logits (minimum log loss) and divide the saved
+    Dense layer's kernel and bias by it, in the file at `path`: the model itself then gives
+    calibrated probabilities, to predict, the classify tool and any Keras user alike, with no
+    custom layer. Returns the temperature."""
+    kernel, bias = model.get_layer("dense").get_weights()
+    logits = x_val.astype(np.float64) @ kernel.astype(np.float64) + bias
+    t = decision.fit_temperature(logits[:, 0] if n_classes == 2 else logits, y_val)
+    with h5py.File(path, "a") as f:
+        layer = f["model_weights/dense/dense"]
+        for name in ("kernel", "bias"):
+            layer[name][...] = (layer[name][...] / t).astype(layer[name].dtype)
+    return t
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -327,6 +358,11 @@ def main(argv: list[str] | None = None) -> None:
             names, classes = f["names"].asstr()[:], h5io.classes_of(f)
             networks = [str(n) for n in f.attrs.get("networks", [])]
             weights = [str(w) for w in f.attrs.get("weights", [])]
+        if len(classes) > 2 and params["threshold"] != 0.5:
+            raise cli.ParamsError(
+                f"params.yaml: 'threshold' is {params['threshold']!r}, but with {len(classes)} "
+                "classes every image takes its most probable class: a threshold is for two "
+                "classes only. Set threshold: 0.5")
         grouped = bool(params["group_pattern"])
         groups = split.groups_of(names, params["group_pattern"])
         split.check_splittable(y, groups, classes, grouped)
@@ -342,22 +378,28 @@ def main(argv: list[str] | None = None) -> None:
         write_history(result.history, args.history)
         plot_history(result.history, args.figure)
         val_labels = y[val_idx]
-        evaluation.write_plots(args.eval_dir, classes, val_labels, val_probs)
+        threshold = metrics["threshold"]
+        evaluation.write_plots(args.eval_dir, classes, val_labels, val_probs, threshold=threshold)
+        decided = decision.predicted(val_probs, threshold)
         evaluation.write_predictions(
             Path(args.eval_dir) / "predictions.csv", list(names[val_idx]), val_probs, classes,
             [classes[int(c)] for c in val_labels],
-            {"group": list(groups[val_idx])} if grouped else None)
-        wrong = evaluation.worst_mistakes(val_labels, val_probs)
+            {"predicted_class": [classes[int(c)] for c in decided],
+             **({"group": list(groups[val_idx])} if grouped else {})})
+        wrong = evaluation.worst_mistakes(val_labels, val_probs, threshold=threshold)
         with h5py.File(args.features, "r") as f:
             pictures = previews.read(f, val_idx[wrong])
         evaluation.mistakes_figure(args.mistakes, pictures, names[val_idx[wrong]], classes,
-                                   val_labels[wrong], val_probs[wrong])
+                                   val_labels[wrong], val_probs[wrong], threshold=threshold)
         print(f"train_head: {len(classes)} classes, best epoch {metrics['best_epoch']}/"
               f"{len(result.history['loss'])}: val_loss {metrics['val_loss']:.4f}, val_accuracy "
               f"{metrics['val_accuracy']:.4f}, val_auc {evaluation.fmt(metrics['val_auc'])} "
               f"({metrics['n_train']} train, {metrics['n_val']} val"
               + (f"; {metrics['n_groups_train']} + {metrics['n_groups_val']} groups"
-                 if grouped else "") + f") → {Path(args.model)}")
+                 if grouped else "") + f") → {Path(args.model)}"
+              + (f"; threshold {threshold:.4g}" if threshold != 0.5 else "")
+              + (f", temperature {metrics['temperature']:.3f}"
+                 if params["calibrate"] != "none" else ""))
 
     cli.run("train_head", work)
 

@@ -133,7 +133,9 @@ def test_the_clinical_exp_show_of_medical_md_shows_validation_and_test_scores() 
                 for m in ("auc", "balanced_accuracy", "sensitivity", "specificity")]
     metrics = ["val_loss", "val_accuracy", "best_epoch", "n_train", "n_val", "n_groups_train",
                "n_groups_val", "n_test", "test_loss", "test_accuracy", *clinical,
-               "reports/resize/train.json:images", "folders"]  # (test.json's key is unique)
+               "reports/resize/train.json:images", "folders",  # (test.json's key is unique)
+               "threshold", "temperature", "val_ece", "test_ece",
+               *(f"{m}_{end}" for m in clinical for end in ("low", "high"))]
     params = ["class_weight", "seed", "dropout"]
     deps = ["data/features/train/fused.h5"]
     meta = ["Experiment", "rev", "typ", "Created", "parent", "State", "Executor"]
@@ -145,7 +147,7 @@ def test_the_clinical_exp_show_of_medical_md_shows_validation_and_test_scores() 
     show_experiments(td, {"metrics": metrics, "params": params, "deps": deps}, keep=args.keep,
                      drop=args.drop, pager=False, csv=True, only_changed=args.only_changed)
     shown = set(td.keys()) - set(meta)  # the columns DVC's filter left (and printed)
-    assert shown == {*clinical, "class_weight", "seed"}, shown
+    assert shown == {*clinical, "threshold", "class_weight", "seed"}, shown
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/experiments.md"])

@@ -86,9 +86,11 @@ def test_saved_head_is_dropout_dense_and_reproducible(tmp_path: Path) -> None:
         digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
     assert digests[0] == digests[1] != digests[2]
     # the contract's keys, and no more: each is a column of `dvc exp show`
-    assert set(metrics) == {"val_loss", "val_accuracy", "best_epoch", "n_train", "n_val",
-                            "val_auc", "val_balanced_accuracy", "val_sensitivity",
-                            "val_specificity", "n_groups_train", "n_groups_val"}
+    scores = ("val_auc", "val_balanced_accuracy", "val_sensitivity", "val_specificity",
+              "val_accuracy")
+    assert set(metrics) == {"val_loss", "best_epoch", "n_train", "n_val", "n_groups_train",
+                            "n_groups_val", "threshold", "temperature", "val_ece", *scores,
+                            *(f"{s}_{end}" for s in scores for end in ("low", "high"))}
     model = keras.models.load_model(tmp_path / "m0.h5", safe_mode=True)
     assert [type(layer).__name__ for layer in model.layers] == ["InputLayer", "Dropout", "Dense"]
     assert model.layers[1].rate == params["dropout"]

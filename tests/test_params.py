@@ -35,8 +35,28 @@ def test_contract_defaults() -> None:
         "fuse": ["inception_v3", "xception"],
         "dropout": 0.5, "learning_rate": 0.001, "batch_size": 8, "epochs": 30,
         "val_split": 0.2, "seed": 2017, "group_pattern": "", "class_weight": "none",
-        "clip": 0.005,
+        "threshold": 0.5, "calibrate": "none", "clip": 0.005,
     }
+
+
+@pytest.mark.parametrize("value", [0.5, 0.01, 0.99, "youden", "sensitivity:0.95",
+                                   "specificity:1", "sensitivity:.9"])
+def test_threshold_forms_are_valid(value: object) -> None:
+    assert validate({"threshold": value})["threshold"] == value
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.5, "Youden", "sensitivity:0", "sensitivity:1.2",
+                                   "recall:0.9", "sensitivity", True])
+def test_bad_thresholds_name_the_forms(value: object) -> None:
+    with pytest.raises(ParamsError, match=r"'threshold' is .*; it must be a number in \(0, 1\), "
+                                          r"'youden', or 'sensitivity:X' / 'specificity:X'"):
+        validate({"threshold": value})
+
+
+def test_calibrate_names_its_choices() -> None:
+    with pytest.raises(ParamsError, match=r"'calibrate' is 'temprature'.*did you mean "
+                                          r"'temperature'"):
+        validate({"calibrate": "temprature"})
 
 
 def test_missing_keys_take_defaults() -> None:

@@ -80,8 +80,10 @@ def test_outputs_match_the_contract(baseline: Path) -> None:
     metrics = json.loads((repo / "metrics.json").read_text())
     for key in ("val_loss", "val_accuracy", "best_epoch", "n_train", "n_val", "val_auc",
                 "val_balanced_accuracy", "val_sensitivity", "val_specificity",
-                "n_groups_train", "n_groups_val"):
+                "n_groups_train", "n_groups_val", "threshold", "temperature", "val_ece",
+                "val_auc_low", "val_auc_high", "val_sensitivity_low", "val_specificity_high"):
         assert key in metrics
+    assert metrics["threshold"] == 0.5 and metrics["temperature"] == 1.0  # the defaults
     assert metrics["n_train"] + metrics["n_val"] == 2 * N_PER_CLASS
     assert metrics["n_groups_train"] == metrics["n_train"]  # no group_pattern: an image each
     assert 1 <= metrics["best_epoch"] <= 2
@@ -95,7 +97,8 @@ def test_outputs_match_the_contract(baseline: Path) -> None:
         for plot in ("confusion_matrix", "roc", "precision_recall"):
             assert (repo / "reports" / split / "plots/sklearn" / f"{plot}.json").is_file()
     val_rows = list(csv.reader((repo / "reports/val/predictions.csv").open()))
-    assert val_rows[0] == ["id", "label", "true_class"] and len(val_rows) == 1 + metrics["n_val"]
+    assert val_rows[0] == ["id", "label", "true_class", "predicted_class"]
+    assert len(val_rows) == 1 + metrics["n_val"]
     assert {r[2] for r in val_rows[1:]} == {"cat", "dog"} and val_rows[1][0] in set(names)
     report = json.loads((repo / "reports/predict.json").read_text())
     assert report == {"n_test": N_TEST, "classes": ["cat", "dog"]}  # unlabelled: nothing scored
@@ -231,3 +234,32 @@ def test_a_test_project_holds_none_of_the_users_inputs(tmp_path: Path) -> None:
     assert "dvc.yaml" in files and "stages/train_head.py" in files
     assert not [f for f in files if f.endswith(".dvc")], files
     assert "params.yaml" not in files  # make_project writes the contract's defaults
+
+
+def test_an_operating_point_and_calibration_rerun_only_the_head(repo: Path) -> None:
+    """Issue 25: each `threshold` form and `calibrate` reruns train_head and predict, nothing
+    else (dry runs); one real run with both: the threshold chosen on validation reaches its
+    target there, the temperature is folded into the saved model and recorded, the Kaggle
+    submission keeps its `id,label`."""
+    run(repo, "git", "checkout", "params.yaml")
+    dvc(repo, "checkout")
+    for value in ("threshold=youden", "threshold=sensitivity:0.95", "calibrate=temperature"):
+        key, _, v = value.partition("=")
+        set_params(repo, **{key: v})
+        assert ran_stages(dvc(repo, "repro", "--dry")) == ["train_head", "predict"], value
+        run(repo, "git", "checkout", "params.yaml")
+    p = dvc(repo, "exp", "run", "-S", "threshold=sensitivity:0.95", "-S", "calibrate=temperature")
+    assert ran_stages(p) == ["train_head", "predict"]
+    metrics = json.loads((repo / "metrics.json").read_text())
+    assert metrics["val_sensitivity"] >= 0.95 and metrics["temperature"] > 0
+    assert metrics["val_sensitivity_low"] <= metrics["val_sensitivity"] <= metrics[
+        "val_sensitivity_high"]
+    with h5py.File(repo / "models/model_2.h5") as f:
+        assert f.attrs["threshold"] == metrics["threshold"]
+        assert f.attrs["temperature"] == metrics["temperature"]
+    val = list(csv.DictReader((repo / "reports/val/predictions.csv").open()))
+    decided = ["dog" if float(r["label"]) >= metrics["threshold"] else "cat" for r in val]
+    assert [r["predicted_class"] for r in val] == decided
+    assert next(csv.reader((repo / "pred.csv").open())) == ["id", "label"]
+    run(repo, "git", "checkout", "params.yaml")
+    dvc(repo, "checkout")

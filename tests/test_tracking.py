@@ -217,7 +217,7 @@ def documented_grid() -> list[str]:
     """The grid command of docs/experiments.md, as a user would paste it."""
     text = (REPO / "docs/experiments.md").read_text()
     line = next(ln for ln in text.splitlines()
-                if ln.startswith("dvc exp show --only-changed --keep 'val_(loss|accuracy)'"))
+                if ln.startswith("dvc exp show --only-changed --keep 'val_(loss|accuracy)$'"))
     return shlex.split(line)[1:]
 
 
