@@ -88,10 +88,14 @@ def test_an_unlabelled_test_set_gets_a_column_per_class(repo: Path) -> None:
 
 
 def submission(repo: Path) -> tuple[list[str], list[str], np.ndarray, list[str]]:
-    """pred.csv as (header, ids, probabilities, true classes)."""
+    """pred.csv as (header, ids, probabilities, true classes); its predicted_class column
+    checked against the probabilities (K classes: the most probable)."""
     rows = list(csv.reader((repo / "pred.csv").open()))
-    probs = np.array([[float(v) for v in r[1:-1]] for r in rows[1:]])
-    return rows[0], [r[0] for r in rows[1:]], probs, [r[-1] for r in rows[1:]]
+    header = rows[0]
+    assert header[-2:] == ["true_class", "predicted_class"], header
+    probs = np.array([[float(v) for v in r[1:-2]] for r in rows[1:]])
+    assert [r[-1] for r in rows[1:]] == [header[1 + i] for i in probs.argmax(axis=1)]
+    return header[:-1], [r[0] for r in rows[1:]], probs, [r[-2] for r in rows[1:]]
 
 
 def test_classes_are_the_sorted_folder_names_everywhere(repo: Path) -> None:

@@ -133,7 +133,8 @@ def test_teammate_with_the_trained_model_scores_new_images(pushed: Path) -> None
                                       "concat")]
     assert sorted(ran_stages(p)) == sorted([*test_side, "predict"]), p.stdout + p.stderr
     rows = [r.split(",") for r in (b / "pred.csv").read_text().splitlines()]
-    assert rows[0] == ["id", "label"] and [r[0] for r in rows[1:]] == names
+    assert rows[0] == ["id", "label", "predicted_class"] and [r[0] for r in rows[1:]] == names
+    assert [r[2] for r in rows[1:]] == ["dog" if float(r[1]) >= 0.5 else "cat" for r in rows[1:]]
     assert all(0.005 <= float(r[1]) <= 0.995 for r in rows[1:])
     assert "predict: 3 rows (named by file)" in p.stdout
     assert not (b / "data/resized/train.h5").exists()
