@@ -24,6 +24,7 @@ import numpy as np
 from stages import decision, h5io
 
 N_MISTAKES = 16  # the picture's 4 × 4 grid
+SPLITS = {"val": "Validation", "test": "Test"}  # the evaluation folders' titles
 
 
 def probabilities(raw: np.ndarray) -> np.ndarray:
@@ -171,6 +172,33 @@ def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray |
             tmp.write_text(json.dumps(data, indent=2) + "\n")
     with h5io.atomic_path(out.parent / "calibration.json") as tmp:
         tmp.write_text(json.dumps({"calibration": calibration}, indent=2) + "\n")
+    if calibration:  # the same diagram as a PNG: `dvc plots show`'s page needs the internet
+        reliability_figure(Path(folder) / "reliability.png", calibration,
+                           f"{SPLITS.get(Path(folder).name, Path(folder).name)}: "
+                           f"reliability ({len(labels)} images, ECE "
+                           f"{decision.ece(labels, probs):.3f})")
+
+
+def reliability_figure(path: Path, rows: list[dict], title: str) -> None:
+    """Accuracy against mean confidence per bin, each point's size its count, with the
+    diagonal of perfect calibration; no version stamp, so the same rows give the same bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), layout="constrained")
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
+    counts = np.array([r["count"] for r in rows], np.float64)
+    ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], color="#1f77b4")
+    ax.scatter([r["confidence"] for r in rows], [r["accuracy"] for r in rows],
+               s=20 + 180 * counts / counts.max(), color="#1f77b4", zorder=3)
+    ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="confidence (the largest class probability)",
+           ylabel="accuracy", title=title)
+    ax.title.set_fontsize(8)
+    with h5io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, metadata={"Software": None})
+    plt.close(fig)
 
 
 def worst_mistakes(labels: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES, *,

@@ -216,3 +216,16 @@ def test_the_mistakes_picture_is_titled_for_what_it_shows(labels: list[int], tit
                                    np.array(labels), probs)
     assert fig.get_suptitle() == title
     plt.close(fig)
+
+
+def test_a_labelled_split_gets_its_reliability_diagram_as_a_png(tmp_path: Path) -> None:
+    """`dvc plots show`'s page needs the internet: the diagram is a PNG too, for a labelled
+    split only (an unlabelled test set has nothing to draw)."""
+    rng = np.random.default_rng(0)
+    p1 = rng.random(200)
+    probs = np.stack([1 - p1, p1], axis=1)
+    evaluation.write_plots(tmp_path / "val", ["cat", "dog"], (rng.random(200) < p1).astype(int),
+                           probs)
+    assert (tmp_path / "val/reliability.png").read_bytes()[:4] == b"\x89PNG"
+    evaluation.write_plots(tmp_path / "test", ["cat", "dog"], None, probs)
+    assert not (tmp_path / "test/reliability.png").exists()

@@ -87,7 +87,7 @@ def test_outputs_match_the_contract(baseline: Path) -> None:
     assert metrics["n_train"] + metrics["n_val"] == 2 * N_PER_CLASS
     assert metrics["n_groups_train"] == metrics["n_train"]  # no group_pattern: an image each
     assert 1 <= metrics["best_epoch"] <= 2
-    for picture in ("history.png", "val_mistakes.png"):
+    for picture in ("history.png", "val_mistakes.png", "val/reliability.png"):
         assert (repo / "reports" / picture).read_bytes()[:4] == b"\x89PNG"
     history = list(csv.DictReader((repo / "reports/history.csv").open()))
     assert [int(r["epoch"]) for r in history] == [1, 2]
