@@ -140,6 +140,9 @@ def test_plots_show_renders_the_evaluation_and_the_pictures(repo: Path, tmp_path
     # What README and docs/experiments.md tell offline users: the page's charts need the
     # internet for their library; the stages' PNGs do not.
     assert re.search(r'<script src="https://[^"]*vega', html)
+    reliability = specs["Validation_reliability"]["data"]["values"]  # issue 25
+    assert reliability and all(0 <= float(v["accuracy"]) <= 1 for v in reliability)
+    assert specs["Test_reliability"] == {}
     for name in EVALUATION:
         values = specs[f"Validation_{name}"]["data"]["values"]
         assert values and {v["rev"] for v in values} == {"workspace"}
