@@ -134,20 +134,21 @@ def test_the_clinical_exp_show_of_medical_md_shows_validation_and_test_scores() 
     metrics = ["val_loss", "val_accuracy", "best_epoch", "n_train", "n_val", "n_groups_train",
                "n_groups_val", "n_test", "test_loss", "test_accuracy", *clinical,
                "reports/resize/train.json:images", "folders",  # (test.json's key is unique)
-               "threshold", "temperature", "val_ece", "test_ece",
+               # metrics.json's `threshold`, named by its file beside the param of that name
+               "metrics.json:threshold", "temperature", "val_ece", "test_ece",
                *(f"{m}_{end}" for m in clinical for end in ("low", "high"))]
-    params = ["class_weight", "seed", "dropout"]
+    params = ["class_weight", "seed", "dropout", "threshold"]
     deps = ["data/features/train/fused.h5"]
     meta = ["Experiment", "rev", "typ", "Created", "parent", "State", "Executor"]
     td = TabularData([*meta, *metrics, *params, *deps], fill_value="-")
     for i, weight in enumerate(("none", "balanced")):  # two experiments: every value differs
         td.append([f"exp-{i}", f"rev{i}", "branch_base", "now", "", "", "",
                    *(str(0.1 * i + j) for j in range(len(metrics))), weight, str(i), "0.5",
-                   f"md5{i}"])
+                   "youden", f"md5{i}"])
     show_experiments(td, {"metrics": metrics, "params": params, "deps": deps}, keep=args.keep,
                      drop=args.drop, pager=False, csv=True, only_changed=args.only_changed)
     shown = set(td.keys()) - set(meta)  # the columns DVC's filter left (and printed)
-    assert shown == {*clinical, "threshold", "class_weight", "seed"}, shown
+    assert shown == {*clinical, "metrics.json:threshold", "class_weight", "seed"}, shown
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/experiments.md"])
