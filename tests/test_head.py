@@ -221,3 +221,20 @@ def test_grouped_training_reports_its_groups(tmp_path: Path) -> None:
     assert m["n_groups_train"] + m["n_groups_val"] == 40
     assert m["n_train"] + m["n_val"] == 120 and m["n_val"] == 3 * m["n_groups_val"]
     assert not set(groups[result.val_idx]) & set(np.delete(groups, result.val_idx))
+
+
+def test_a_threshold_with_more_than_two_classes_stops_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 25: K > 2 classes take their most probable class; a threshold other than 0.5
+    stops train_head before any training, naming the fix."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("threshold: youden\n")
+    with h5io.create_h5(tmp_path / "fused.h5") as f:
+        h5io.write_array(f, "features", np.zeros((9, 4), np.float32))
+        h5io.write_array(f, "previews", np.zeros((9, 1), np.uint8))
+        h5io.write_row_info(f, {"names": np.array([f"{i}.jpg" for i in range(9)], object),
+                                "labels": np.arange(9, dtype=np.uint8) % 3}, ["a", "b", "c"])
+    with pytest.raises(SystemExit, match=r"^train_head: params\.yaml: 'threshold' is 'youden', "
+                                         r"but with 3 classes .* Set threshold: 0\.5"):
+        th.main(["--features", "fused.h5"])
+    assert not (tmp_path / "models").exists()
