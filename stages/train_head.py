@@ -330,6 +330,12 @@ def calibrate(path: Path, model: Any, x_val: np.ndarray, y_val: np.ndarray, n_cl
     kernel, bias = model.get_layer("dense").get_weights()
     logits = x_val.astype(np.float64) @ kernel.astype(np.float64) + bias
     t = decision.fit_temperature(logits[:, 0] if n_classes == 2 else logits, y_val)
+    if t is None:
+        cli.say("train_head", "calibrate: no temperature fits the validation split (the head "
+                "makes no mistake there, so its log loss falls the sharper the probabilities "
+                "get, without end): temperature left at 1. A larger val_split, with mistakes "
+                "to learn from, gives one")
+        return 1.0
     with h5py.File(path, "a") as f:
         layer = f["model_weights/dense/dense"]
         for name in ("kernel", "bias"):

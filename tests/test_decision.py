@@ -271,3 +271,13 @@ def test_a_figure_undefined_in_the_sample_has_no_interval() -> None:
     assert got["val_auc_low"] is None and got["val_auc_high"] is None
     assert got["val_sensitivity_low"] is None
     assert got["val_specificity_low"] is not None and got["val_accuracy_low"] is not None
+
+
+def test_no_temperature_fits_a_split_without_mistakes() -> None:
+    """Separated classes: the log loss only falls as T shrinks, so the search ends on T_RANGE's
+    bound; that is no fit (it doubled the test log loss on real photos)."""
+    z = np.r_[np.linspace(1, 8, 50), -np.linspace(1, 8, 50)]
+    labels = np.r_[np.ones(50), np.zeros(50)].astype(int)
+    assert decision.fit_temperature(z, labels) is None
+    labels[0] = 0  # one mistake: a temperature exists again
+    assert decision.fit_temperature(z, labels) is not None
