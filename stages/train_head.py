@@ -326,7 +326,7 @@ def calibrate(path: Path, model: Any, x_val: np.ndarray, y_val: np.ndarray, n_cl
     """Fit one temperature on the validation logits (minimum log loss) and divide the saved
     Dense layer's kernel and bias by it, in the file at `path`: the model itself then gives
     calibrated probabilities, to predict, the classify tool and any Keras user alike, with no
-    custom layer. Returns the temperature."""
+    custom layer. Returns the temperature (1.0, the file untouched, where none fits)."""
     kernel, bias = model.get_layer("dense").get_weights()
     logits = x_val.astype(np.float64) @ kernel.astype(np.float64) + bias
     t = decision.fit_temperature(logits[:, 0] if n_classes == 2 else logits, y_val)
@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
               + (f"; {metrics['n_groups_train']} + {metrics['n_groups_val']} groups"
                  if grouped else "") + f") → {Path(args.model)}"
               + (f"; threshold {threshold:.4g}" if threshold != 0.5 else "")
-              + (f", temperature {metrics['temperature']:.3f}"
+              + (f"; temperature {metrics['temperature']:.3f}"
                  if params["calibrate"] != "none" else ""))
 
     cli.run("train_head", work)
