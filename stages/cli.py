@@ -10,7 +10,7 @@ then the bug is ours (or TensorFlow's) and the traceback is what finds it.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 # DVC removes a stage's outputs before it runs the stage's command, so a stage that stops has
 # already lost them; they come back from DVC's run-cache, without recomputing, once the inputs
@@ -30,6 +30,11 @@ class ParamsError(UserError, ValueError):
 
 class MissingInput(UserError, FileNotFoundError):
     """An input file of the stage is missing or is not what the stage expects."""
+
+
+def some(items: Sequence[str], n: int = 20) -> str:
+    """The first `n` of `items` for a message, and how many more there are."""
+    return ", ".join(items[:n]) + (f" … and {len(items) - n} more" if len(items) > n else "")
 
 
 def say(stage: str, what: str) -> None:

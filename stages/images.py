@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from stages import dicom
-from stages.cli import UserError
+from stages.cli import UserError, some
 from stages.decode import BadImage
 from stages.limits import default_workers as default_workers  # re-exported: the stage's default
 from stages.testset import kaggle_ids
@@ -98,7 +98,7 @@ class Source:
         # would silently become a second copy of it.
         dups = sorted(n for n, count in Counter(names).items() if count > 1)
         if dups:
-            raise DataError(f"{self.path}: holds these names more than once: {_some(dups)}. "
+            raise DataError(f"{self.path}: holds these names more than once: {some(dups)}. "
                             "Rebuild the zip with one member per name.")
         folders = {_member_name(_utf8(i)) for i in infos if i.is_dir()}
         folders |= {str(p) for n in names for p in PurePosixPath(n).parents if str(p) != "."}
@@ -268,7 +268,7 @@ def list_train(source: Source) -> Listing:
         if bad:
             raise DataError(
                 f"{source.path}: {len(bad)} image name(s) are not Kaggle names `cat.N.jpg` or "
-                f"`dog.N.jpg`: {_some(bad)}. Rename or remove them, or use one subfolder per class."
+                f"`dog.N.jpg`: {some(bad)}. Rename or remove them, or use one subfolder per class."
             )
         # The name itself last: `cat.1.jpg` and `cat.01.jpg` (or `a.jpg`, `A.jpg`) in one order,
         # whatever order the folder or zip lists them in.
@@ -339,7 +339,7 @@ def _utf8_names(source: Source, images: Sequence[str]) -> None:
         shown = [f"$'{os.fsencode(source.path / n).decode('utf-8', 'backslashreplace')}'"
                  for n in bad]  # bash's quoting: a user can paste it into `mv`
         raise DataError(
-            f"{source.path}: {len(bad)} image file name(s) are not UTF-8: {_some(shown)}. "
+            f"{source.path}: {len(bad)} image file name(s) are not UTF-8: {some(shown)}. "
             f"Rename them, e.g. `mv {shown[0]} NEWNAME`, or all at once "
             f"from Latin-1: `convmv -f latin1 -t utf-8 -r --notest {source.path}`")
 
@@ -372,7 +372,7 @@ def _no_empty_classes(source: Source, prefix: str, folders: Sequence[str], rel: 
              if f not in full]
     if empty:
         raise DataError(
-            f"{source.path}: {len(empty)} class folder(s) hold no images: {_some(empty)}. Add "
+            f"{source.path}: {len(empty)} class folder(s) hold no images: {some(empty)}. Add "
             "images (JPEG, PNG, WebP, TIFF, BMP, GIF, AVIF, …; convert HEIC and raw files to JPEG) "
             "or remove the folder.")
 
@@ -382,7 +382,7 @@ def _holding(ignored: Sequence[str], folder: str) -> str:
     if not inside:
         return "empty"
     kinds = sorted({PurePosixPath(n).suffix.lower() or PurePosixPath(n).name for n in inside})
-    return f"only {len(inside)} other file(s): {_some(kinds, 5)}"
+    return f"only {len(inside)} other file(s): {some(kinds, 5)}"
 
 
 def _by_class(rel: Sequence[str], prefix: str, classes: list[str]) -> tuple[list[str], list[int]]:
@@ -396,10 +396,6 @@ def _mixed_layout(source: Source, prefix: str, rel: Sequence[str]) -> DataError:
     loose = sorted(prefix + r for r in rel if "/" not in r)
     return DataError(
         f"{source.path}: mixes images at the top level with class subfolders; loose images: "
-        f"{_some(loose)}. Use either Kaggle names in one folder or one subfolder per class."
+        f"{some(loose)}. Use either Kaggle names in one folder or one subfolder per class."
     )
 
-
-def _some(items: Sequence[str], n: int = 20) -> str:
-    shown = ", ".join(items[:n])
-    return shown + (f" … and {len(items) - n} more" if len(items) > n else "")

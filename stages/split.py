@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.cli import UserError
+from stages.cli import UserError, some
 
 
 class SplitError(UserError, ValueError):
@@ -319,12 +319,10 @@ def groups_of(names: Sequence[str], pattern: str) -> np.ndarray:
             continue
         groups.append(m.group(1) if rx.groups and m.group(1) is not None else m.group(0))
     if missed:
-        shown = ", ".join(missed[:10]) + (f" … and {len(missed) - 10} more"
-                                          if len(missed) > 10 else "")
         raise SplitError(
             f"params.yaml: 'group_pattern' {pattern!r} does not match {len(missed)} training "
-            f"file(s): {shown}. It is searched in each file's path below its class folder; fix "
-            "the pattern (docs/medical.md has examples) or set it to \"\"")
+            f"file(s): {some(missed, 10)}. It is searched in each file's path below its class "
+            "folder; fix the pattern (docs/medical.md has examples) or set it to \"\"")
     return np.asarray(groups, dtype=str)
 
 

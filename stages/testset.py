@@ -28,7 +28,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from stages import h5io
-from stages.cli import UserError
+from stages.cli import UserError, some
 
 _TEST_ID = re.compile(r"^(\d{1,18})\.[^.]+$")  # 18 digits: every id fits the int64 `ids`
 FIX = "(then `dvc repro`; docs/data.md, 'Your own images: the layouts')"
@@ -89,7 +89,7 @@ def read(names: Sequence[str], classes: Sequence[str]) -> TestSet:
     if loose or len(folders) > h5io.MAX_CLASSES or all(_has_digit(f) for f in folders):
         return TestSet(names=np.asarray(rel, object))
     raise TestSetError(
-        f"test folder(s) {_some(folders)} are not training classes ({', '.join(classes)}). A "
+        f"test folder(s) {some(folders, 10)} are not training classes ({', '.join(classes)}). A "
         "labelled test set names its folders exactly as the classes; folders of images to "
         "score need names with a digit (patient IDs, dates, batch numbers: `patient7/`), or "
         f"the images loose. Rename the folders {FIX}")
@@ -165,7 +165,7 @@ def _no_near_miss(folders: Sequence[str], classes: Sequence[str]) -> None:
             f"{', '.join(misses.values())} only in case; class names are case-sensitive. "
             f"Rename the folders as the classes are named {FIX}")
     raise TestSetError(
-        f"test folder(s) {_some(list(folders))} are not training classes "
+        f"test folder(s) {some(list(folders), 10)} are not training classes "
         f"({', '.join(classes)}){_did_you_mean(list(misses), classes)}. A labelled test set "
         f"names its folders exactly as the classes. Rename the folders {FIX}")
 
@@ -179,6 +179,3 @@ def _did_you_mean(folders: Sequence[str], classes: Sequence[str]) -> str:
 def _has_digit(name: str) -> bool:
     return any(ch.isdigit() for ch in name)
 
-
-def _some(items: Sequence[str], n: int = 10) -> str:
-    return ", ".join(items[:n]) + (f" … and {len(items) - n} more" if len(items) > n else "")
