@@ -66,27 +66,26 @@ fi
 jax.devices())" || { echo "device_bench: keras or jax does not import"; exit 2; }
 
 status=0
+# timed NAME SECONDS WHAT COMMAND...: run a part under its time limit, its output to $OUT/NAME.txt
+timed() {
+    local name=$1 seconds=$2 what=$3; shift 3
+    timeout --signal=INT --kill-after=20 "$seconds" "$@" 2>&1 | tee "$(log "$name.txt")"
+    local rc=${PIPESTATUS[0]}
+    case $rc in
+        0) ;;
+        124|130) echo "$name: stopped at its time limit; the $what above are complete." ;;
+        *) echo "$name: failed (exit $rc)"; status=1 ;;
+    esac
+}
+
 echo; echo "== 1. GPU: KERAS_BACKEND=jax $PY benchmarks/gpu_extract.py $GPU_ARGS"
 # shellcheck disable=SC2086  # the args are words
-timeout --signal=INT --kill-after=20 "${DEVICE_BENCH_GPU_SECONDS:-210}" \
-    "$PY" benchmarks/gpu_extract.py $GPU_ARGS 2>&1 | tee "$(log gpu_extract.txt)"
-rc=${PIPESTATUS[0]}
-case $rc in
-    0) ;;
-    124|130) echo "gpu_extract: stopped at its time limit; the rows above are complete." ;;
-    *) echo "gpu_extract: failed (exit $rc)"; status=1 ;;
-esac
+timed gpu_extract "${DEVICE_BENCH_GPU_SECONDS:-210}" rows "$PY" benchmarks/gpu_extract.py $GPU_ARGS
 
 echo; echo "== 2. CPU, through Keras on JAX (XLA:CPU), NOT the stage's TensorFlow oneDNN path:"
 echo "   JAX_PLATFORMS=cpu $PY benchmarks/jax_cpu_bf16.py $CPU_ARGS"
 # shellcheck disable=SC2086
-JAX_PLATFORMS=cpu timeout --signal=INT --kill-after=20 "${DEVICE_BENCH_CPU_SECONDS:-130}" \
-    "$PY" benchmarks/jax_cpu_bf16.py $CPU_ARGS 2>&1 | tee "$(log jax_cpu_bf16.txt)"
-rc=${PIPESTATUS[0]}
-case $rc in
-    0) ;;
-    124|130) echo "jax_cpu_bf16: stopped at its time limit; the rounds above are complete." ;;
-    *) echo "jax_cpu_bf16: failed (exit $rc)"; status=1 ;;
-esac
+timed jax_cpu_bf16 "${DEVICE_BENCH_CPU_SECONDS:-130}" rounds \
+    env JAX_PLATFORMS=cpu "$PY" benchmarks/jax_cpu_bf16.py $CPU_ARGS
 echo "== device_bench done $(date -u +%FT%TZ), status $status"
 exit $status
