@@ -28,8 +28,8 @@ PARAMS = ("fuse",)  # what the stage reads of params.yaml
 
 def concat(inputs: list[str], out: str, resized: str) -> None:
     """Write `out` with `features` = the inputs' matrices side by side in their order, the
-    rows' info, the `networks` (the inputs' backbones, in column order) and the previews of
-    `resized`'s images."""
+    rows' info, the `networks` (the inputs' backbones, in column order), their `weights`, the
+    images' `width` and the previews of `resized`'s images."""
     for p in inputs:
         h5io.require(p, ("features", "names"), EXTRACT_HINT)
     h5io.require(resized, ("images",), "Run `dvc repro resize`.")
@@ -63,6 +63,9 @@ def concat(inputs: list[str], out: str, resized: str) -> None:
                 raise h5io.MissingInput(
                     f"{resized}: {len(src['images'])} images, but the features have {n} rows. "
                     "Rerun `dvc repro`.")
+            # The side the images were resized to: the model records it, so that the classify
+            # tool resizes new images as the features were made (stages/classify.py).
+            f_out.attrs["width"] = int(src["images"].shape[1])
             previews.write(f_out, src["images"])
 
 

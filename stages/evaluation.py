@@ -224,12 +224,13 @@ def _wrapped(name: str, width: int = 26) -> str:
 
 def mistakes_figure(path: str | Path, pictures: np.ndarray, names: Sequence[str],
                     classes: Sequence[str], labels: np.ndarray, probs: np.ndarray, *,
-                    threshold: float = 0.5) -> None:
+                    threshold: float = 0.5, note: str = "") -> None:
     """A PNG grid of the rows of `worst_mistakes` (`mistakes_grid`), written under a temporary
-    name; no version stamp, so the same inputs give the same bytes."""
+    name; no version stamp, so the same inputs give the same bytes. `note`: a last title line
+    (what the pictures show)."""
     import matplotlib.pyplot as plt
 
-    fig = mistakes_grid(pictures, names, classes, labels, probs, threshold=threshold)
+    fig = mistakes_grid(pictures, names, classes, labels, probs, threshold=threshold, note=note)
     with h5io.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, metadata={"Software": None})
     plt.close(fig)
@@ -239,7 +240,8 @@ DPI = 72  # with the figure size below, each preview near its own 112 px
 
 
 def mistakes_grid(pictures: np.ndarray, names: Sequence[str], classes: Sequence[str],
-                  labels: np.ndarray, probs: np.ndarray, *, threshold: float = 0.5) -> Any:
+                  labels: np.ndarray, probs: np.ndarray, *, threshold: float = 0.5,
+                  note: str = "") -> Any:
     """The figure: each picture captioned with wrong or right (decided at `threshold`), its
     file name, true class and predicted probabilities. `pictures`: uint8 RGB, one per row of
     the others."""
@@ -267,7 +269,8 @@ def mistakes_grid(pictures: np.ndarray, names: Sequence[str], classes: Sequence[
                      f"true {classes[int(true)]}: p {p[int(true)]:.3f}\n"
                      f"predicted {classes[pred]}: p {p[pred]:.3f}", fontsize=7,
                      color="firebrick" if wrong else "black")
-    fig.suptitle(_mistakes_title(n_wrong, len(pictures) - n_wrong), fontsize=9)
+    fig.suptitle(_mistakes_title(n_wrong, len(pictures) - n_wrong) + (f"\n{note}" if note else ""),
+                 fontsize=9)
     return fig
 
 

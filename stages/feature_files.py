@@ -54,6 +54,14 @@ def weights_of(weights: str, seed: int) -> str:
     return f"none, seed {seed}" if weights == "none" else weights
 
 
+def weights_from(recorded: str) -> tuple[str, int]:
+    """The inverse of `weights_of`: (the `weights` value, the seed of a random network), to
+    rebuild the network that made the features (the classify tool)."""
+    if recorded.startswith("none, seed "):
+        return "none", int(recorded.removeprefix("none, seed "))
+    return recorded, 0
+
+
 @dataclass
 class Rows:
     """What a feature file says of its rows."""

@@ -26,14 +26,13 @@ curves come from the unclipped ones, as the validation side's do.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from stages import cli, decision, evaluation, h5io, quiet, split, testset
+from stages import cli, decision, evaluation, h5io, model_record, quiet, split, testset
 from stages.feature_files import Rows
 from stages.params import load_params
 from stages.testset import TestSet
@@ -41,7 +40,6 @@ from stages.testset import TestSet
 # What the stage reads of params.yaml. dvc.yaml makes it depend on the whole file (a typo'd key
 # stops it), which covers these.
 PARAMS = ("clip", "seed", "group_pattern")
-RETRAIN = "Run `dvc repro train_head` (it records them)."
 
 
 def clip_probs(probs: np.ndarray, clip: float) -> np.ndarray:
@@ -128,30 +126,14 @@ def groups_of_rows(names: np.ndarray, pattern: str) -> np.ndarray | None:
         return None
 
 
-def threshold_of(model_path: str) -> float:
-    """The decision threshold train_head chose on validation (0.5: a model from before)."""
-    with h5py.File(model_path, "r") as f:
-        return float(f.attrs.get("threshold", 0.5))
-
-
-def model_info(model_path: str) -> tuple[list[str], list[str], list[str]]:
-    """The classes, networks and the networks' weights the model was trained with (train_head
-    records them)."""
-    with h5py.File(model_path, "r") as f:
-        if "classes" not in f.attrs:
-            raise cli.MissingInput(f"{model_path}: records no class names. {RETRAIN}")
-        return ([str(c) for c in f.attrs["classes"]],
-                [str(n) for n in f.attrs.get("networks", [])],
-                [str(w) for w in f.attrs.get("weights", [])])
-
-
 def predict(model_path: str, features: str, batch_size: int = 1024
             ) -> tuple[TestSet, np.ndarray, list[str]]:
     """(the test rows, their (M, K) class probabilities, the classes), unclipped. Features or
     probabilities that are not finite stop it, naming the rows."""
     import keras
 
-    classes, networks, weights = model_info(model_path)
+    record = model_record.read(model_path)
+    classes, networks, weights = record.classes, record.networks, record.weights
     model = keras.models.load_model(model_path, compile=False, safe_mode=True)
     with h5py.File(features, "r") as f:
         rows = Rows.read(f)
@@ -195,9 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     def work() -> None:
         params = load_params(keys=PARAMS)
         h5io.require(args.features, ("features", "names"), "Run `dvc repro concat` first.")
-        if not os.path.isfile(args.model):
-            raise cli.MissingInput(f"{args.model}: not found. Run `dvc repro train_head` first.")
-        n_classes = len(model_info(args.model)[0])
+        record = model_record.read(args.model)
+        n_classes = len(record.classes)
         clip_probs(np.full((1, n_classes), 0.5), params["clip"])  # a bad clip: before TensorFlow
         with h5py.File(args.features, "r") as f:
             n = len(f["features"])
@@ -205,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.model}")
         quiet.tensorflow()
         test, raw, classes = predict(args.model, args.features)
-        threshold = threshold_of(args.model)
+        threshold = record.threshold
         probs = clip_probs(raw, params["clip"])
         write_submission(args.out, test, probs, classes, decision.predicted(raw, threshold))
         groups = groups_of_rows(test.names, params["group_pattern"]) if test.labels is not None \

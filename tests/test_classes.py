@@ -154,6 +154,25 @@ def test_the_labelled_test_set_is_scored_as_pred_csv_says(repo: Path) -> None:
     assert data["reports/predict.json"]["data"]["test_accuracy"] == report["test_accuracy"]
 
 
+def test_the_classify_tool_scores_the_class_folders_as_predict(
+        repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Classifier` on the labelled test folders: predict's probabilities of the same images
+    (softmax, three classes, a trained head) to 1e-5, and each image's map of its predicted
+    class averages, with the bias, to that class's logit."""
+    from stages import predict
+    from stages.classify import Classifier
+
+    monkeypatch.chdir(repo)  # the model's weights: keras_weights/ of the project
+    test, raw, classes = predict.predict("models/model_2.h5", "data/features/test/fused.h5")
+    clf = Classifier.load()
+    assert clf.classes == classes == CLASSES
+    e = clf.explain(clf.pixels_of([f"data/raw/test/{n}" for n in test.names])[0])
+    np.testing.assert_allclose(e.probs, raw, atol=1e-5)
+    assert len(set(e.predicted)) > 1  # the comparison can fail: not one class for all
+    shares = np.sum([g.mean(axis=(1, 2), dtype=np.float64) for g in e.grids], axis=0)
+    np.testing.assert_allclose(shares + e.bias, e.logits, atol=1e-4)
+
+
 def test_confusion_matrices_and_the_mistakes_picture_are_declared_plots(repo: Path,
                                                                       tmp_path: Path) -> None:
     from test_tracking import html_specs

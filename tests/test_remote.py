@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_project, dvc, md5, ran_stages
+from conftest import copy_project, dvc, md5, ran_stages, run
 from s3remote import (
     S3Server,
     add_remote,
@@ -138,3 +138,20 @@ def test_teammate_with_the_trained_model_scores_new_images(pushed: Path) -> None
     assert all(0.005 <= float(r[1]) <= 0.995 for r in rows[1:])
     assert "predict: 3 rows (named by file)" in p.stdout
     assert not (b / "data/resized/train.h5").exists()
+
+
+def test_a_colleague_gets_the_model_as_a_registered_artifact(pushed: Path) -> None:
+    """README, "Classify images": dvc.yaml's `artifacts:` names the model; a version tagged in
+    GTO's form is what `dvc artifacts get` fetches, from the team's remote, into any folder."""
+    from s3remote import KEY
+
+    from stages import model_record
+
+    run(pushed, "git", "tag", "-a", "classifier@v1.0.0", "-m", "the first model")
+    b = machine(pushed, pushed.parent / "B4", raw=False)  # a clone without the DVC cache
+    elsewhere = pushed.parent / "colleague"
+    elsewhere.mkdir()
+    p = dvc(elsewhere, "artifacts", "get", str(b), "classifier", "--rev", "v1.0.0",
+            "--remote-config", f"access_key_id={KEY}", f"secret_access_key={KEY}")
+    assert md5(elsewhere / "model_2.h5") == md5(pushed / "models/model_2.h5"), p.stdout
+    assert model_record.read(elsewhere / "model_2.h5").classes == ["cat", "dog"]

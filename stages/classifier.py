@@ -1,0 +1,213 @@
+"""The trained classifier as one Keras model: uint8 RGB pixels → class probabilities, with each
+network's last convolutional maps beside them for class activation maps (stages/cam.py).
+
+`Classifier.load(model_path)` rebuilds what the pipeline ran, from what the model records
+(stages/model_record.py): each network as the extractor builds it (the registry's constructor,
+its weights, its own `preprocess_input` on float32 pixels, global average pooling), the fused
+features in the model's column order, and the head's own Dense layer on them (dropout is off at
+inference). So its probabilities are `predict`'s for the same resized pixels, before `clip`, to
+float32 rounding, and the temperature and threshold `train_head` chose apply as they do there.
+
+The networks are built once per Classifier; images go through in batches of one shape each run
+(the last padded), so TensorFlow traces the graph once or twice, not once per image count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages import decision, evaluation, model_record
+from stages.backbones import BACKBONES, build
+from stages.cli import UserError
+from stages.feature_files import weights_from
+from stages.model_record import ModelRecord
+
+MAX_BATCH = 16  # images per forward pass: memory stays bounded, a CPU is no faster with more
+
+
+class ModelError(UserError, ValueError):
+    """The model file cannot be turned back into the classifier it was trained as."""
+
+
+@dataclass
+class Explained:
+    """One batch through the classifier, for class activation maps."""
+
+    probs: np.ndarray          # (n, K) float32, as `predict` gives them before `clip`
+    predicted: np.ndarray      # (n,) the class decided at the model's threshold
+    features: np.ndarray       # (n, D) float32: the fused features, as `concat` writes them
+    logits: np.ndarray         # (n,) the head's logit of each image's predicted class
+    grids: list[np.ndarray]    # per network (n, h, w) float32: its maps times its Dense columns
+    bias: np.ndarray           # (n,) the Dense bias of each image's predicted class
+
+
+class Classifier:
+    """`Classifier.load(path)`, then `.classes`, `.predict(items)`, `.cam(items)`; `items`:
+    image paths, or a uint8 RGB array (n, width, width, 3) as `data/resized/*.h5` holds."""
+
+    def __init__(self, record: ModelRecord, model: Any, probs_model: Any, kernel: np.ndarray,
+                 bias: np.ndarray, dims: list[int], explainable: list[bool]) -> None:
+        self.record = record
+        self.classes = record.classes
+        self.networks = record.networks
+        self.width: int = record.width or 0
+        self.threshold = record.threshold
+        self._model, self.probs_model = model, probs_model
+        self._kernel, self._bias = kernel, bias
+        self._dims, self._explainable = dims, explainable
+
+    @classmethod
+    def load(cls, model_path: str = "models/model_2.h5") -> Classifier:
+        """Rebuild the classifier `model_path` was trained as; one line (a ModelError or
+        MissingInput) where its record, or the weights of a network, are missing."""
+        import keras
+
+        record = model_record.read(model_path)
+        if record.width is None or not record.networks or len(record.weights) != len(
+                record.networks):
+            raise ModelError(f"{model_path}: does not record the width, networks and weights "
+                             f"its features were made with (a model from before they were "
+                             f"recorded). {model_record.RETRAIN}")
+        unknown = [n for n in record.networks if n not in BACKBONES]
+        if unknown:
+            raise ModelError(f"{model_path}: trained on networks this version does not know: "
+                             f"{', '.join(unknown)}")
+        head = keras.models.load_model(model_path, compile=False, safe_mode=True)
+        dense = head.get_layer("dense")
+        kernel, bias = (w.astype(np.float64) for w in dense.get_weights())
+
+        pixels = keras.Input((record.width, record.width, 3), dtype="uint8", name="pixels")
+        x = keras.ops.cast(pixels, "float32")
+        convs, pooled, explainable = [], [], []
+        for name, recorded in zip(record.networks, record.weights, strict=True):
+            backbone = BACKBONES[name]
+            weights, seed = weights_from(recorded)
+            net = build(backbone, record.width, weights, seed)  # WeightsError: one line
+            gap = next(layer for layer in reversed(net.layers)
+                       if isinstance(layer, keras.layers.GlobalAveragePooling2D))
+            # The maps are exact only where the pooled vector goes straight into the head
+            # (ConvNeXt normalises it after the pooling: a layer a map cannot pass through).
+            explainable.append(gap is net.layers[-1])
+            conv, pool = keras.Model(net.inputs, [gap.input, net.output],
+                                     name=f"{name}_maps")(backbone.preprocess(x))
+            convs.append(conv)
+            pooled.append(pool)
+        fused = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="fused")(pooled)
+        dims = [int(p.shape[-1]) for p in pooled]
+        if sum(dims) != kernel.shape[0]:
+            raise ModelError(
+                f"{model_path}: its head takes {kernel.shape[0]} features, but "
+                f"{' + '.join(record.networks)} give {' + '.join(map(str, dims))}. "
+                f"{model_record.RETRAIN}")
+        out = dense(fused)
+        probs = keras.ops.concatenate([1.0 - out, out], axis=-1) if out.shape[-1] == 1 else out
+        model = keras.Model(pixels, [probs, fused, *convs], name="classifier_maps")
+        probs_model = keras.Model(pixels, probs, name="classifier")
+        return cls(record, model, probs_model, kernel, bias, dims, explainable)
+
+    # --- the API -----------------------------------------------------------------------------
+
+    def predict(self, items: Any) -> np.ndarray:
+        """float32 (n, K) class probabilities of `items` (paths or a uint8 array)."""
+        return np.concatenate([e.probs for e in self.explain_batches(self.pixels_of(items),
+                                                                     maps=False)]
+                              or [np.zeros((0, len(self.classes)), np.float32)])
+
+    def cam(self, items: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, K), maps float32 (n, width, width)): each image's class activation
+        map of its predicted class, in logit units (stages/cam.py)."""
+        from stages import cam
+
+        probs, maps = [], []
+        for e in self.explain_batches(self.pixels_of(items)):
+            probs.append(e.probs)
+            maps.append(cam.class_map(e.grids, self.width))
+        if not probs:
+            return (np.zeros((0, len(self.classes)), np.float32),
+                    np.zeros((0, self.width, self.width), np.float32))
+        return np.concatenate(probs), np.concatenate(maps)
+
+    # --- the work ----------------------------------------------------------------------------
+
+    def pixels_of(self, items: Any) -> list[np.ndarray]:
+        """`items` as uint8 (n, width, width, 3) arrays: an array as it is (checked), paths
+        decoded as `resize` decodes them (stages/inputs.py)."""
+        if isinstance(items, np.ndarray):
+            self.check_pixels(items)
+            return [items]
+        from stages import inputs
+
+        paths = [items] if isinstance(items, str | Path) else list(items)
+        return [inputs.load_all(paths, self.width)]
+
+    def check_pixels(self, pixels: np.ndarray) -> None:
+        want = (self.width, self.width, 3)
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != want:
+            raise ModelError(
+                f"images of {pixels.dtype} {pixels.shape}, but {self.record.path} takes uint8 "
+                f"(n, {self.width}, {self.width}, 3) RGB: it was trained at width "
+                f"{self.width}. Give paths (resized for it), or resize to {self.width} px")
+
+    def explain_batches(self, arrays: list[np.ndarray], maps: bool = True
+                        ) -> Iterator[Explained]:
+        """`arrays` through the classifier in batches of one shape per call (the last padded,
+        its padding dropped)."""
+        n = sum(len(a) for a in arrays)
+        if n == 0:
+            return
+        size = math.ceil(n / math.ceil(n / MAX_BATCH))  # 20 images: 2 × 10, not 16 + 4 padded
+        for pixels in arrays:
+            for start in range(0, len(pixels), size):
+                yield self.explain(pixels[start:start + size], size, maps)
+
+    def explain(self, pixels: np.ndarray, size: int | None = None, maps: bool = True
+                ) -> Explained:
+        """One batch: probabilities, decisions and (`maps`) each network's map of the predicted
+        class on its own grid. `size`: the batch shape to pad to."""
+        from stages.keras_extract import padded
+
+        self.check_pixels(pixels)
+        n = len(pixels)
+        probs, fused, *convs = (np.asarray(o)[:n] for o in
+                                self._model.predict_on_batch(padded(pixels, size or n)))
+        probs = evaluation.probabilities(probs).astype(np.float32)
+        predicted = decision.predicted(probs, self.threshold)
+        # Two classes: one logit z for class 1, and class 0's is −z (p0 = σ(−z)).
+        col = np.zeros(n, int) if self._kernel.shape[1] == 1 else predicted
+        sign = np.where(predicted == 1, 1.0, -1.0) if self._kernel.shape[1] == 1 else np.ones(n)
+        w = self._kernel[:, col].T * sign[:, None]  # (n, D): each image's class column
+        bias = self._bias[col] * sign
+        logits = np.einsum("nd,nd->n", fused.astype(np.float64), w) + bias
+        grids: list[np.ndarray] = []
+        if maps:
+            if not all(self._explainable):
+                bad = [m for m, ok in zip(self.networks, self._explainable, strict=True) if not ok]
+                raise ModelError(f"{', '.join(bad)}: the pooled features pass a normalisation "
+                                 "layer before the head, so no class activation map adds up to "
+                                 "the logit; maps are for the other networks")
+            starts = np.cumsum([0, *self._dims])
+            for conv, lo, hi in zip(convs, starts[:-1], starts[1:], strict=True):
+                grids.append(np.einsum("nhwc,nc->nhw", conv.astype(np.float64),
+                                       w[:, lo:hi]).astype(np.float32))
+        return Explained(probs, predicted, fused.astype(np.float32), logits, grids, bias)
+
+    def export(self, folder: str | Path) -> None:
+        """A TensorFlow SavedModel at `folder`: uint8 RGB (n, width, width, 3) → (n, K)
+        probabilities, the networks' preprocessing, the networks, the pooling, the fusion and
+        the head inside; `tf.saved_model.load(folder).serve(images)` runs it without this
+        repository."""
+        import shutil
+
+        folder = Path(folder)
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.probs_model.export(str(tmp), format="tf_saved_model", verbose=False)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+

@@ -1,0 +1,239 @@
+"""The trained classifier in a user's hands: `python -m stages.classify PATH...` scores image
+files, folders or `.zip`s with `models/model_2.h5`, in one process, outside DVC.
+
+    python -m stages.classify scan.dcm                     # a table on stdout
+    python -m stages.classify data/new --out new.csv --cam reports/cam
+    python -m stages.classify --mistakes 12                # reports/val_mistakes_cam.png
+    python -m stages.classify --export exported/classifier # a TensorFlow SavedModel
+
+Images are decoded and resized by `resize`'s own code at the width the model records, and go
+through the networks and the head as the pipeline runs them (stages/classifier.py), so the
+probabilities are those `predict` writes for the same images, before `clip`; `predicted_class`
+follows the model's threshold. `--cam DIR` writes each image with its class activation map over
+it, and `DIR/cam.h5` (stages/cam.py, docs/cam.md). Nothing here runs in `dvc repro`.
+
+In Python, the same code:
+
+    from stages.classify import Classifier
+    clf = Classifier.load("models/model_2.h5")
+    probs = clf.predict(["a.jpg", "b.png"])        # float32 (n, K), columns clf.classes
+    probs, maps = clf.cam(["a.jpg"])               # maps float32 (n, width, width)
+
+A file that cannot be decoded is named with its reason and skipped; the others are scored and
+the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import math
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from stages import cam, cli, evaluation, h5io, inputs, limits, model_record, quiet
+from stages.classifier import MAX_BATCH, Classifier, ModelError
+from stages.inputs import Entry
+
+__all__ = ["Classifier", "main"]
+
+STAGE = "classify"
+MISTAKES_PNG = "reports/val_mistakes_cam.png"
+COLOURS = "red: raised the predicted class's score, blue: lowered it"
+
+
+def classify(clf: Classifier, found: list[Entry], cam_dir: Path | None = None,
+             workers: int | None = None) -> tuple[list[tuple[str, np.ndarray, int]],
+                                                  list[tuple[str, str]]]:
+    """Score `found` in batches as they are decoded: ([(path, probabilities, predicted
+    class)], [(path, why it was skipped)]); with `cam_dir`, a PNG per image and cam.h5 there."""
+    rows: list[tuple[str, np.ndarray, int]] = []
+    skipped: list[tuple[str, str]] = []
+    size = math.ceil(len(found) / math.ceil(len(found) / MAX_BATCH)) if found else 1
+    digits = len(str(len(found)))
+
+    def flush(batch: list[tuple[Entry, np.ndarray]], writer: cam.CamWriter | None) -> None:
+        e = clf.explain(np.stack([p for _, p in batch]), size, maps=cam_dir is not None)
+        shown = [entry.shown for entry, _ in batch]
+        if writer is not None:
+            maps = cam.class_map(e.grids, clf.width)
+            writer.append(shown, maps, e.probs, e.predicted)
+            for (_, pixels), path, m, p, c in zip(batch, shown, maps, e.probs, e.predicted,
+                                                  strict=True):
+                png = cam_dir / f"{len(rows):0{digits}d}_{Path(path).name}.png"  # type: ignore[operator]
+                cam.write_png(png, pixels, m, caption(clf, path, p, int(c)))
+                rows.append((path, p, int(c)))
+        else:
+            rows.extend((path, p, int(c)) for path, p, c in zip(shown, e.probs, e.predicted,
+                                                               strict=True))
+        batch.clear()
+
+    batch: list[tuple[Entry, np.ndarray]] = []
+    with (cam.cam_file(cam_dir / "cam.h5", clf.width, clf.classes) if cam_dir
+          else contextlib.nullcontext()) as writer:
+        for entry, result in inputs.decoded(found, clf.width, workers):
+            if isinstance(result, Exception):
+                skipped.append((entry.shown, str(result)))
+                cli.say(STAGE, f"skipped {entry.shown}: {result}")
+                continue
+            batch.append((entry, result))
+            if len(batch) == size:
+                flush(batch, writer)
+        if batch:
+            flush(batch, writer)
+    return rows, skipped
+
+
+def caption(clf: Classifier, path: str, probs: np.ndarray, predicted: int) -> str:
+    at = (f" (threshold {clf.threshold:.3g})" if len(clf.classes) == 2 and clf.threshold != 0.5
+          else "")
+    return (f"{_short(path)}\npredicted {clf.classes[predicted]}: p {probs[predicted]:.3f}{at}"
+            f"\n{COLOURS}")
+
+
+def _short(path: str, width: int = 60) -> str:
+    return path if len(path) <= width else "…" + path[-(width - 1):]
+
+
+def write_csv(path: str, classes: list[str], rows: list[tuple[str, np.ndarray, int]]) -> None:
+    """`path`, one probability column per class (headed by its name), `predicted_class`."""
+    with h5io.atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["path", *classes, "predicted_class"])
+        for shown, p, c in rows:
+            w.writerow([shown, *(f"{v:.7f}" for v in p), classes[c]])
+
+
+def table(classes: list[str], rows: list[tuple[str, np.ndarray, int]]) -> str:
+    """The rows as aligned columns, for a terminal."""
+    cells = [["path", *classes, "predicted_class"]] + [
+        [shown, *(f"{v:.4f}" for v in p), classes[c]] for shown, p, c in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+                     for r in cells)
+
+
+def read_val_predictions(path: str, classes: list[str]
+                         ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """reports/val/predictions.csv as (paths, probabilities (n, K), true labels)."""
+    if not Path(path).is_file():
+        raise cli.MissingInput(f"{path}: not found; `train_head` writes it. Run `dvc repro "
+                               "train_head` (or `dvc pull`)")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header = rows[0]
+    columns = ["label"] if len(classes) == 2 else classes
+    if header[1:1 + len(columns)] != columns or "true_class" not in header:
+        raise cli.MissingInput(f"{path}: its columns {header} are not those of a model with "
+                               f"classes {classes}. Run `dvc repro train_head`")
+    truth = header.index("true_class")
+    p = np.array([[float(v) for v in r[1:1 + len(columns)]] for r in rows[1:]], np.float64)
+    probs = np.concatenate([1 - p, p], axis=1) if len(classes) == 2 else p
+    unknown = sorted({r[truth] for r in rows[1:]} - set(classes))
+    if unknown:
+        raise cli.MissingInput(f"{path}: true classes {unknown} are not the model's {classes}. "
+                               "Run `dvc repro train_head`")
+    labels = np.array([classes.index(r[truth]) for r in rows[1:]], np.int64)
+    return [r[0] for r in rows[1:]], probs, labels
+
+
+def explain_mistakes(clf: Classifier, n: int, predictions: str, resized: str, out: str) -> None:
+    """The `n` most confident validation mistakes of the last `train_head` run, each with its
+    class activation map, in one picture at `out`."""
+    names, probs, labels = read_val_predictions(predictions, clf.classes)
+    rows = evaluation.worst_mistakes(labels, probs, n, threshold=clf.threshold)
+    h5io.require(resized, ("images", "names"), "Run `dvc repro resize@train` (or `dvc pull "
+                 f"{resized}`): the validation images are read from it.")
+    with h5py.File(resized, "r") as f:
+        if f["images"].shape[1] != clf.width:
+            raise ModelError(f"{resized}: images at {f['images'].shape[1]} px, but "
+                             f"{clf.record.path} was trained at {clf.width}. Run `dvc repro`")
+        where = {name: i for i, name in enumerate(f["names"].asstr()[:])}
+        missing = [names[r] for r in rows if names[r] not in where]
+        if missing:
+            raise cli.MissingInput(f"{resized}: holds no {cli.some(missing, 5)}, named in "
+                                   f"{predictions}. Run `dvc repro`")
+        index = np.array([where[names[r]] for r in rows], np.int64)
+        order = np.argsort(index)
+        images = np.empty((len(index), clf.width, clf.width, 3), np.uint8)
+        images[order] = f["images"][np.sort(index)]  # h5py reads rows in increasing order
+    e = clf.explain(images)
+    maps = cam.class_map(e.grids, clf.width)
+    pictures = np.stack([cam.overlay(img, m) for img, m in zip(images, maps, strict=True)])
+    evaluation.mistakes_figure(out, pictures, [names[r] for r in rows], clf.classes,
+                               labels[rows], e.probs, threshold=clf.threshold,
+                               note=f"class activation maps of the predicted class ({COLOURS})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="*", metavar="PATH",
+                    help="image files (DICOM and extensionless DICOM too), folders or .zip files")
+    ap.add_argument("--model", default="models/model_2.h5", help="the trained model")
+    ap.add_argument("--out", metavar="FILE.csv", help="write the table here (default: stdout)")
+    ap.add_argument("--cam", metavar="DIR", type=Path,
+                    help="write each image with its class activation map over it, and cam.h5")
+    ap.add_argument("--mistakes", metavar="N", type=int,
+                    help=f"explain the N most confident validation mistakes: {MISTAKES_PNG}")
+    ap.add_argument("--export", metavar="DIR", type=Path,
+                    help="write a TensorFlow SavedModel: uint8 RGB images in, probabilities out")
+    ap.add_argument("--predictions", default="reports/val/predictions.csv",
+                    help="--mistakes: the last run's validation predictions")
+    ap.add_argument("--resized", default="data/resized/train.h5",
+                    help="--mistakes: the resized training images")
+    ap.add_argument("--workers", type=int, default=limits.default_workers(),
+                    help="decoding threads (default: the cores this process may use)")
+    args = ap.parse_args(argv)
+    if not (args.paths or args.mistakes or args.export):
+        ap.error("give images to classify (files, folders or .zip files), --mistakes N or "
+                 "--export DIR")
+    if args.cam and not args.paths:
+        ap.error("--cam draws the maps of the images given: name some")
+    if args.mistakes is not None and args.mistakes < 1:
+        ap.error(f"--mistakes must be at least 1, got {args.mistakes}")
+
+    def work() -> None:
+        start = time.perf_counter()
+        record = model_record.read(args.model)  # a missing model: before TensorFlow starts
+        found, ignored = inputs.entries(args.paths)
+        if ignored:
+            cli.say(STAGE, f"left out {len(ignored)} non-image file(s): {cli.some(ignored, 5)}")
+        cli.say(STAGE, f"{len(found):,} images; starting tensorflow, then the networks of "
+                f"{args.model} ({' + '.join(record.networks)} at {record.width} px)")
+        quiet.tensorflow()
+        with quiet.filtered():
+            clf = Classifier.load(args.model)
+        if args.export:
+            clf.export(args.export)
+            print(f"{STAGE}: SavedModel → {args.export} (uint8 RGB (n, {clf.width}, "
+                  f"{clf.width}, 3) in, probabilities of {', '.join(clf.classes)} out)")
+        skipped: list[tuple[str, str]] = []
+        if found:
+            rows, skipped = classify(clf, found, args.cam, args.workers)
+            if args.out:
+                write_csv(args.out, clf.classes, rows)
+            else:
+                print(table(clf.classes, rows), flush=True)
+            where = f" → {args.out}" if args.out else ""
+            maps = f"; maps in {args.cam}" if args.cam else ""
+            cli.say(STAGE, f"{len(rows):,} images in {time.perf_counter() - start:.1f} s"
+                    f"{where}{maps}")
+        if args.mistakes:
+            explain_mistakes(clf, args.mistakes, args.predictions, args.resized, MISTAKES_PNG)
+            print(f"{STAGE}: the {args.mistakes} most confident validation mistakes, with their "
+                  f"maps → {MISTAKES_PNG}")
+        if skipped:
+            raise inputs.DataError(f"{len(skipped)} of {len(found)} images could not be decoded "
+                                   "and were skipped (named above); the others are scored")
+
+    cli.run(STAGE, work)
+
+
+if __name__ == "__main__":
+    main()

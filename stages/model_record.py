@@ -1,0 +1,48 @@
+"""What a trained model records of how it was made: the HDF5 attributes `train_head` writes into
+`models/model_2.h5`, read back by `predict` and the classify tool (stages/classify.py).
+
+A model file alone is enough to score new images: the classes name its outputs, the networks
+and their weights say which feature extractors to rebuild, `width` how to resize an image for
+them, the threshold how to decide (the temperature is in the Dense weights already).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import h5py
+
+from stages.cli import MissingInput
+
+RETRAIN = "Run `dvc repro train_head` (it records them)."
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    path: str
+    classes: list[str]     # index = output
+    networks: list[str]    # the fused features' networks, in column order
+    weights: list[str]     # per network, what initialised it (feature_files.weights_of)
+    width: int | None      # the side images were resized to; None: a model from before
+    threshold: float       # two classes: class 1 where p(class 1) reaches it
+    temperature: float     # divided into the Dense weights already; 1.0 without calibration
+
+
+def read(path: str | os.PathLike[str]) -> ModelRecord:
+    """The record of the model at `path`; MissingInput where the file or its classes are
+    missing. Attributes a model from before lacks take their old meaning (threshold 0.5)."""
+    if not os.path.isfile(path):
+        raise MissingInput(f"{path}: not found. Run `dvc repro train_head` first, or `dvc pull "
+                           f"{path}` (a teammate's model)")
+    with h5py.File(path, "r") as f:
+        a = f.attrs
+        if "classes" not in a:
+            raise MissingInput(f"{path}: records no class names. {RETRAIN}")
+        return ModelRecord(
+            path=str(path), classes=[str(c) for c in a["classes"]],
+            networks=[str(n) for n in a.get("networks", [])],
+            weights=[str(w) for w in a.get("weights", [])],
+            width=int(a["width"]) if a.get("width", 0) else None,
+            threshold=float(a.get("threshold", 0.5)),
+            temperature=float(a.get("temperature", 1.0)))

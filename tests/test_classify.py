@@ -1,0 +1,307 @@
+"""The classify tool: the trained classifier outside the pipeline (stages/classify.py), its class
+activation maps (stages/cam.py) and its SavedModel export.
+
+Unit tests build small models by hand (random-init networks, a head whose weights the test
+chooses); the end-to-end checks ride on the session's pipeline run (`baseline`), reading it and
+writing elsewhere, and on the classes project (tests/test_classes.py)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import h5py
+import imagegen
+import numpy as np
+import pytest
+from conftest import REPO
+
+from stages import cam, inputs, resize
+from stages.backbones import WeightsError
+from stages.classifier import Classifier, ModelError
+from stages.images import DataError, Source, list_test
+from stages.model_record import ModelRecord
+
+
+def write_model(path: Path, networks: list[str], width: int, kernel: np.ndarray,
+                bias: np.ndarray, classes: list[str], weights: str = "none, seed 3",
+                threshold: float = 0.5) -> Path:
+    """A head file as train_head writes it, with the Dense weights given and the record."""
+    from stages.train_head import build_head
+
+    head = build_head(kernel.shape[0], 0.5, 1e-3, len(classes))
+    head.get_layer("dense").set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    head.save(path)
+    with h5py.File(path, "a") as f:
+        f.attrs.update({"classes": classes, "networks": networks,
+                        "weights": [weights] * len(networks), "width": width,
+                        "threshold": threshold, "temperature": 1.0})
+    return path
+
+
+def smooth_images(n: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (n, 4, 4, 3)).astype(np.float32)
+    return np.stack([np.clip(cv2.resize(s, (width, width), interpolation=cv2.INTER_CUBIC)
+                             + rng.normal(0, 20, (width, width, 3)), 0, 255).astype(np.uint8)
+                     for s in small])
+
+
+# --- the CAM identity ---------------------------------------------------------------------------
+
+THREE = ["inception_v3", "xception", "resnet50"]  # the card's two, and one more of the registry
+CAM_WIDTH = 139  # grids 3×3 (InceptionV3), 5×5 (Xception, ResNet50): more than one cell each
+
+
+def test_each_networks_map_averages_to_its_share_of_the_logit(tmp_path: Path) -> None:
+    """Per network, the map (its last convolutional maps times its Dense columns) averaged over
+    its grid; summed over the networks, plus the bias: the head's logit of the predicted
+    class, for class 1 and for class 0 (whose logit is −z)."""
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(0, 1, (3 * 2048, 1))
+    model = write_model(tmp_path / "m.h5", THREE, CAM_WIDTH, kernel, np.array([0.3]),
+                        ["cat", "dog"])
+    clf = Classifier.load(str(model))
+    pixels = smooth_images(6, CAM_WIDTH)
+    first = clf.explain(pixels)
+    z = first.logits * np.where(first.predicted == 1, 1, -1) - 0.3  # the kernel's part
+    # Random networks give alike features: scale and centre the logits to a few units, so that
+    # p is no saturated 0 or 1 and both classes are decided.
+    scale = 2.0 / np.std(z)
+    bias = np.array([-scale * np.mean(z)])
+    model = write_model(tmp_path / "m.h5", THREE, CAM_WIDTH, kernel * scale, bias,
+                        ["cat", "dog"])
+    clf = Classifier.load(str(model))
+    clf.threshold = float(np.median(clf.predict(pixels)[:, 1]))
+    e = clf.explain(pixels)
+    assert set(e.predicted) == {0, 1}
+    assert [g.shape[1:] for g in e.grids] == [(3, 3), (5, 5), (5, 5)]
+    shares = np.sum([g.mean(axis=(1, 2), dtype=np.float64) for g in e.grids], axis=0)
+    np.testing.assert_allclose(shares + e.bias, e.logits, atol=1e-4)
+    # ... and those logits are the head's (Keras' Dense and sigmoid on the pooled features).
+    p1 = e.probs[:, 1].astype(np.float64)
+    head = np.log(p1 / (1 - p1)) * np.where(e.predicted == 1, 1, -1)
+    np.testing.assert_allclose(e.logits, head, atol=1e-4)
+    # The maps at the image's width: their mean is near the share (bilinear upsampling).
+    probs, maps = clf.cam(pixels)
+    assert maps.shape == (6, CAM_WIDTH, CAM_WIDTH) and maps.dtype == np.float32
+    np.testing.assert_allclose(probs, e.probs, atol=1e-6)
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)), shares, rtol=0.2, atol=0.05)
+
+
+# --- orientation and export: one network, a head that sees one corner's object ---------------
+
+ONE, WIDTH = ["xception"], 139
+
+
+def corner_images(width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a plain background, the same with a textured object in the top right corner)."""
+    rng = np.random.default_rng(1)
+    bg = np.clip(128 + rng.normal(0, 6, (width, width, 3)), 0, 255).astype(np.uint8)
+    obj = bg.copy()
+    side = width // 4
+    patch = rng.integers(0, 256, (side // 4, side // 4, 3)).astype(np.uint8)
+    obj[4:4 + side, width - 4 - side:width - 4] = cv2.resize(patch, (side, side),
+                                                             interpolation=cv2.INTER_NEAREST)
+    return bg, obj
+
+
+@pytest.fixture(scope="module")
+def corner(tmp_path_factory: pytest.TempPathFactory) -> Classifier:
+    """A classifier whose head weighs only what the object adds to the pooled features."""
+    folder = tmp_path_factory.mktemp("corner")
+    zero = np.zeros((2048, 1))
+    clf = Classifier.load(str(write_model(folder / "m.h5", ONE, WIDTH, zero, np.zeros(1),
+                                          ["plain", "object"])))
+    bg, obj = corner_images(WIDTH)
+    f = clf.explain(np.stack([bg, obj])).features.astype(np.float64)
+    w = (f[1] - f[0])[:, None]
+    w *= 3.0 / float((f[1] - f[0]) @ w[:, 0])  # the object's logit 3 above the background's
+    return Classifier.load(str(write_model(folder / "m.h5", ONE, WIDTH, w, np.zeros(1),
+                                           ["plain", "object"])))
+
+
+def test_the_map_is_where_the_object_is_not_transposed_or_flipped(corner: Classifier) -> None:
+    _, obj = corner_images(WIDTH)
+    probs, maps = corner.cam(obj[None])
+    assert corner.classes[int(np.argmax(probs[0]))] == "object"
+    row, col = np.unravel_index(np.argmax(maps[0]), maps[0].shape)
+    assert row < WIDTH / 2 and col > WIDTH / 2, (row, col)  # top right, as the object
+    grid = corner.explain(obj[None]).grids[0][0]
+    r, c = np.unravel_index(np.argmax(grid), grid.shape)
+    h, w = grid.shape
+    assert r < h / 2 and c > w / 2, grid
+    assert grid[:h // 2, -(w // 2):].min() > grid[-(h // 2):, :w // 2].max(), grid
+
+
+def test_the_savedmodel_serves_what_the_classifier_predicts(corner: Classifier,
+                                                            tmp_path: Path) -> None:
+    """Exported, reloaded by TensorFlow alone (no Keras, no stages), fed uint8 RGB."""
+    import tensorflow as tf
+
+    corner.export(tmp_path / "exported")
+    assert not (tmp_path / "exported.tmp").exists()
+    pixels = np.concatenate([np.stack(corner_images(WIDTH)), smooth_images(3, WIDTH)])
+    loaded = tf.saved_model.load(str(tmp_path / "exported"))  # kept: it owns the variables
+    served = loaded.serve(tf.constant(pixels))
+    np.testing.assert_allclose(np.asarray(served), corner.predict(pixels), atol=1e-5)
+
+
+def test_an_array_of_another_width_stops_in_one_line(corner: Classifier) -> None:
+    with pytest.raises(ModelError, match=f"trained at width {WIDTH}"):
+        corner.predict(np.zeros((1, 75, 75, 3), np.uint8))
+
+
+def test_paths_are_decoded_and_predicted_as_the_array(corner: Classifier, tmp_path: Path
+                                                      ) -> None:
+    """Paths go through resize's decoding at the model's width: a PNG of the pixels themselves
+    (lossless) gives the probabilities of the array."""
+    _, obj = corner_images(WIDTH)
+    cv2.imwrite(str(tmp_path / "obj.png"), obj[..., ::-1])
+    np.testing.assert_allclose(corner.predict([tmp_path / "obj.png"]), corner.predict(obj[None]),
+                               atol=1e-6)
+
+
+# --- the model's record, and what stops ----------------------------------------------------------
+
+def test_a_model_without_its_width_or_weights_stops_in_one_line(tmp_path: Path) -> None:
+    path = write_model(tmp_path / "m.h5", ONE, WIDTH, np.zeros((2048, 1)), np.zeros(1),
+                       ["a", "b"])
+    with h5py.File(path, "a") as f:
+        del f.attrs["width"]
+    with pytest.raises(ModelError, match=r"does not record the width.*dvc repro train_head"):
+        Classifier.load(str(path))
+
+
+def test_weights_missing_for_a_network_stop_in_one_line(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_model(tmp_path / "m.h5", ONE, WIDTH, np.zeros((2048, 1)), np.zeros(1),
+                       ["a", "b"], weights="keras_weights")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keras_weights").mkdir()
+    with pytest.raises(WeightsError, match="xception_weights_tf_dim_ordering_tf_kernels_notop"
+                                           r"\.h5: missing"):
+        Classifier.load(str(path))
+
+
+def test_a_missing_model_or_path_stops_before_tensorflow(tmp_path: Path) -> None:
+    for args, said in ((["x.jpg", "--model", "none.h5"], "none.h5: not found"),
+                       (["--model", "none.h5", "--export", "e"], "none.h5: not found")):
+        p = subprocess.run([sys.executable, "-m", "stages.classify", *args], cwd=REPO,
+                           capture_output=True, text=True, env={"PYTHONPATH": str(REPO)})
+        assert p.returncode == 1 and said in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    with pytest.raises(DataError, match=r"nowhere\.png: does not exist"):
+        inputs.entries([tmp_path / "nowhere.png"])
+
+
+# --- decoding: the pixels `resize` writes ------------------------------------------------------
+
+def test_every_format_decodes_to_the_pixels_resize_writes(tmp_path: Path) -> None:
+    """DICOM (named and extensionless), 16-bit PNG, JPEG: the same pixels as the test split's
+    resized file holds, so the networks see what they saw in the pipeline."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    ramp = np.clip(np.linspace(0, 3000, 90 * 70).reshape(90, 70) + rng.normal(0, 40, (90, 70)),
+                   0, 4000)
+    (folder / "a.dcm").write_bytes(imagegen.dicom(ramp.astype(np.uint16), bits_stored=12))
+    (folder / "IM0002").write_bytes(imagegen.dicom(ramp.T.astype(np.uint16), bits_stored=12))
+    cv2.imwrite(str(folder / "b.png"), (ramp * 20).astype(np.uint16))
+    imagegen.write(folder / "c.jpg", imagegen.image(rng, 0))
+    source = Source(folder)
+    listing = list_test(source)
+    resize.resize_split(source, listing, str(tmp_path / "test.h5"), 75, 2, split="test")
+    with h5py.File(tmp_path / "test.h5") as f:
+        resized = dict(zip(f["names"].asstr()[:], f["images"][:], strict=True))
+    assert sorted(resized) == ["IM0002", "a.dcm", "b.png", "c.jpg"]
+    found, _ = inputs.entries([folder])
+    pixels = inputs.load_all([folder], 75)
+    for entry, got in zip(found, pixels, strict=True):
+        np.testing.assert_array_equal(got, resized[entry.name], err_msg=entry.name)
+    # A file named on its own is read whatever its name says.
+    np.testing.assert_array_equal(inputs.load_all([folder / "IM0002"], 75)[0],
+                                  resized["IM0002"])
+
+
+def test_a_file_that_cannot_be_decoded_is_named(tmp_path: Path) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    with pytest.raises(DataError, match=r"broken\.jpg \(.*\)"):
+        inputs.load_all([tmp_path / "broken.jpg"], 75)
+
+
+# --- pictures ------------------------------------------------------------------------------------
+
+def test_the_overlay_keeps_the_image_where_the_map_is_zero() -> None:
+    image = np.full((8, 8, 3), 100, np.uint8)
+    m = np.zeros((8, 8), np.float32)
+    m[0, 0], m[7, 7] = 2.0, -1.0
+    out = cam.overlay(image, m)
+    assert (out[3, 3] == 100).all()
+    assert out[0, 0, 0] > 150 and out[0, 0, 2] < 100  # red: raised the score
+    assert out[7, 7, 2] > out[7, 7, 0]  # blue: lowered it
+
+
+def test_the_record_has_what_classify_needs(baseline: Path) -> None:
+    from stages import model_record
+
+    record = model_record.read(baseline / "models/model_2.h5")
+    assert record == ModelRecord(str(baseline / "models/model_2.h5"), ["cat", "dog"],
+                                 ["inception_v3", "xception"], ["keras_weights"] * 2, 75, 0.5,
+                                 1.0)
+
+
+# --- end to end on the pipeline's run ------------------------------------------------------------
+
+@pytest.mark.pipeline
+def test_classify_scores_what_predict_scores(baseline: Path, tmp_path: Path) -> None:
+    """The CLI on the test folder (Kaggle names), a DICOM and a broken file, with the pipeline's
+    model made confident (its Dense kernel scaled), so that a different feature would show:
+    the probabilities are predict's before clip, to 1e-5; the broken file is named, the rest
+    scored, exit status 1; --cam writes a PNG per image and cam.h5; --mistakes its picture."""
+    from stages import predict
+
+    model = tmp_path / "model.h5"
+    model.write_bytes((baseline / "models/model_2.h5").read_bytes())
+    with h5py.File(model, "a") as f:
+        kernel = f["model_weights/dense/dense/kernel"]
+        kernel[...] = kernel[...] * 3000
+    test, raw, _ = predict.predict(str(model), str(baseline / "data/features/test/fused.h5"))
+    assert raw[:, 1].std() > 0.01, raw  # not all alike: the comparison can fail
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "broken.jpg").write_bytes(b"not an image")
+    (extra / "scan.dcm").write_bytes(imagegen.dicom(np.arange(80 * 60, dtype=np.uint16)
+                                                    .reshape(80, 60)))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keras_weights").symlink_to(baseline / "keras_weights")  # the model's weights
+    p = subprocess.run(
+        [sys.executable, "-m", "stages.classify", str(baseline / "data/raw/test"),
+         str(extra / "broken.jpg"), str(extra / "scan.dcm"), "--model", str(model),
+         "--out", "out.csv", "--cam", "cam", "--mistakes", "3",
+         "--predictions", str(baseline / "reports/val/predictions.csv"),
+         "--resized", str(baseline / "data/resized/train.h5")],
+        cwd=work, capture_output=True, text=True, env={"PYTHONPATH": str(REPO)})
+    assert p.returncode == 1, p.stderr
+    assert f"skipped {extra / 'broken.jpg'}: cannot be decoded" in p.stderr
+    assert "Traceback" not in p.stderr
+    rows = list(csv.DictReader((work / "out.csv").open()))
+    assert list(rows[0]) == ["path", "cat", "dog", "predicted_class"]
+    got = {Path(r["path"]).name: [float(r["cat"]), float(r["dog"])] for r in rows}
+    assert set(got) == {f"{i}.jpg" for i in test.ids} | {"scan.dcm"}
+    for i, row_probs in zip(test.ids, raw, strict=True):
+        np.testing.assert_allclose(got[f"{i}.jpg"], row_probs, atol=1e-5)
+    for r in rows:
+        assert r["predicted_class"] == ("dog" if float(r["dog"]) >= 0.5 else "cat")
+    with h5py.File(work / "cam/cam.h5") as f:
+        assert f["maps"].shape == (len(rows), 75, 75) and f["maps"].dtype == np.float32
+        assert list(f["names"].asstr()[:]) == [r["path"] for r in rows]
+        assert list(f["classes"].asstr()[:]) == ["cat", "dog"]
+        assert [["cat", "dog"][c] for c in f["predicted"][:]] == \
+            [r["predicted_class"] for r in rows]
+    assert len(list((work / "cam").glob("*.png"))) == len(rows)
+    assert (work / "reports/val_mistakes_cam.png").stat().st_size > 10_000
