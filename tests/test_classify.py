@@ -305,3 +305,45 @@ def test_classify_scores_what_predict_scores(baseline: Path, tmp_path: Path) -> 
             [r["predicted_class"] for r in rows]
     assert len(list((work / "cam").glob("*.png"))) == len(rows)
     assert (work / "reports/val_mistakes_cam.png").stat().st_size > 10_000
+
+
+@pytest.mark.pipeline
+def test_the_readmes_classify_commands_run_as_written(baseline: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """README, "Classify images": each `python3 -m stages.classify` line of its bash block, and
+    its Python lines, in a copy of the pipeline's run with new images where the lines name
+    them."""
+    import re
+    import shlex
+
+    from conftest import copy_project
+
+    root = copy_project(baseline, tmp_path / "p")
+    rng = np.random.default_rng(4)
+    for name in ("data/raw/new/IMG_0001.jpg", "data/raw/new/IMG_0002.jpg", "a.jpg"):
+        imagegen.write(root / name, imagegen.image(rng, 1))
+    (root / "scan.dcm").write_bytes(imagegen.dicom(np.arange(64 * 64, dtype=np.uint16)
+                                                   .reshape(64, 64)))
+    section = (REPO / "README.md").read_text().split("## Classify images", 1)[1].split("\n## ")[0]
+    lines = [ln.split("  #")[0] for ln in section.splitlines()
+             if ln.startswith("python3 -m stages.classify")]
+    assert len(lines) == 4, lines
+    said = []
+    for line in lines:
+        args = shlex.split(line)
+        p = subprocess.run([sys.executable, *args[1:]], cwd=root, capture_output=True,
+                           text=True, env={"PYTHONPATH": str(root)})
+        assert p.returncode == 0, (line, p.stderr)
+        said.append(p.stdout)
+    assert said[0].split()[:4] == ["path", "cat", "dog", "predicted_class"], said[0]
+    assert "data/raw/new/IMG_0001.jpg" in said[0]
+    assert len(list(csv.DictReader((root / "new.csv").open()))) == 2
+    assert (root / "reports/cam/cam.h5").is_file()
+    assert (root / "reports/val_mistakes_cam.png").is_file()
+    assert (root / "exported/classifier/saved_model.pb").is_file()
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code, "the README's Python lines"
+    monkeypatch.chdir(root)
+    scope: dict[str, object] = {}
+    exec(code.group(1), scope)  # the README's own lines
+    assert scope["probs"].shape == (1, 2) and scope["maps"].shape == (1, 75, 75)  # type: ignore[attr-defined]
