@@ -95,8 +95,8 @@ def main() -> None:
           f"{os.cpu_count()} CPUs; other processes' cores during the runs: {others}\n")
     print("| what | images | best | median |")
     print("| --- | ---: | ---: | ---: |")
-    print(f"| `python -m stages.classify data/raw/new/1.jpg` | 1 | {cell('one')} |")
-    print(f"| `python -m stages.classify data/raw/new --out new.csv` | {args.new} | "
+    print(f"| `python3 -m stages.classify data/raw/new/1.jpg` | 1 | {cell('one')} |")
+    print(f"| `python3 -m stages.classify data/raw/new --out new.csv` | {args.new} | "
           f"{cell('all')} |")
     print(f"| `dvc exp run -S test_data=data/raw/new` (5 stages) | {args.new} | {cell('dvc')} |")
 
