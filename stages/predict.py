@@ -145,6 +145,18 @@ def model_info(model_path: str) -> tuple[list[str], list[str], list[str]]:
                 [str(w) for w in f.attrs.get("weights", [])])
 
 
+def check_preprocess(model_path: str, features: str, f: h5py.File) -> None:
+    """The test features' input scaling per network must be the training features' (a model
+    from before records none)."""
+    with h5py.File(model_path, "r") as m:
+        trained = [str(p) for p in m.attrs.get("preprocess", [])]
+    made = [str(p) for p in f.attrs.get("preprocess", [])]
+    if trained and made != trained:
+        raise cli.MissingInput(
+            f"{features}: extracted with preprocess {made}, but {model_path} was trained on "
+            f"features extracted with {trained}. Run `dvc repro` (both splits follow weights)")
+
+
 def predict(model_path: str, features: str, batch_size: int = 1024
             ) -> tuple[TestSet, np.ndarray, list[str]]:
     """(the test rows, their (M, K) class probabilities, the classes), unclipped. Features or
@@ -168,6 +180,7 @@ def predict(model_path: str, features: str, batch_size: int = 1024
                 "none, `seed` decides the random network, and it reruns no extractor). Set "
                 "`seed` back, or extract both splits again: `dvc repro -f extract_inception "
                 "extract_xception`")
+        check_preprocess(model_path, features, f)
         if f["features"].shape[1] != model.input_shape[-1]:
             raise cli.MissingInput(
                 f"{features}: {f['features'].shape[1]} feature columns, but {model_path} takes "
