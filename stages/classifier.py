@@ -3,7 +3,7 @@ network's last convolutional maps beside them for class activation maps (stages/
 
 `Classifier.load(model_path)` rebuilds what the pipeline ran, from what the model records
 (stages/model_record.py): each network as the extractor builds it (the registry's constructor,
-its weights, its own `preprocess_input` on float32 pixels, global average pooling), the fused
+its weights, its input scaling on float32 pixels, global average pooling), the fused
 features in the model's column order, and the head's own Dense layer on them (dropout is off at
 inference). So its probabilities are `predict`'s for the same resized pixels, before `clip`, to
 float32 rounding, and the temperature and threshold `train_head` chose apply as they do there.
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from stages import decision, evaluation, model_record
-from stages.backbones import BACKBONES, build
+from stages.backbones import BACKBONES, build, preprocessing
 from stages.cli import UserError
 from stages.feature_files import weights_from
 from stages.model_record import ModelRecord
@@ -85,7 +85,9 @@ class Classifier:
         pixels = keras.Input((record.width, record.width, 3), dtype="uint8", name="pixels")
         x = keras.ops.cast(pixels, "float32")
         convs, pooled, explainable = [], [], []
-        for name, recorded in zip(record.networks, record.weights, strict=True):
+        scalings = record.preprocess or ["network"] * len(record.networks)  # a model from before
+        for name, recorded, scaling in zip(record.networks, record.weights, scalings,
+                                           strict=True):
             backbone = BACKBONES[name]
             weights, seed = weights_from(recorded)
             net = build(backbone, record.width, weights, seed)  # WeightsError: one line
@@ -95,7 +97,7 @@ class Classifier:
             # (ConvNeXt normalises it after the pooling: a layer a map cannot pass through).
             explainable.append(gap is net.layers[-1])
             conv, pool = keras.Model(net.inputs, [gap.input, net.output],
-                                     name=f"{name}_maps")(backbone.preprocess(x))
+                                     name=f"{name}_maps")(preprocessing(backbone, scaling)(x))
             convs.append(conv)
             pooled.append(pool)
         fused = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="fused")(pooled)

@@ -58,6 +58,7 @@ def concat(inputs: list[str], out: str, resized: str) -> None:
         f_out.attrs["networks"] = [str(f.attrs.get("backbone", Path(p).stem))
                                    for p, f in zip(inputs, files, strict=True)]
         f_out.attrs["weights"] = [str(f.attrs.get("weights", "")) for f in files]
+        f_out.attrs["preprocess"] = [str(f.attrs.get("preprocess", "network")) for f in files]
         with h5py.File(resized, "r") as src:
             if len(src["images"]) != n:
                 raise h5io.MissingInput(

@@ -31,11 +31,13 @@ import h5py
 import numpy as np
 
 from stages import cli, devices, feature_files, h5io, keras_extract, quiet
-from stages.backbones import BACKBONES, Backbone, build, resolve_weights
-from stages.params import load_params
+from stages.backbones import BACKBONES, Backbone, build, preprocessing, resolve_weights
+from stages.params import NetworkWeights, load_params, network_weights
 
 RESIZE_HINT = "Run `dvc repro resize` first."
-# What the stage reads of params.yaml. Only `weights` and `precision` are dvc.yaml `params:`:
+# What the stage reads of params.yaml. Only `precision` is a dvc.yaml `params:`: of `weights` the
+# stage depends on its network's entry alone, which `pick_weights` writes to
+# data/weights/<network>.json, a dvc.yaml dep (DVC cannot depend on a key that may be absent);
 # `extract_batch_size` changes the speed, not the features (numerically: oneDNN's summation order
 # differs with the batch, ~1e-6 relative), and `seed` matters only under `weights: none`
 # (tests); rerunning hours of extraction for either would be waste.
@@ -119,35 +121,39 @@ def features(model: Any, preprocess: Any, images: h5py.Dataset, batch_size: int,
 
 def write_features(model: Any, backbone: Backbone, strategy: Any, images_h5: str, out: str,
                    batch_size: int, jit: bool | None = None, precision: str = "float32",
-                   weights: str = "") -> None:
+                   weights: str = "", preprocess: str = "network") -> None:
     """Stream one split's images through `model` into `out` (the timed part of the stage).
     `precision`: the param the model was built for (`mixed_bfloat16` on a CPU: the rewrite);
-    `weights`: what initialised it, recorded (feature_files.weights_of)."""
+    `weights`: what initialised it, recorded (feature_files.weights_of); `preprocess`: the input
+    scaling (backbones.preprocessing), recorded."""
     jit = use_xla(strategy) if jit is None else jit
-    step = compiled_step(model, backbone.preprocess, _width(images_h5), batch_size, strategy, jit)
+    scale = preprocessing(backbone, preprocess)
+    step = compiled_step(model, scale, _width(images_h5), batch_size, strategy, jit)
     with devices.graph_rewrite(devices.cpu_bf16_rewrite(precision)):
         feature_files.stream_to_h5(
-            lambda images: features(model, backbone.preprocess, images, batch_size, strategy,
-                                    jit, step), backbone.name, _dim(model), images_h5, out,
-            weights=weights)
+            lambda images: features(model, scale, images, batch_size, strategy, jit, step),
+            backbone.name, _dim(model), images_h5, out, weights=weights, preprocess=preprocess)
 
 
-def extract(backbone: Backbone, images_h5: str, out: str, weights: str, precision: str,
-            batch_size: int, seed: int) -> None:
-    """Write `out` with `features` (float32, rows × D) and the rows' info, in resized order."""
+def extract(backbone: Backbone, images_h5: str, out: str, weights: str | NetworkWeights,
+            precision: str, batch_size: int, seed: int) -> None:
+    """Write `out` with `features` (float32, rows × D) and the rows' info, in resized order.
+    `weights`: the network's entry of the param (a string: that, with its own preprocessing)."""
     h5io.require(images_h5, ("images", "names"), RESIZE_HINT)
     width = _width(images_h5)
-    init = feature_files.weights_of(weights, seed)
+    entry = NetworkWeights(weights) if isinstance(weights, str) else weights
+    init = feature_files.weights_of(entry.weights, seed)
     if devices.backend() == "tensorflow":
-        model, strategy = build_extractor(backbone, width, weights, precision, seed)
+        model, strategy = build_extractor(backbone, width, entry.weights, precision, seed)
         write_features(model, backbone, strategy, images_h5, out, batch_size,
-                       precision=precision, weights=init)
+                       precision=precision, weights=init, preprocess=entry.preprocess)
         return
     devices.check_precision(precision)
-    model = keras_extract.extractor(backbone, width, weights, precision, seed)
+    model = keras_extract.extractor(backbone, width, entry.weights, precision, seed,
+                                    entry.preprocess)
     feature_files.stream_to_h5(
         lambda images: keras_extract.feature_batches(model, images, batch_size), backbone.name,
-        _dim(model), images_h5, out, weights=init)
+        _dim(model), images_h5, out, weights=init, preprocess=entry.preprocess)
 
 
 def _dim(model: Any) -> int:
@@ -172,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         params = load_params(keys=PARAMS)
         backbone = BACKBONES[args.backbone]
-        resolved = resolve_weights(backbone, params["weights"])  # a missing file: before the
+        entry = network_weights(params["weights"], backbone.name)
+        resolved = resolve_weights(backbone, entry.weights)  # a missing file: before the
         # seconds of importing TensorFlow
         h5io.require(args.images, ("images", "names"), RESIZE_HINT)
         n, width = _shape(args.images)
@@ -181,8 +188,10 @@ def main(argv: list[str] | None = None) -> None:
             quiet.tensorflow()
         quiet.without_sklearn()
         cli.say(stage, f"building {backbone.name} at {width} px with "
-                f"{_weights_said(resolved, params['seed'])}; the first batch compiles it")
-        extract(backbone, args.images, args.out, params["weights"], params["precision"],
+                f"{_weights_said(resolved, params['seed'])}"
+                + ("" if entry.preprocess == "network" else f", input {entry.preprocess}")
+                + "; the first batch compiles it")
+        extract(backbone, args.images, args.out, entry, params["precision"],
                 params["extract_batch_size"], params["seed"])
         print(f"{stage}: {n:,} images of {args.images} → {Path(args.out)} in "
               f"{time.perf_counter() - start:.0f} s", flush=True)

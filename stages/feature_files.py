@@ -23,10 +23,11 @@ FEATURE_CHUNK = 256  # rows per HDF5 chunk of the feature matrices
 
 def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]], backbone: str,
                  dim: int, images_h5: str, out: str, progress: bool = True,
-                 weights: str = "") -> None:
+                 weights: str = "", preprocess: str = "network") -> None:
     """The features of `images_h5`'s images, from `batches_of(images)` (float32 batches of
     `dim` columns, in row order), into `out` with the rows' info; a progress bar (`progress`).
-    `weights`: what initialised the network (`weights_of`), recorded for `predict` to check."""
+    `weights`: what initialised the network (`weights_of`) and `preprocess`: the input scaling
+    (stages/params.py, PREPROCESS), recorded for `predict` to check."""
     import keras
     from tqdm import tqdm
 
@@ -45,12 +46,14 @@ def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]], bac
         f.attrs["backbone"] = backbone
         f.attrs["keras_backend"] = keras.backend.backend()  # which one computed them
         f.attrs["weights"] = weights
+        f.attrs["preprocess"] = preprocess
 
 
 def weights_of(weights: str, seed: int) -> str:
-    """The `weights` param as the features depend on it: random weights depend on `seed`,
-    which is no param of the extractors (with real weights it changes nothing), so the two
-    splits, extracted apart, could come from two different random networks."""
+    """One network's `weights` entry as the features depend on it: random weights depend on
+    `seed`, which is no param of the extractors (with real weights it changes nothing), so the
+    two splits, extracted apart, could come from two different random networks. A file is its
+    path, so that the network can be rebuilt from the record (backbones.build)."""
     return f"none, seed {seed}" if weights == "none" else weights
 
 

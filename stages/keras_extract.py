@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from stages import h5io
-from stages.backbones import Backbone, build
+from stages.backbones import Backbone, build, preprocessing
 
 
 @contextlib.contextmanager
@@ -44,14 +44,15 @@ def dtype_policy(precision: str) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(old)
 
 
-def extractor(backbone: Backbone, width: int, weights: str, policy: str, seed: int) -> Any:
+def extractor(backbone: Backbone, width: int, weights: str, policy: str, seed: int,
+              preprocess: str = "network") -> Any:
     """uint8 (N, width, width, 3) → float32 (N, dim): cast, preprocessing, network, cast."""
     import keras
 
     with dtype_policy(policy):
         net = build(backbone, width, weights, seed)
     pixels = keras.Input((width, width, 3), dtype="uint8")
-    x = backbone.preprocess(keras.ops.cast(pixels, "float32"))
+    x = preprocessing(backbone, preprocess)(keras.ops.cast(pixels, "float32"))
     return keras.Model(pixels, keras.ops.cast(net(x), "float32"), name=f"{backbone.name}_u8")
 
 

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from stages.cli import ParamsError
@@ -29,8 +29,16 @@ NETWORKS = ("inception_v3", "xception", "vgg16", "resnet50", "resnet50_v2", "den
 # `weights`, which would clash with the param of that name in `dvc exp show`.
 WEIGHTS_DIR = "keras_weights"
 WEIGHTS = ("imagenet", "none", WEIGHTS_DIR)
+# The input scaling a weight file's network was trained with (docs/networks.md, "Other
+# weights"): `network` is the network's own `preprocess_input`, what ImageNet files expect.
+PREPROCESS = ("network", "scale_0_1", "scale_-1_1", "imagenet_mean_std")
+# Networks that scale their input inside (their `preprocess_input` is the identity): another
+# scaling before that would scale twice.
+SCALES_INSIDE = ("efficientnet_v2_b0", "convnext_tiny")
+WEIGHT_FILE_SUFFIXES = (".h5", ".hdf5", ".keras")  # what Keras' load_weights opens
 
-__all__ = ["DEFAULTS", "SPECS", "ParamsError", "load_params", "validate"]
+__all__ = ["DEFAULTS", "SPECS", "NetworkWeights", "ParamsError", "load_params",
+           "network_weights", "validate"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,9 @@ class Spec:
     default: Any
     check: Callable[[Any], bool]
     allowed: str
+    # For a value of the right type: the problems with it, each naming its own part (a
+    # mapping's entry), instead of `check` and `allowed`.
+    problems: Callable[[Any], list[str]] | None = None
 
 
 def _between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False
@@ -75,6 +86,79 @@ def _networks(v: list[Any]) -> bool:
             and len(set(v)) == len(v))
 
 
+WEIGHTS_ALLOWED = (f"one of {WEIGHTS} ('{WEIGHTS_DIR}': the folder of local weight files), or a "
+                   "mapping of network to one of these, to a file "
+                   f"'{WEIGHTS_DIR}/<name>.h5', or to {{file: {WEIGHTS_DIR}/<name>.h5, "
+                   f"preprocess: <one of {', '.join(PREPROCESS)}>}} (docs/networks.md, "
+                   "'Other weights')")
+
+
+def _weights_problems(v: Any) -> list[str]:
+    """`weights` as one value for all networks, or a mapping per network."""
+    if isinstance(v, str):
+        return [] if v in WEIGHTS else [f"'weights' is {v!r}; it must be {WEIGHTS_ALLOWED}"
+                                        f"{_did_you_mean(v, WEIGHTS)}"]
+    problems = []
+    for net, entry in v.items():
+        if net not in NETWORKS:
+            problems.append(f"'weights' names the network {net!r}; networks: "
+                            f"{', '.join(NETWORKS)}{_did_you_mean(net, NETWORKS)}")
+        else:
+            problems += _entry_problems(f"weights.{net}", net, entry)
+    return problems
+
+
+def _entry_problems(key: str, net: str, entry: Any) -> list[str]:
+    """One network's entry: a `WEIGHTS` value, a keras_weights/ file, or {file, preprocess}."""
+    if isinstance(entry, str):
+        if entry in WEIGHTS or _weight_file(entry):
+            return []
+        return [f"'{key}' is {entry!r}; it must be one of {WEIGHTS} or a file "
+                f"'{WEIGHTS_DIR}/<name>' ending in {', '.join(WEIGHT_FILE_SUFFIXES)} (DVC tracks "
+                f"local weights only in {WEIGHTS_DIR}/){_did_you_mean(entry, WEIGHTS)}"]
+    if not isinstance(entry, Mapping):
+        return [f"'{key}' is {entry!r}; it must be a string or {{file: ..., preprocess: ...}}"]
+    problems = [f"'{key}' has the key {k!r}; it takes 'file' and 'preprocess'"
+                f"{_did_you_mean(k, ('file', 'preprocess'))}" for k in entry
+                if k not in ("file", "preprocess")]
+    file, preprocess = entry.get("file"), entry.get("preprocess", "network")
+    if not (isinstance(file, str) and _weight_file(file)):
+        problems.append(f"'{key}.file' is {file!r}; it must be a file '{WEIGHTS_DIR}/<name>' "
+                        f"ending in {', '.join(WEIGHT_FILE_SUFFIXES)}")
+    if preprocess not in PREPROCESS:
+        problems.append(f"'{key}.preprocess' is {preprocess!r}; it must be one of {PREPROCESS}"
+                        f"{_did_you_mean(preprocess, PREPROCESS)}")
+    elif preprocess != "network" and net in SCALES_INSIDE:
+        problems.append(f"'{key}.preprocess' is {preprocess!r}, but {net} scales its input "
+                        "inside the network; it must be 'network'")
+    return problems
+
+
+def _weight_file(v: str) -> bool:
+    """A file path inside keras_weights/ (the folder DVC tracks), in a format Keras loads."""
+    p = PurePosixPath(v)
+    return (not p.is_absolute() and len(p.parts) >= 2 and p.parts[0] == WEIGHTS_DIR
+            and ".." not in p.parts and "\\" not in v and v.endswith(WEIGHT_FILE_SUFFIXES))
+
+
+@dataclass(frozen=True)
+class NetworkWeights:
+    """One network's entry of `weights`: `imagenet`, `none`, `keras_weights` (Keras' own file
+    in that folder) or the path of another file there, and the input scaling it expects."""
+
+    weights: str
+    preprocess: str = "network"
+
+
+def network_weights(weights: str | Mapping[str, Any], network: str) -> NetworkWeights:
+    """A validated `weights` param's entry for `network` (a network a mapping leaves out takes
+    ImageNet's)."""
+    entry = weights if isinstance(weights, str) else weights.get(network, "imagenet")
+    if isinstance(entry, str):
+        return NetworkWeights(entry)
+    return NetworkWeights(entry["file"], entry.get("preprocess", "network"))
+
+
 # Every bound is what the code can take: `seed` seeds NumPy and TensorFlow, which take 32 bits;
 # `width` beyond 1024 makes a 25,000-image train.h5 of 78 GB; a learning rate above 10 only
 # ever diverges.
@@ -83,8 +167,8 @@ SPECS: dict[str, Spec] = {
     "test_data": Spec((str,), "data/raw/test", bool, "a non-empty path to a folder or .zip"),
     "width": Spec((int,), 299, _between(75, 1024),
                   "an integer from 75 (the smallest both networks accept) to 1024"),
-    "weights": Spec((str,), "imagenet", lambda v: v in WEIGHTS,
-                    f"one of {WEIGHTS} ('{WEIGHTS_DIR}': the folder of local weight files)"),
+    "weights": Spec((str, dict), "imagenet", lambda v: not _weights_problems(v),
+                    WEIGHTS_ALLOWED, _weights_problems),
     "extract_batch_size": Spec((int,), 32, _between(1, 4096), "an integer from 1 to 4096"),
     "precision": Spec((str,), "float32", lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
     "dropout": Spec((int, float), 0.5, _between(0, 1, hi_open=True), "a number in [0, 1)"),
@@ -132,7 +216,9 @@ def validate(raw: Mapping[str, Any], source: str = PARAMS_FILE) -> dict[str, Any
         value = raw[key]
         # bool is an int subclass in Python; `epochs: true` is a typo, not 1.
         ok_type = isinstance(value, spec.types) and not isinstance(value, bool)
-        if not ok_type or not spec.check(value):
+        if ok_type and spec.problems is not None:
+            problems += spec.problems(value)
+        elif not ok_type or not spec.check(value):
             shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:40] + "…"
             problems.append(f"'{key}' is {shown}; it must be {spec.allowed}"
                             f"{_did_you_mean(value, CHOICES.get(key, ()))}")

@@ -126,6 +126,17 @@ def groups_of_rows(names: np.ndarray, pattern: str) -> np.ndarray | None:
         return None
 
 
+def check_preprocess(record: model_record.ModelRecord, features: str, f: h5py.File) -> None:
+    """The test features' input scaling per network must be the training features' (a model
+    from before records none)."""
+    made = [str(p) for p in f.attrs.get("preprocess", [])]
+    if record.preprocess and made != record.preprocess:
+        raise cli.MissingInput(
+            f"{features}: extracted with preprocess {made}, but {record.path} was trained on "
+            f"features extracted with {record.preprocess}. Run `dvc repro` (both splits follow "
+            "weights)")
+
+
 def predict(model_path: str, features: str, batch_size: int = 1024
             ) -> tuple[TestSet, np.ndarray, list[str]]:
     """(the test rows, their (M, K) class probabilities, the classes), unclipped. Features or
@@ -150,6 +161,7 @@ def predict(model_path: str, features: str, batch_size: int = 1024
                 "none, `seed` decides the random network, and it reruns no extractor). Set "
                 "`seed` back, or extract both splits again: `dvc repro -f extract_inception "
                 "extract_xception`")
+        check_preprocess(record, features, f)
         if f["features"].shape[1] != model.input_shape[-1]:
             raise cli.MissingInput(
                 f"{features}: {f['features'].shape[1]} feature columns, but {model_path} takes "

@@ -364,6 +364,7 @@ def main(argv: list[str] | None = None) -> None:
             names, classes = f["names"].asstr()[:], h5io.classes_of(f)
             networks = [str(n) for n in f.attrs.get("networks", [])]
             weights = [str(w) for w in f.attrs.get("weights", [])]
+            preprocess = [str(p) for p in f.attrs.get("preprocess", [])]
             width = int(f.attrs.get("width", 0))
         if len(classes) > 2 and params["threshold"] != 0.5:
             raise cli.ParamsError(
@@ -379,7 +380,8 @@ def main(argv: list[str] | None = None) -> None:
             result = train(x, y, params, args.model, len(classes),
                            groups if grouped else None, classes=classes,
                            model_attrs={"classes": classes, "networks": networks,
-                                        "weights": weights, "width": width})
+                                        "weights": weights, "preprocess": preprocess,
+                                        "width": width})
         metrics, val_idx, val_probs = result.metrics, result.val_idx, result.val_probs
         h5io.write_json(args.metrics, metrics)
         write_history(result.history, args.history)

@@ -43,8 +43,9 @@ from stages.params import DEFAULTS, WEIGHTS_DIR
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("stages", "dvc.yaml", "data", ".gitignore", ".dvcignore", "requirements.txt",
                  "models/.gitignore", "reports/.gitignore")
-ALL = [f"{s}@{split}" for s in ("resize", "extract_inception", "extract_xception", "concat")
-       for split in ("train", "test")] + ["train_head", "predict"]
+ALL = ["pick_weights"] + [f"{s}@{split}" for s in ("resize", "extract_inception",
+                                                   "extract_xception", "concat")
+                         for split in ("train", "test")] + ["train_head", "predict"]
 # Small enough for CI on 2 cores: 75 px is the smallest both networks accept.
 TINY = {"width": 75, "weights": "none", "epochs": 2, "extract_batch_size": 16}
 

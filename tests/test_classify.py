@@ -250,8 +250,8 @@ def test_the_record_has_what_classify_needs(baseline: Path) -> None:
 
     record = model_record.read(baseline / "models/model_2.h5")
     assert record == ModelRecord(str(baseline / "models/model_2.h5"), ["cat", "dog"],
-                                 ["inception_v3", "xception"], ["keras_weights"] * 2, 75, 0.5,
-                                 1.0)
+                                 ["inception_v3", "xception"], ["keras_weights"] * 2,
+                                 ["network"] * 2, 75, 0.5, 1.0)
 
 
 # --- end to end on the pipeline's run ------------------------------------------------------------

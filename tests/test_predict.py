@@ -209,3 +209,29 @@ def test_test_features_from_another_random_network_are_refused(tmp_path: Path) -
             with pytest.raises(cli.MissingInput, match=r"extracted with weights \['none, seed 1'\]"
                                                        r", but .* \['none, seed 2017'\]"):
                 predict(str(tmp_path / "m.h5"), str(tmp_path / "fused.h5"))
+
+
+def test_test_features_scaled_otherwise_are_refused(tmp_path: Path) -> None:
+    """A weight file's `preprocess` is part of what made the features: the model records each
+    network's, and predict refuses test features whose input was scaled otherwise."""
+    import keras
+
+    from stages import cli, h5io
+    from stages.predict import predict
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.save(tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5", "a") as f:
+        f.attrs["classes"] = ["cat", "dog"]
+        f.attrs["networks"] = ["inception_v3"]
+        f.attrs["weights"] = ["keras_weights/r.h5"]
+        f.attrs["preprocess"] = ["scale_0_1"]
+    with h5io.create_h5(tmp_path / "fused.h5") as f:
+        h5io.write_array(f, "features", np.ones((2, 4), np.float32))
+        h5io.write_row_info(f, {"names": np.array(["1.jpg", "2.jpg"], object)}, None)
+        f.attrs["networks"] = ["inception_v3"]
+        f.attrs["weights"] = ["keras_weights/r.h5"]
+        f.attrs["preprocess"] = ["network"]
+    with pytest.raises(cli.MissingInput, match=r"extracted with preprocess \['network'\], but "
+                                               r".* \['scale_0_1'\]"):
+        predict(str(tmp_path / "m.h5"), str(tmp_path / "fused.h5"))
