@@ -347,3 +347,33 @@ def test_the_readmes_classify_commands_run_as_written(baseline: Path, tmp_path: 
     scope: dict[str, object] = {}
     exec(code.group(1), scope)  # the README's own lines
     assert scope["probs"].shape == (1, 2) and scope["maps"].shape == (1, 75, 75)  # type: ignore[attr-defined]
+
+
+def test_a_network_with_a_file_of_its_own_and_its_scaling_is_rebuilt_as_extracted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model trained on features of a weight file that is not Keras' own (docs/networks.md,
+    'Other weights'), scaled to [0, 1]: the classifier rebuilds that network, scaled so, and
+    gives the extractor's features."""
+    import keras
+
+    from stages.backbones import BACKBONES
+    from stages.keras_extract import extractor
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keras_weights").mkdir()
+    keras.utils.set_random_seed(7)
+    net = keras.applications.Xception(include_top=False, weights=None, input_shape=(75, 75, 3),
+                                      pooling="avg")
+    net.save_weights(tmp_path / "keras_weights/mine.weights.h5")
+    path = write_model(tmp_path / "m.h5", ONE, 75, np.zeros((2048, 1)), np.zeros(1), ["a", "b"],
+                       weights="keras_weights/mine.weights.h5")
+    with h5py.File(path, "a") as f:
+        f.attrs["preprocess"] = ["scale_0_1"]
+    pixels = smooth_images(3, 75)
+    got = Classifier.load(str(path)).explain(pixels).features
+    ref = extractor(BACKBONES["xception"], 75, "keras_weights/mine.weights.h5", "float32", 0,
+                    "scale_0_1").predict_on_batch(pixels)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    own = extractor(BACKBONES["xception"], 75, "keras_weights/mine.weights.h5", "float32", 0
+                    ).predict_on_batch(pixels)
+    assert not np.allclose(own, ref, rtol=1e-3), "the scaling changes the features"
