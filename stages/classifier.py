@@ -203,13 +203,28 @@ class Classifier:
         """A TensorFlow SavedModel at `folder`: uint8 RGB (n, width, width, 3) → (n, K)
         probabilities, the networks' preprocessing, the networks, the pooling, the fusion and
         the head inside; `tf.saved_model.load(folder).serve(images)` runs it without this
-        repository."""
+        repository, and TensorFlow Serving through its `serving_default` signature.
+
+        Saved with TensorFlow's own `tf.saved_model.save`, tracking the variables the function
+        reads: Keras' `model.export` writes every weight twice (keras-team/keras#23553), 2× the
+        file and the memory of every server that loads it."""
         import shutil
 
+        import tensorflow as tf
+
+        model = self.probs_model
+        spec = tf.TensorSpec((None, self.width, self.width, 3), tf.uint8, name="images")
+
+        @tf.function(input_signature=[spec])
+        def serve(images: tf.Tensor) -> tf.Tensor:
+            return model(images, training=False)
+
+        module = tf.Module()
+        module.variables_read = [v.value for v in model.variables]  # the tf.Variables themselves
+        module.serve = serve
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        self.probs_model.export(str(tmp), format="tf_saved_model", verbose=False)
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": serve})
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
-

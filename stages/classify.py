@@ -204,8 +204,9 @@ def main(argv: list[str] | None = None) -> None:
         found, ignored = inputs.entries(args.paths)
         if ignored:
             cli.say(STAGE, f"left out {len(ignored)} non-image file(s): {cli.some(ignored, 5)}")
-        cli.say(STAGE, f"{len(found):,} images; starting tensorflow, then the networks of "
-                f"{args.model} ({' + '.join(record.networks)} at {record.width} px)")
+        images = f"{len(found):,} images; " if found else ""
+        cli.say(STAGE, f"{images}starting tensorflow, then the networks of {args.model} "
+                f"({' + '.join(record.networks)} at {record.width} px)")
         quiet.tensorflow()
         with quiet.filtered():
             clf = Classifier.load(args.model)

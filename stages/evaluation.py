@@ -212,9 +212,10 @@ def worst_mistakes(labels: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES, *
     return order[:n]
 
 
-def _wrapped(name: str, width: int = 26) -> str:
+def _wrapped(name: str, width: int = 24) -> str:
     """A file name on at most two caption lines: its start (a patient's id, say) and its end
-    (the extension) stay, the middle of a longer one gives way."""
+    (the extension) stay, the middle of a longer one gives way. 24 characters: with "WRONG: "
+    before them, as wide as a tile."""
     if len(name) <= width:
         return name
     if len(name) > 2 * width:

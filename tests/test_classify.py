@@ -148,6 +148,13 @@ def test_the_savedmodel_serves_what_the_classifier_predicts(corner: Classifier,
     loaded = tf.saved_model.load(str(tmp_path / "exported"))  # kept: it owns the variables
     served = loaded.serve(tf.constant(pixels))
     np.testing.assert_allclose(np.asarray(served), corner.predict(pixels), atol=1e-5)
+    by_signature = loaded.signatures["serving_default"](images=tf.constant(pixels))
+    np.testing.assert_allclose(np.asarray(by_signature["output_0"]), served, atol=1e-6)
+    # Each weight once (Keras' own export writes each twice: keras-team/keras#23553).
+    stored = tf.train.load_checkpoint(str(tmp_path / "exported/variables/variables"))
+    sizes = [int(np.prod(s)) for k, s in stored.get_variable_to_shape_map().items()
+             if k != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    assert sum(sizes) == corner.probs_model.count_params()
 
 
 def test_an_array_of_another_width_stops_in_one_line(corner: Classifier) -> None:
