@@ -208,11 +208,11 @@ def describe(listing: Listing, train: bool) -> str:
 
 
 def check_weights_folder() -> None:
-    """The extractors depend on keras_weights/ whatever `weights` says (DVC tracks local weights
+    """`pick_weights` depends on keras_weights/ whatever `weights` says (DVC tracks local weights
     there): without it DVC would stop after this stage, once its work is done."""
     if not Path(WEIGHTS_DIR).is_dir():
         raise cli.MissingInput(
-            f"{WEIGHTS_DIR}/: missing. The extract stages depend on it even with weights: "
+            f"{WEIGHTS_DIR}/: missing. The pipeline depends on it even with weights: "
             f"imagenet (it is where local weight files go); make it, empty, and track it: "
             f"`mkdir -p {WEIGHTS_DIR} && dvc add {WEIGHTS_DIR}` (README.md, 'Quickstart')")
 
