@@ -88,6 +88,10 @@ def classify(clf: Classifier, found: list[Entry], cam_dir: Path | None = None,
     return rows, skipped
 
 
+def _count(n: int) -> str:
+    return f"{n:,} image{'' if n == 1 else 's'}"
+
+
 def caption(clf: Classifier, path: str, probs: np.ndarray, predicted: int) -> str:
     at = (f" (threshold {clf.threshold:.3g})" if len(clf.classes) == 2 and clf.threshold != 0.5
           else "")
@@ -204,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         found, ignored = inputs.entries(args.paths)
         if ignored:
             cli.say(STAGE, f"left out {len(ignored)} non-image file(s): {cli.some(ignored, 5)}")
-        images = f"{len(found):,} images; " if found else ""
+        images = f"{_count(len(found))}; " if found else ""
         cli.say(STAGE, f"{images}starting tensorflow, then the networks of {args.model} "
                 f"({' + '.join(record.networks)} at {record.width} px)")
         quiet.tensorflow()
@@ -223,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(table(clf.classes, rows), flush=True)
             where = f" → {args.out}" if args.out else ""
             maps = f"; maps in {args.cam}" if args.cam else ""
-            cli.say(STAGE, f"{len(rows):,} images in {time.perf_counter() - start:.1f} s"
+            cli.say(STAGE, f"{_count(len(rows))} in {time.perf_counter() - start:.1f} s"
                     f"{where}{maps}")
         if args.mistakes:
             explain_mistakes(clf, args.mistakes, args.predictions, args.resized, MISTAKES_PNG)
