@@ -182,56 +182,53 @@ def test_folders_that_differ_from_the_classes_only_in_case_are_named() -> None:
         read_test_rows(rows, ["cat", "dog"])
 
 
+def head_and_features(folder: Path, model_attrs: dict[str, list[str]],
+                      features_attrs: dict[str, list[str]]) -> tuple[str, str]:
+    """A 4-feature head recording `model_attrs` (two classes), and two test rows of fused
+    features recording `features_attrs`: (model path, features path)."""
+    import keras
+
+    from stages import h5io
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.save(folder / "m.h5")
+    with h5py.File(folder / "m.h5", "a") as f:
+        f.attrs.update({"classes": ["cat", "dog"], **model_attrs})
+    with h5io.create_h5(folder / "fused.h5") as f:
+        h5io.write_array(f, "features", np.ones((2, 4), np.float32))
+        h5io.write_row_info(f, {"names": np.array(["1.jpg", "2.jpg"], object)}, None)
+        f.attrs.update(features_attrs)
+    return str(folder / "m.h5"), str(folder / "fused.h5")
+
+
 def test_test_features_from_another_random_network_are_refused(tmp_path: Path) -> None:
     """With weights: none the seed decides the network, and no extractor reruns for it: the
     test split, extracted later under another seed, would be scored by a head trained on other
     features. The model records what its features came from; predict compares."""
-    import keras
-
-    from stages import cli, h5io
+    from stages import cli
     from stages.predict import predict
 
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
-    model.save(tmp_path / "m.h5")
-    with h5py.File(tmp_path / "m.h5", "a") as f:
-        f.attrs["classes"] = ["cat", "dog"]
-        f.attrs["networks"] = ["xception"]
-        f.attrs["weights"] = ["none, seed 2017"]
+    trained = {"networks": ["xception"], "weights": ["none, seed 2017"]}
     for seed, ok in ((2017, True), (1, False)):
-        with h5io.create_h5(tmp_path / "fused.h5") as f:
-            h5io.write_array(f, "features", np.ones((2, 4), np.float32))
-            h5io.write_row_info(f, {"names": np.array(["1.jpg", "2.jpg"], object)}, None)
-            f.attrs["networks"] = ["xception"]
-            f.attrs["weights"] = [f"none, seed {seed}"]
+        model, fused = head_and_features(
+            tmp_path, trained, {"networks": ["xception"], "weights": [f"none, seed {seed}"]})
         if ok:
-            assert len(predict(str(tmp_path / "m.h5"), str(tmp_path / "fused.h5"))[1]) == 2
+            assert len(predict(model, fused)[1]) == 2
         else:
             with pytest.raises(cli.MissingInput, match=r"extracted with weights \['none, seed 1'\]"
                                                        r", but .* \['none, seed 2017'\]"):
-                predict(str(tmp_path / "m.h5"), str(tmp_path / "fused.h5"))
+                predict(model, fused)
 
 
 def test_test_features_scaled_otherwise_are_refused(tmp_path: Path) -> None:
     """A weight file's `preprocess` is part of what made the features: the model records each
     network's, and predict refuses test features whose input was scaled otherwise."""
-    import keras
-
-    from stages import cli, h5io
+    from stages import cli
     from stages.predict import predict
 
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
-    model.save(tmp_path / "m.h5")
-    with h5py.File(tmp_path / "m.h5", "a") as f:
-        f.attrs["classes"] = ["cat", "dog"]
-        f.attrs["networks"] = ["inception_v3"]
-        f.attrs["weights"] = ["keras_weights/r.h5"]
-        f.attrs["preprocess"] = ["scale_0_1"]
-    with h5io.create_h5(tmp_path / "fused.h5") as f:
-        h5io.write_array(f, "features", np.ones((2, 4), np.float32))
-        h5io.write_row_info(f, {"names": np.array(["1.jpg", "2.jpg"], object)}, None)
-        f.attrs["networks"] = ["inception_v3"]
-        f.attrs["weights"] = ["keras_weights/r.h5"]
-        f.attrs["preprocess"] = ["network"]
+    made = {"networks": ["inception_v3"], "weights": ["keras_weights/r.h5"]}
+    model, fused = head_and_features(tmp_path, {**made, "preprocess": ["scale_0_1"]},
+                                     {**made, "preprocess": ["network"]})
     with pytest.raises(cli.MissingInput, match=r"extracted with preprocess \['network'\], but "
                                                r".* \['scale_0_1'\]"):
-        predict(str(tmp_path / "m.h5"), str(tmp_path / "fused.h5"))
+        predict(model, fused)
