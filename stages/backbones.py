@@ -69,6 +69,14 @@ class WeightsError(UserError, ValueError):
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 
+def weight_path(backbone: Backbone, weights: str) -> Path | None:
+    """The file one network's entry names: Keras' own name in keras_weights/ for
+    `keras_weights`, the path itself for a file, None for ImageNet's download or `none`."""
+    if weights in ("imagenet", "none"):
+        return None
+    return Path(WEIGHTS_DIR) / backbone.weights_file if weights == WEIGHTS_DIR else Path(weights)
+
+
 def resolve_weights(backbone: Backbone, weights: str) -> str | None:
     """One network's `weights`: 'imagenet' → 'imagenet' (Keras downloads), 'none' → None
     (random init, for tests), 'keras_weights' → the path of the backbone's notop file in that
@@ -78,7 +86,8 @@ def resolve_weights(backbone: Backbone, weights: str) -> str | None:
     if weights == "none":
         return None
     own = weights == WEIGHTS_DIR
-    path = Path(WEIGHTS_DIR) / backbone.weights_file if own else Path(weights)
+    path = weight_path(backbone, weights)
+    assert path is not None
     if not own and Path(WEIGHTS_DIR) not in path.parents:
         # params validation allows no other; other folders would not be DVC-tracked
         raise WeightsError(

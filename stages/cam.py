@@ -77,7 +77,7 @@ class CamWriter:
 
     def __init__(self, f: h5py.File, width: int, n_classes: int) -> None:
         self.f = f
-        self.maps = h5io.Appender(f, "maps", (width, width), np.float32, 16)
+        self.maps = h5io.Appender(f, "maps", (width, width), np.float32)  # a map a chunk
         self.probs = h5io.Appender(f, "probabilities", (n_classes,), np.float32, 256)
         self.names: list[str] = []
         self.predicted: list[int] = []

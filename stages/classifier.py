@@ -15,6 +15,7 @@ The networks are built once per Classifier; images go through in batches of one 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,20 @@ from typing import Any
 
 import numpy as np
 
-from stages import decision, evaluation, model_record
-from stages.backbones import BACKBONES, build, preprocessing
+from stages import decision, model_record
+from stages.backbones import BACKBONES, WeightsError, build, preprocessing, weight_path
 from stages.cli import UserError
 from stages.feature_files import weights_from
 from stages.model_record import ModelRecord
+from stages.params import WEIGHTS_DIR
 
 MAX_BATCH = 16  # images per forward pass: memory stays bounded, a CPU is no faster with more
+
+
+def batch_size(n: int) -> int:
+    """Images per forward pass for `n` images: at most MAX_BATCH, in batches of one size (20
+    images: 2 × 10, not 16 + 4 padded to 16), so that the graph is traced once."""
+    return max(1, math.ceil(n / math.ceil(n / MAX_BATCH))) if n else 1
 
 
 class ModelError(UserError, ValueError):
@@ -70,7 +78,7 @@ class Classifier:
 
         record = model_record.read(model_path)
         if record.width is None or not record.networks or len(record.weights) != len(
-                record.networks):
+                record.networks) or not all(record.weights):
             raise ModelError(f"{model_path}: does not record the width, networks and weights "
                              f"its features were made with (a model from before they were "
                              f"recorded). {model_record.RETRAIN}")
@@ -90,7 +98,15 @@ class Classifier:
                                            strict=True):
             backbone = BACKBONES[name]
             weights, seed = weights_from(recorded)
-            net = build(backbone, record.width, weights, seed)  # WeightsError: one line
+            try:
+                net = build(backbone, record.width, weights, seed)
+            except WeightsError as e:  # its advice is for params.yaml: this value is the model's
+                file = weight_path(backbone, weights)
+                why = f"{file}: missing" if file is not None and not file.is_file() else str(e)
+                raise ModelError(
+                    f"{model_path}: its {name} features were made with weights {recorded!r}; "
+                    f"{why}. Run from the repository root, where `dvc pull {WEIGHTS_DIR}` "
+                    "brings the team's weight files") from None
             gap = next(layer for layer in reversed(net.layers)
                        if isinstance(layer, keras.layers.GlobalAveragePooling2D))
             # The maps are exact only where the pooled vector goes straight into the head
@@ -116,10 +132,18 @@ class Classifier:
     # --- the API -----------------------------------------------------------------------------
 
     def predict(self, items: Any) -> np.ndarray:
-        """float32 (n, K) class probabilities of `items` (paths or a uint8 array)."""
-        return np.concatenate([e.probs for e in self.explain_batches(self.pixels_of(items),
-                                                                     maps=False)]
-                              or [np.zeros((0, len(self.classes)), np.float32)])
+        """float32 (n, K) class probabilities of `items` (paths or a uint8 array; a folder's or
+        zip's images in resize's order, by folder then name, as `inputs.entries` lists them)."""
+        from stages.keras_extract import padded
+
+        out = [np.zeros((0, len(self.classes)), np.float32)]
+        for pixels in self.pixels_of(items):
+            size = batch_size(len(pixels))
+            for start in range(0, len(pixels), size):
+                batch = pixels[start:start + size]
+                out.append(np.asarray(self.probs_model.predict_on_batch(padded(batch, size)),
+                                      np.float32)[:len(batch)])
+        return np.concatenate(out)
 
     def cam(self, items: Any) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (n, K), maps float32 (n, width, width)): each image's class activation
@@ -160,10 +184,7 @@ class Classifier:
                         ) -> Iterator[Explained]:
         """`arrays` through the classifier in batches of one shape per call (the last padded,
         its padding dropped)."""
-        n = sum(len(a) for a in arrays)
-        if n == 0:
-            return
-        size = math.ceil(n / math.ceil(n / MAX_BATCH))  # 20 images: 2 × 10, not 16 + 4 padded
+        size = batch_size(sum(len(a) for a in arrays))
         for pixels in arrays:
             for start in range(0, len(pixels), size):
                 yield self.explain(pixels[start:start + size], size, maps)
@@ -178,7 +199,7 @@ class Classifier:
         n = len(pixels)
         probs, fused, *convs = (np.asarray(o)[:n] for o in
                                 self._model.predict_on_batch(padded(pixels, size or n)))
-        probs = evaluation.probabilities(probs).astype(np.float32)
+        probs = probs.astype(np.float32)
         predicted = decision.predicted(probs, self.threshold)
         # Two classes: one logit z for class 1, and class 0's is −z (p0 = σ(−z)).
         col = np.zeros(n, int) if self._kernel.shape[1] == 1 else predicted
@@ -188,16 +209,23 @@ class Classifier:
         logits = np.einsum("nd,nd->n", fused.astype(np.float64), w) + bias
         grids: list[np.ndarray] = []
         if maps:
-            if not all(self._explainable):
-                bad = [m for m, ok in zip(self.networks, self._explainable, strict=True) if not ok]
-                raise ModelError(f"{', '.join(bad)}: the pooled features pass a normalisation "
-                                 "layer before the head, so no class activation map adds up to "
-                                 "the logit; maps are for the other networks")
+            self.check_explainable()
             starts = np.cumsum([0, *self._dims])
             for conv, lo, hi in zip(convs, starts[:-1], starts[1:], strict=True):
                 grids.append(np.einsum("nhwc,nc->nhw", conv.astype(np.float64),
                                        w[:, lo:hi]).astype(np.float32))
         return Explained(probs, predicted, fused.astype(np.float32), logits, grids, bias)
+
+    def check_explainable(self) -> None:
+        """Class activation maps need every network's pooled features to go straight into the
+        head: a ModelError naming the model and the fix where one does not (ConvNeXt)."""
+        bad = [m for m, ok in zip(self.networks, self._explainable, strict=True) if not ok]
+        if bad:
+            raise ModelError(
+                f"{self.record.path}: trained on {', '.join(bad)}, whose pooled features pass a "
+                "normalisation layer before the head, so no class activation map adds up to its "
+                "logit. Classify without --cam/--mistakes, or train without "
+                f"{', '.join(bad)} in `fuse` for maps")
 
     def export(self, folder: str | Path) -> None:
         """A TensorFlow SavedModel at `folder`: uint8 RGB (n, width, width, 3) → (n, K)
@@ -222,9 +250,17 @@ class Classifier:
         module = tf.Module()
         module.variables_read = [v.value for v in model.variables]  # the tf.Variables themselves
         module.serve = serve
-        folder = Path(folder)
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": serve})
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        folder = Path(folder).resolve()
+        if folder.exists() and not (folder / "saved_model.pb").is_file():
+            # Replace an earlier export, never a folder of something else (`--export reports`).
+            raise ModelError(f"{folder}: exists and is no SavedModel; give a new folder")
+        tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+        try:
+            tf.saved_model.save(module, str(tmp), signatures={"serving_default": serve})
+            old = folder.with_name(f".{folder.name}.old{os.getpid()}")
+            if folder.exists():
+                folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

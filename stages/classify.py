@@ -28,15 +28,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import math
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from stages import cam, cli, evaluation, h5io, inputs, limits, model_record, quiet
-from stages.classifier import MAX_BATCH, Classifier, ModelError
+from stages import cam, cli, devices, evaluation, h5io, inputs, limits, model_record, quiet
+from stages.classifier import Classifier, ModelError, batch_size
 from stages.inputs import Entry
 
 __all__ = ["Classifier", "main"]
@@ -53,7 +52,7 @@ def classify(clf: Classifier, found: list[Entry], cam_dir: Path | None = None,
     class)], [(path, why it was skipped)]); with `cam_dir`, a PNG per image and cam.h5 there."""
     rows: list[tuple[str, np.ndarray, int]] = []
     skipped: list[tuple[str, str]] = []
-    size = math.ceil(len(found) / math.ceil(len(found) / MAX_BATCH)) if found else 1
+    size = batch_size(len(found))
     digits = len(str(len(found)))
 
     def flush(batch: list[tuple[Entry, np.ndarray]], writer: cam.CamWriter | None) -> None:
@@ -64,7 +63,8 @@ def classify(clf: Classifier, found: list[Entry], cam_dir: Path | None = None,
             writer.append(shown, maps, e.probs, e.predicted)
             for (_, pixels), path, m, p, c in zip(batch, shown, maps, e.probs, e.predicted,
                                                   strict=True):
-                png = cam_dir / f"{len(rows):0{digits}d}_{Path(path).name}.png"  # type: ignore[operator]
+                # The name's first 100 characters: with the index and .png, within NAME_MAX.
+                png = cam_dir / f"{len(rows):0{digits}d}_{Path(path).name[:100]}.png"  # type: ignore[operator]
                 cam.write_png(png, pixels, m, caption(clf, path, p, int(c)))
                 rows.append((path, p, int(c)))
         else:
@@ -85,6 +85,9 @@ def classify(clf: Classifier, found: list[Entry], cam_dir: Path | None = None,
                 flush(batch, writer)
         if batch:
             flush(batch, writer)
+        if not rows:  # inside: cam.h5 is not written either
+            raise inputs.DataError(f"none of the {len(found)} images could be decoded (each "
+                                   "named above with its reason); nothing written")
     return rows, skipped
 
 
@@ -130,6 +133,8 @@ def read_val_predictions(path: str, classes: list[str]
                                "train_head` (or `dvc pull`)")
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
+    if len(rows) < 2:
+        raise cli.MissingInput(f"{path}: holds no validation rows. Run `dvc repro train_head`")
     header = rows[0]
     columns = ["label"] if len(classes) == 2 else classes
     if header[1:1 + len(columns)] != columns or "true_class" not in header:
@@ -146,9 +151,9 @@ def read_val_predictions(path: str, classes: list[str]
     return [r[0] for r in rows[1:]], probs, labels
 
 
-def explain_mistakes(clf: Classifier, n: int, predictions: str, resized: str, out: str) -> None:
+def explain_mistakes(clf: Classifier, n: int, predictions: str, resized: str, out: str) -> int:
     """The `n` most confident validation mistakes of the last `train_head` run, each with its
-    class activation map, in one picture at `out`."""
+    class activation map, in one picture at `out`; returns how many images it shows."""
     names, probs, labels = read_val_predictions(predictions, clf.classes)
     rows = evaluation.worst_mistakes(labels, probs, n, threshold=clf.threshold)
     h5io.require(resized, ("images", "names"), "Run `dvc repro resize@train` (or `dvc pull "
@@ -166,12 +171,12 @@ def explain_mistakes(clf: Classifier, n: int, predictions: str, resized: str, ou
         order = np.argsort(index)
         images = np.empty((len(index), clf.width, clf.width, 3), np.uint8)
         images[order] = f["images"][np.sort(index)]  # h5py reads rows in increasing order
-    e = clf.explain(images)
-    maps = cam.class_map(e.grids, clf.width)
+    probs, maps = clf.cam(images)
     pictures = np.stack([cam.overlay(img, m) for img, m in zip(images, maps, strict=True)])
     evaluation.mistakes_figure(out, pictures, [names[r] for r in rows], clf.classes,
-                               labels[rows], e.probs, threshold=clf.threshold,
+                               labels[rows], probs, threshold=clf.threshold,
                                note=f"class activation maps of the predicted class ({COLOURS})")
+    return len(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,11 +214,17 @@ def main(argv: list[str] | None = None) -> None:
         if ignored:
             cli.say(STAGE, f"left out {len(ignored)} non-image file(s): {cli.some(ignored, 5)}")
         images = f"{_count(len(found))}; " if found else ""
-        cli.say(STAGE, f"{images}starting tensorflow, then the networks of {args.model} "
+        cli.say(STAGE, f"{images}starting {devices.backend()}, then the networks of {args.model} "
                 f"({' + '.join(record.networks)} at {record.width} px)")
-        quiet.tensorflow()
+        if args.export and devices.backend() != "tensorflow":
+            raise ModelError(f"--export writes a TensorFlow SavedModel: run it with Keras' "
+                             f"TensorFlow backend, not KERAS_BACKEND={devices.backend()}")
+        if devices.backend() == "tensorflow":
+            quiet.tensorflow()
         with quiet.filtered():
             clf = Classifier.load(args.model)
+        if args.cam or args.mistakes:
+            clf.check_explainable()  # before decoding anything
         if args.export:
             clf.export(args.export)
             print(f"{STAGE}: SavedModel → {args.export} (uint8 RGB (n, {clf.width}, "
@@ -230,9 +241,10 @@ def main(argv: list[str] | None = None) -> None:
             cli.say(STAGE, f"{_count(len(rows))} in {time.perf_counter() - start:.1f} s"
                     f"{where}{maps}")
         if args.mistakes:
-            explain_mistakes(clf, args.mistakes, args.predictions, args.resized, MISTAKES_PNG)
-            print(f"{STAGE}: the {args.mistakes} most confident validation mistakes, with their "
-                  f"maps → {MISTAKES_PNG}")
+            shown = explain_mistakes(clf, args.mistakes, args.predictions, args.resized,
+                                     MISTAKES_PNG)
+            print(f"{STAGE}: the {shown} most confident validation mistakes (or least sure "
+                  f"right answers), with their maps → {MISTAKES_PNG}")
         if skipped:
             raise inputs.DataError(f"{len(skipped)} of {len(found)} images could not be decoded "
                                    "and were skipped (named above); the others are scored")

@@ -326,11 +326,11 @@ def _images(source: Source, help: str) -> tuple[list[str], list[str], list[str]]
     images = [n for n in all_names if n in kept]
     if not images:
         raise DataError(f"{source.path}: holds no images ({len(ignored)} other files). {help}")
-    _utf8_names(source, images)
+    check_utf8_names(source, images)
     return ignored, images, folders
 
 
-def _utf8_names(source: Source, images: Sequence[str]) -> None:
+def check_utf8_names(source: Source, images: Sequence[str]) -> None:
     """Names the file system holds as bytes that are not UTF-8 (`caf\xe9.png`, as old cameras
     and Windows zips wrote Latin-1) stop here, before decoding: the resized file stores names
     as UTF-8, and a name changed on the way would no longer find its file."""

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import limits
+from stages import cli, limits
 from stages.decode import load_rgb
-from stages.images import DataError, Source, list_test
+from stages.images import DataError, Source, check_utf8_names, list_test
 from stages.pool import parallel_map
 
 HELP = "Give image files (any format `resize` reads, DICOM too), folders or .zip files of them"
@@ -42,7 +42,9 @@ def entries(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Entry], list[
             found += [Entry(source, f, f"{path}/{f}") for f in listing.files]
             ignored += [f"{path}/{f}" for f in listing.ignored]
         else:
-            found.append(Entry(Source(path.parent, help=HELP), path.name, str(path)))
+            source = Source(path.parent, help=HELP)
+            check_utf8_names(source, [path.name])  # as a folder's names are (images.py)
+            found.append(Entry(source, path.name, str(path)))
     return found, ignored
 
 
@@ -69,5 +71,6 @@ def load_all(paths: Sequence[str | os.PathLike[str]], width: int) -> np.ndarray:
         else:
             images.append(result)
     if bad:
-        raise DataError(f"{len(bad)} image(s) cannot be decoded: {'; '.join(bad)}")
+        raise DataError(f"{len(bad)} image(s) cannot be decoded: {cli.some(bad, 5)}. Replace or "
+                        "remove them")
     return np.stack(images) if images else np.zeros((0, width, width, 3), np.uint8)

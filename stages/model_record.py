@@ -36,7 +36,12 @@ def read(path: str | os.PathLike[str]) -> ModelRecord:
     if not os.path.isfile(path):
         raise MissingInput(f"{path}: not found. Run `dvc repro train_head` first, or `dvc pull "
                            f"{path}` (a teammate's model)")
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise MissingInput(f"{path}: not a model file train_head writes ({e}). Give "
+                           "models/model_2.h5 or a copy of it") from None
+    with f:
         a = f.attrs
         if "classes" not in a:
             raise MissingInput(f"{path}: records no class names. {RETRAIN}")

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from stages import cli, h5io
-from stages.backbones import BACKBONES, Backbone
-from stages.params import NETWORKS, WEIGHTS_DIR, load_params, network_weights
+from stages.backbones import BACKBONES, weight_path
+from stages.params import NETWORKS, load_params, network_weights
 
 PARAMS = ("weights",)  # what the stage reads of params.yaml
 
@@ -34,17 +34,9 @@ def pick(weights: str | Mapping[str, Any], out_dir: str) -> None:
     missing, which its extractor names)."""
     for name in NETWORKS:
         entry = network_weights(weights, name)
-        file = weight_file(BACKBONES[name], entry.weights)
+        file = weight_path(BACKBONES[name], entry.weights)
         h5io.write_json(Path(out_dir) / f"{name}.json",
                         {**asdict(entry), "md5": md5(file) if file and file.is_file() else None})
-
-
-def weight_file(backbone: Backbone, weights: str) -> Path | None:
-    """The file in keras_weights/ that one network's entry names (Keras' own name for
-    `keras_weights`), or None."""
-    if weights in ("imagenet", "none"):
-        return None
-    return Path(WEIGHTS_DIR) / backbone.weights_file if weights == WEIGHTS_DIR else Path(weights)
 
 
 def md5(path: Path) -> str:

@@ -20,7 +20,6 @@ import pytest
 from conftest import REPO
 
 from stages import cam, inputs, resize
-from stages.backbones import WeightsError
 from stages.classifier import Classifier, ModelError
 from stages.images import DataError, Source, list_test
 from stages.model_record import ModelRecord
@@ -155,6 +154,13 @@ def test_the_savedmodel_serves_what_the_classifier_predicts(corner: Classifier,
     sizes = [int(np.prod(s)) for k, s in stored.get_variable_to_shape_map().items()
              if k != "_CHECKPOINTABLE_OBJECT_GRAPH"]
     assert sum(sizes) == corner.probs_model.count_params()
+    corner.export(tmp_path / "exported")  # an earlier export is replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
+    (tmp_path / "notes").mkdir()  # ... never a folder of something else
+    (tmp_path / "notes/keep.txt").write_text("mine")
+    with pytest.raises(ModelError, match="exists and is no SavedModel"):
+        corner.export(tmp_path / "notes")
+    assert (tmp_path / "notes/keep.txt").read_text() == "mine"
 
 
 def test_an_array_of_another_width_stops_in_one_line(corner: Classifier) -> None:
@@ -189,8 +195,9 @@ def test_weights_missing_for_a_network_stop_in_one_line(tmp_path: Path,
                        ["a", "b"], weights="keras_weights")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "keras_weights").mkdir()
-    with pytest.raises(WeightsError, match="xception_weights_tf_dim_ordering_tf_kernels_notop"
-                                           r"\.h5: missing"):
+    with pytest.raises(ModelError, match="its xception features were made with weights "
+                                         r"'keras_weights'; keras_weights/xception_weights_tf_dim_"
+                                         r"ordering_tf_kernels_notop\.h5: missing\. .*dvc pull"):
         Classifier.load(str(path))
 
 
@@ -203,6 +210,40 @@ def test_a_missing_model_or_path_stops_before_tensorflow(tmp_path: Path) -> None
         assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     with pytest.raises(DataError, match=r"nowhere\.png: does not exist"):
         inputs.entries([tmp_path / "nowhere.png"])
+
+
+def test_files_that_all_fail_write_nothing_and_say_so(corner: Classifier, tmp_path: Path
+                                                      ) -> None:
+    from stages.classify import classify
+
+    (tmp_path / "a.jpg").write_bytes(b"not an image")
+    found, _ = inputs.entries([tmp_path / "a.jpg"])
+    with pytest.raises(DataError, match="none of the 1 images could be decoded"):
+        classify(corner, found, tmp_path / "cam")
+    assert not (tmp_path / "cam/cam.h5").exists()
+
+
+def test_a_file_name_that_is_not_utf8_stops_before_decoding(tmp_path: Path) -> None:
+    """Named on its own as in a folder (images.py): the table, CSV and cam.h5 hold UTF-8."""
+    import os
+
+    name = os.fsdecode(b"caf\xe9.png")
+    (tmp_path / name).write_bytes(b"")  # never read: the name stops it
+    with pytest.raises(DataError, match=r"not UTF-8: \$'.*caf\\xe9\.png'"):
+        inputs.entries([tmp_path / name])
+
+
+def test_a_file_that_is_no_model_or_an_empty_validation_split_stop_in_one_line(
+        tmp_path: Path) -> None:
+    from stages import cli, model_record
+    from stages.classify import read_val_predictions
+
+    (tmp_path / "model.h5").write_text("not HDF5")
+    with pytest.raises(cli.MissingInput, match=r"model\.h5: not a model file train_head writes"):
+        model_record.read(tmp_path / "model.h5")
+    (tmp_path / "predictions.csv").write_text("id,label,true_class\n")
+    with pytest.raises(cli.MissingInput, match="holds no validation rows"):
+        read_val_predictions(str(tmp_path / "predictions.csv"), ["cat", "dog"])
 
 
 # --- decoding: the pixels `resize` writes ------------------------------------------------------
