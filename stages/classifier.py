@@ -7,6 +7,9 @@ its weights, its input scaling on float32 pixels, global average pooling), the f
 features in the model's column order, and the head's own Dense layer on them (dropout is off at
 inference). So its probabilities are `predict`'s for the same resized pixels, before `clip`, to
 float32 rounding, and the temperature and threshold `train_head` chose apply as they do there.
+(It computes in float32: for features extracted at `mixed_bfloat16` or `mixed_float16`, as the
+model records, its probabilities differ from predict's by that rounding.) A weight file that
+is not the one the features were made with (its md5, recorded) is refused.
 
 The networks are built once per Classifier; images go through in batches of one shape each run
 (the last padded), so TensorFlow traces the graph once or twice, not once per image count.
@@ -23,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from stages import decision, model_record
+from stages import decision, h5io, model_record
 from stages.backbones import BACKBONES, WeightsError, build, preprocessing, weight_path
 from stages.cli import UserError
 from stages.feature_files import weights_from
@@ -31,6 +34,17 @@ from stages.model_record import ModelRecord
 from stages.params import WEIGHTS_DIR
 
 MAX_BATCH = 16  # images per forward pass: memory stays bounded, a CPU is no faster with more
+
+
+def check_weight_file(model_path: str, network: str, file: Path | None, made: str) -> None:
+    """The weight file here must be the one the model's features were made with (its md5):
+    another version of keras_weights/ would give other features, and silently other
+    probabilities."""
+    if made and file is not None and file.is_file() and h5io.md5(file) != made:
+        raise ModelError(
+            f"{model_path}: its {network} features were made with another {file} (md5 {made}). "
+            f"Check out the {WEIGHTS_DIR}.dvc of the model's commit and `dvc checkout "
+            f"{WEIGHTS_DIR}` (or `dvc pull {WEIGHTS_DIR}`)")
 
 
 def batch_size(n: int) -> int:
@@ -93,11 +107,14 @@ class Classifier:
         pixels = keras.Input((record.width, record.width, 3), dtype="uint8", name="pixels")
         x = keras.ops.cast(pixels, "float32")
         convs, pooled, explainable = [], [], []
-        scalings = record.preprocess or ["network"] * len(record.networks)  # a model from before
-        for name, recorded, scaling in zip(record.networks, record.weights, scalings,
-                                           strict=True):
+        n = len(record.networks)
+        scalings = record.preprocess or ["network"] * n  # a model from before
+        md5s = record.weights_md5 or [""] * n
+        for name, recorded, scaling, made in zip(record.networks, record.weights, scalings, md5s,
+                                                 strict=True):
             backbone = BACKBONES[name]
             weights, seed = weights_from(recorded)
+            check_weight_file(model_path, name, weight_path(backbone, weights), made)
             try:
                 net = build(backbone, record.width, weights, seed)
             except WeightsError as e:  # its advice is for params.yaml: this value is the model's

@@ -225,6 +225,11 @@ def main(argv: list[str] | None = None) -> None:
             clf = Classifier.load(args.model)
         if args.cam or args.mistakes:
             clf.check_explainable()  # before decoding anything
+        reduced = sorted({p for p in record.precision if p != "float32"})
+        if reduced:
+            cli.say(STAGE, f"the model's features were extracted at {', '.join(reduced)}; this "
+                    "computes in float32, so its probabilities differ from predict's by that "
+                    "rounding (about 1e-3)")
         if args.export:
             clf.export(args.export)
             print(f"{STAGE}: SavedModel → {args.export} (uint8 RGB (n, {clf.width}, "

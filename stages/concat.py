@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from stages import cli, h5io, previews
-from stages.feature_files import FEATURE_CHUNK
+from stages.feature_files import FEATURE_CHUNK, MADE_WITH
 from stages.params import load_params
 
 ROWS = 4096  # rows per copy block: 4096 × 4096 float32 = 64 MB
@@ -57,8 +57,8 @@ def concat(inputs: list[str], out: str, resized: str) -> None:
         h5io.write_row_info(f_out, info, classes)
         f_out.attrs["networks"] = [str(f.attrs.get("backbone", Path(p).stem))
                                    for p, f in zip(inputs, files, strict=True)]
-        f_out.attrs["weights"] = [str(f.attrs.get("weights", "")) for f in files]
-        f_out.attrs["preprocess"] = [str(f.attrs.get("preprocess", "network")) for f in files]
+        for key in MADE_WITH:
+            f_out.attrs[key] = [str(f.attrs.get(key, "")) for f in files]
         with h5py.File(resized, "r") as src:
             if len(src["images"]) != n:
                 raise h5io.MissingInput(

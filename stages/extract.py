@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 
 from stages import cli, devices, feature_files, h5io, keras_extract, quiet
-from stages.backbones import BACKBONES, Backbone, build, preprocessing, resolve_weights
+from stages.backbones import BACKBONES, Backbone, build, preprocessing, resolve_weights, weight_path
 from stages.params import NetworkWeights, load_params, network_weights
 
 RESIZE_HINT = "Run `dvc repro resize` first."
@@ -121,7 +121,8 @@ def features(model: Any, preprocess: Any, images: h5py.Dataset, batch_size: int,
 
 def write_features(model: Any, backbone: Backbone, strategy: Any, images_h5: str, out: str,
                    batch_size: int, jit: bool | None = None, precision: str = "float32",
-                   weights: str = "", preprocess: str = "network") -> None:
+                   weights: str = "", preprocess: str = "network",
+                   made_with: dict[str, str] | None = None) -> None:
     """Stream one split's images through `model` into `out` (the timed part of the stage).
     `precision`: the param the model was built for (`mixed_bfloat16` on a CPU: the rewrite);
     `weights`: what initialised it, recorded (feature_files.weights_of); `preprocess`: the input
@@ -132,7 +133,9 @@ def write_features(model: Any, backbone: Backbone, strategy: Any, images_h5: str
     with devices.graph_rewrite(devices.cpu_bf16_rewrite(precision)):
         feature_files.stream_to_h5(
             lambda images: features(model, scale, images, batch_size, strategy, jit, step),
-            backbone.name, _dim(model), images_h5, out, weights=weights, preprocess=preprocess)
+            backbone.name, _dim(model), images_h5, out,
+            made_with={"weights": weights, "preprocess": preprocess, "precision": precision,
+                       **(made_with or {})})
 
 
 def extract(backbone: Backbone, images_h5: str, out: str, weights: str | NetworkWeights,
@@ -143,17 +146,21 @@ def extract(backbone: Backbone, images_h5: str, out: str, weights: str | Network
     width = _width(images_h5)
     entry = NetworkWeights(weights) if isinstance(weights, str) else weights
     init = feature_files.weights_of(entry.weights, seed)
+    file = weight_path(backbone, entry.weights)
+    md5 = {"weights_md5": h5io.md5(file) if file is not None and file.is_file() else ""}
     if devices.backend() == "tensorflow":
         model, strategy = build_extractor(backbone, width, entry.weights, precision, seed)
         write_features(model, backbone, strategy, images_h5, out, batch_size,
-                       precision=precision, weights=init, preprocess=entry.preprocess)
+                       precision=precision, weights=init, preprocess=entry.preprocess,
+                       made_with=md5)
         return
     devices.check_precision(precision)
     model = keras_extract.extractor(backbone, width, entry.weights, precision, seed,
                                     entry.preprocess)
     feature_files.stream_to_h5(
         lambda images: keras_extract.feature_batches(model, images, batch_size), backbone.name,
-        _dim(model), images_h5, out, weights=init, preprocess=entry.preprocess)
+        _dim(model), images_h5, out, made_with={"weights": init, "preprocess": entry.preprocess,
+                                                "precision": precision, **md5})
 
 
 def _dim(model: Any) -> int:

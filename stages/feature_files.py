@@ -19,15 +19,21 @@ import numpy as np
 from stages import h5io
 
 FEATURE_CHUNK = 256  # rows per HDF5 chunk of the feature matrices
+# What made a network's features, recorded in its feature file, carried by `concat` as one list
+# per key (the fused networks' in column order) and kept by the model (`train_head`): `predict`
+# compares the weights and scaling of both splits, the classify tool rebuilds the networks and
+# checks their weight files (stages/classifier.py). `weights`: `weights_of`; `preprocess`: the
+# input scaling (params.PREPROCESS); `precision`: the param; `weights_md5`: the md5 of the weight
+# file in keras_weights/ ("" for ImageNet's download or random weights).
+MADE_WITH = ("weights", "preprocess", "precision", "weights_md5")
 
 
 def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]], backbone: str,
                  dim: int, images_h5: str, out: str, progress: bool = True,
-                 weights: str = "", preprocess: str = "network") -> None:
+                 made_with: dict[str, str] | None = None) -> None:
     """The features of `images_h5`'s images, from `batches_of(images)` (float32 batches of
     `dim` columns, in row order), into `out` with the rows' info; a progress bar (`progress`).
-    `weights`: what initialised the network (`weights_of`) and `preprocess`: the input scaling
-    (stages/params.py, PREPROCESS), recorded for `predict` to check."""
+    `made_with`: what made them (MADE_WITH), recorded."""
     import keras
     from tqdm import tqdm
 
@@ -45,8 +51,9 @@ def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]], bac
         h5io.write_row_info(f, info, h5io.classes_if_any(src))
         f.attrs["backbone"] = backbone
         f.attrs["keras_backend"] = keras.backend.backend()  # which one computed them
-        f.attrs["weights"] = weights
-        f.attrs["preprocess"] = preprocess
+        for key, value in {"weights": "", "preprocess": "network", "precision": "float32",
+                           "weights_md5": "", **(made_with or {})}.items():
+            f.attrs[key] = value
 
 
 def weights_of(weights: str, seed: int) -> str:

@@ -9,6 +9,7 @@ same bytes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -106,6 +107,15 @@ def create_h5(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     """Open a new HDF5 file for writing under a temporary name; renamed on success."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         yield f
+
+
+def md5(path: str | os.PathLike[str]) -> str:
+    """The md5 of a file, read in 1 MB blocks (as DVC names what it caches)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> None:

@@ -25,6 +25,8 @@ class ModelRecord:
     networks: list[str]    # the fused features' networks, in column order
     weights: list[str]     # per network, what initialised it (feature_files.weights_of)
     preprocess: list[str]  # per network, its input scaling (params.PREPROCESS); [] from before
+    precision: list[str]   # per network, the `precision` it was extracted at; [] from before
+    weights_md5: list[str]  # per network, its weight file's md5 ("": none); [] from before
     width: int | None      # the side images were resized to; None: a model from before
     threshold: float       # two classes: class 1 where p(class 1) reaches it
     temperature: float     # divided into the Dense weights already; 1.0 without calibration
@@ -50,6 +52,8 @@ def read(path: str | os.PathLike[str]) -> ModelRecord:
             networks=[str(n) for n in a.get("networks", [])],
             weights=[str(w) for w in a.get("weights", [])],
             preprocess=[str(p) for p in a.get("preprocess", [])],
+            precision=[str(p) for p in a.get("precision", [])],
+            weights_md5=[str(m) for m in a.get("weights_md5", [])],
             width=int(a["width"]) if a.get("width", 0) else None,
             threshold=float(a.get("threshold", 0.5)),
             temperature=float(a.get("temperature", 1.0)))

@@ -15,7 +15,6 @@ that network's extraction, not every network's.
 from __future__ import annotations
 
 import argparse
-import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -35,16 +34,8 @@ def pick(weights: str | Mapping[str, Any], out_dir: str) -> None:
     for name in NETWORKS:
         entry = network_weights(weights, name)
         file = weight_path(BACKBONES[name], entry.weights)
-        h5io.write_json(Path(out_dir) / f"{name}.json",
-                        {**asdict(entry), "md5": md5(file) if file and file.is_file() else None})
-
-
-def md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        md5 = h5io.md5(file) if file and file.is_file() else None
+        h5io.write_json(Path(out_dir) / f"{name}.json", {**asdict(entry), "md5": md5})
 
 
 def main(argv: list[str] | None = None) -> None:

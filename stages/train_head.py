@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 
 from stages import cli, decision, evaluation, h5io, previews, quiet, split
+from stages.feature_files import MADE_WITH
 from stages.params import load_params
 
 # A Keras step here is a chunk of ~CHUNK_ROWS training rows whose train_step takes one optimizer
@@ -363,8 +364,7 @@ def main(argv: list[str] | None = None) -> None:
             x, y = f["features"][:], f["labels"][:]  # N × 4096 float32: 400 MB at full scale
             names, classes = f["names"].asstr()[:], h5io.classes_of(f)
             networks = [str(n) for n in f.attrs.get("networks", [])]
-            weights = [str(w) for w in f.attrs.get("weights", [])]
-            preprocess = [str(p) for p in f.attrs.get("preprocess", [])]
+            made_with = {key: [str(v) for v in f.attrs.get(key, [])] for key in MADE_WITH}
             width = int(f.attrs.get("width", 0))
         if len(classes) > 2 and params["threshold"] != 0.5:
             raise cli.ParamsError(
@@ -380,8 +380,7 @@ def main(argv: list[str] | None = None) -> None:
             result = train(x, y, params, args.model, len(classes),
                            groups if grouped else None, classes=classes,
                            model_attrs={"classes": classes, "networks": networks,
-                                        "weights": weights, "preprocess": preprocess,
-                                        "width": width})
+                                        **made_with, "width": width})
         metrics, val_idx, val_probs = result.metrics, result.val_idx, result.val_probs
         h5io.write_json(args.metrics, metrics)
         write_history(result.history, args.history)

@@ -295,11 +295,16 @@ def test_the_overlay_keeps_the_image_where_the_map_is_zero() -> None:
 
 def test_the_record_has_what_classify_needs(baseline: Path) -> None:
     from stages import model_record
+    from stages.backbones import BACKBONES
+    from stages.h5io import md5
 
     record = model_record.read(baseline / "models/model_2.h5")
+    files = [baseline / "keras_weights" / BACKBONES[n].weights_file
+             for n in ("inception_v3", "xception")]
     assert record == ModelRecord(str(baseline / "models/model_2.h5"), ["cat", "dog"],
                                  ["inception_v3", "xception"], ["keras_weights"] * 2,
-                                 ["network"] * 2, 75, 0.5, 1.0)
+                                 ["network"] * 2, ["float32"] * 2, [md5(f) for f in files],
+                                 75, 0.5, 1.0)
 
 
 # --- end to end on the pipeline's run ------------------------------------------------------------
@@ -405,6 +410,7 @@ def test_a_network_with_a_file_of_its_own_and_its_scaling_is_rebuilt_as_extracte
     import keras
 
     from stages.backbones import BACKBONES
+    from stages.h5io import md5
     from stages.keras_extract import extractor
 
     monkeypatch.chdir(tmp_path)
@@ -417,6 +423,12 @@ def test_a_network_with_a_file_of_its_own_and_its_scaling_is_rebuilt_as_extracte
                        weights="keras_weights/mine.weights.h5")
     with h5py.File(path, "a") as f:
         f.attrs["preprocess"] = ["scale_0_1"]
+        f.attrs["weights_md5"] = ["0" * 32]  # another version of the file made the features
+    with pytest.raises(ModelError, match="made with another keras_weights/mine.weights.h5 "
+                                         r"\(md5 0+\)\. Check out the keras_weights\.dvc"):
+        Classifier.load(str(path))
+    with h5py.File(path, "a") as f:
+        f.attrs["weights_md5"] = [md5(tmp_path / "keras_weights/mine.weights.h5")]
     pixels = smooth_images(3, 75)
     got = Classifier.load(str(path)).explain(pixels).features
     ref = extractor(BACKBONES["xception"], 75, "keras_weights/mine.weights.h5", "float32", 0,
