@@ -53,6 +53,14 @@ def batch_size(n: int) -> int:
     return max(1, math.ceil(n / math.ceil(n / MAX_BATCH))) if n else 1
 
 
+def batches(pixels: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
+    """(batch, the size to pad it to): `pixels` in batches of one shape per call (the last
+    padded by the caller, its padding dropped)."""
+    size = batch_size(len(pixels))
+    for start in range(0, len(pixels), size):
+        yield pixels[start:start + size], size
+
+
 class ModelError(UserError, ValueError):
     """The model file cannot be turned back into the classifier it was trained as."""
 
@@ -154,12 +162,9 @@ class Classifier:
         from stages.keras_extract import padded
 
         out = [np.zeros((0, len(self.classes)), np.float32)]
-        for pixels in self.pixels_of(items):
-            size = batch_size(len(pixels))
-            for start in range(0, len(pixels), size):
-                batch = pixels[start:start + size]
-                out.append(np.asarray(self.probs_model.predict_on_batch(padded(batch, size)),
-                                      np.float32)[:len(batch)])
+        for batch, size in batches(self.pixels_of(items)):
+            out.append(np.asarray(self.probs_model.predict_on_batch(padded(batch, size)),
+                                  np.float32)[:len(batch)])
         return np.concatenate(out)
 
     def cam(self, items: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -178,16 +183,16 @@ class Classifier:
 
     # --- the work ----------------------------------------------------------------------------
 
-    def pixels_of(self, items: Any) -> list[np.ndarray]:
-        """`items` as uint8 (n, width, width, 3) arrays: an array as it is (checked), paths
-        decoded as `resize` decodes them (stages/inputs.py)."""
+    def pixels_of(self, items: Any) -> np.ndarray:
+        """`items` as uint8 (n, width, width, 3): an array as it is (checked), paths decoded
+        as `resize` decodes them (stages/inputs.py)."""
         if isinstance(items, np.ndarray):
             self.check_pixels(items)
-            return [items]
+            return items
         from stages import inputs
 
         paths = [items] if isinstance(items, str | Path) else list(items)
-        return [inputs.load_all(paths, self.width)]
+        return inputs.load_all(paths, self.width)
 
     def check_pixels(self, pixels: np.ndarray) -> None:
         want = (self.width, self.width, 3)
@@ -197,14 +202,10 @@ class Classifier:
                 f"(n, {self.width}, {self.width}, 3) RGB: it was trained at width "
                 f"{self.width}. Give paths (resized for it), or resize to {self.width} px")
 
-    def explain_batches(self, arrays: list[np.ndarray], maps: bool = True
-                        ) -> Iterator[Explained]:
-        """`arrays` through the classifier in batches of one shape per call (the last padded,
-        its padding dropped)."""
-        size = batch_size(sum(len(a) for a in arrays))
-        for pixels in arrays:
-            for start in range(0, len(pixels), size):
-                yield self.explain(pixels[start:start + size], size, maps)
+    def explain_batches(self, pixels: np.ndarray, maps: bool = True) -> Iterator[Explained]:
+        """`pixels` through the classifier in `batches`."""
+        for batch, size in batches(pixels):
+            yield self.explain(batch, size, maps)
 
     def explain(self, pixels: np.ndarray, size: int | None = None, maps: bool = True
                 ) -> Explained:

@@ -168,7 +168,7 @@ def test_the_classify_tool_scores_the_class_folders_as_predict(
     test, raw, classes = predict.predict("models/model_2.h5", "data/features/test/fused.h5")
     clf = Classifier.load()
     assert clf.classes == classes == CLASSES
-    e = clf.explain(clf.pixels_of([f"data/raw/test/{n}" for n in test.names])[0])
+    e = clf.explain(clf.pixels_of([f"data/raw/test/{n}" for n in test.names]))
     np.testing.assert_allclose(e.probs, raw, atol=1e-5)
     assert len(set(e.predicted)) > 1  # the comparison can fail: not one class for all
     shares = np.sum([g.mean(axis=(1, 2), dtype=np.float64) for g in e.grids], axis=0)
