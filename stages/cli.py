@@ -12,12 +12,24 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-# DVC removes a stage's outputs before it runs the stage's command, so a stage that stops has
-# already lost them; they come back from DVC's run-cache, without recomputing, once the inputs
-# and params are those of an earlier run again.
-RESTORE_HINT = ("DVC removed this stage's outputs before running it: once params.yaml is "
-                "fixed, `dvc repro` (or `dvc exp run`) restores them from the run-cache in "
-                "seconds if the stage ran with those params before")
+# What became of the last run's outputs when a stage stops on the user's mistake. DVC removes a
+# stage's outputs before it runs the command, unless they are `persist` (dvc.yaml): the stages
+# whose outputs include files git keeps (metrics.json, the history picture, predict.json), and
+# that an experiment's bad param reaches, keep them; the others' outputs are all in DVC's cache,
+# which `dvc checkout` restores from, as dvc.lock records the last run (tests/test_pipeline.py).
+KEPT = ("train_head", "predict", "pick_weights")
+REMOVED = ("resize", "extract", "concat")
+KEPT_HINT = ("The last run's outputs are untouched (this stage's outputs are kept until it "
+             "succeeds); params.yaml still holds the value: fix it there")
+REMOVED_HINT = ("DVC removed this stage's outputs before running it: `dvc checkout` puts the "
+                "last run's back, without recomputing; params.yaml still holds the value: fix "
+                "it there")
+
+
+def hint(stage: str) -> str:
+    """What a stage that stopped on a bad param says of its outputs ('' outside the pipeline)."""
+    name = stage.split()[0]
+    return KEPT_HINT if name in KEPT else REMOVED_HINT if name in REMOVED else ""
 
 
 class UserError(Exception):
@@ -48,7 +60,7 @@ def run(stage: str, work: Callable[[], None]) -> None:
     try:
         work()
     except ParamsError as e:
-        sys.exit(f"{stage}: {e}. {RESTORE_HINT}.")
+        sys.exit(f"{stage}: {e}. {hint(stage)}." if hint(stage) else f"{stage}: {e}")
     except UserError as e:
         sys.exit(f"{stage}: {e}")
     except KeyboardInterrupt:

@@ -97,6 +97,13 @@ def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
     return None if flags is None else AMX_FLAG in flags
 
 
+def cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU has AVX-512 (AVX512F), without which TensorFlow's oneDNN bfloat16 rewrite
+    is skipped, not emulated; None: cannot tell."""
+    flags = cpu_flags(cpuinfo)
+    return None if flags is None else "avx512f" in flags
+
+
 def nvidia_driver() -> bool:
     """An NVIDIA driver is installed, whether or not the backend can use the GPU."""
     import shutil
@@ -119,7 +126,17 @@ def check_precision(precision: str) -> None:
                "on a CPU use 'float32', or 'mixed_bfloat16' where it has AMX")
         raise ParamsError(f"params.yaml: 'precision' is 'mixed_float16', which needs a GPU; "
                           f"{fix}")
-    if precision != "mixed_bfloat16" or os.environ.get(EMULATED) == "1" or gpu_count():
+    if precision != "mixed_bfloat16" or gpu_count():
+        return
+    if backend() == "tensorflow" and cpu_has_avx512() is False:
+        # Not even emulated: grappler skips the rewrite on such a CPU, and the features would
+        # be float32's, recorded as bfloat16's (seen on an AMD EPYC without AVX-512).
+        raise ParamsError(
+            "params.yaml: 'precision' is 'mixed_bfloat16', but this CPU has no AVX-512, "
+            "without which TensorFlow does not compute in bfloat16 at all (its oneDNN rewrite "
+            "is skipped): the features would be float32's. Use 'float32' here (`dvc exp run -S "
+            "precision=float32`), or extract on a machine with AMX (docs/backends.md)")
+    if os.environ.get(EMULATED) == "1":
         return
     fix = ("Use 'float32' here (`dvc exp run -S precision=float32`), or extract on a machine "
            "with AMX (docs/backends.md)")

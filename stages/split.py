@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from stages.cli import UserError, some
+from stages.cli import ParamsError, some
 
 
-class SplitError(UserError, ValueError):
-    """The training set cannot give every class a place on both sides of the split."""
+class SplitError(ParamsError):
+    """The training set cannot give every class a place on both sides of the split, or
+    `group_pattern` misses files: params that do not fit the data."""
 
 
 def stratified_split(labels: np.ndarray, val_split: float, seed: int

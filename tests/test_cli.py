@@ -25,12 +25,19 @@ def test_a_user_error_is_one_line() -> None:
     assert e.value.code == "resize: data/raw/train: not found. Fix"
 
 
-def test_a_bad_param_says_the_outputs_come_back_from_the_run_cache() -> None:
-    with pytest.raises(SystemExit) as e:
-        cli.run("predict", lambda: fail_with(cli.ParamsError("params.yaml: 'clip' is 0.7")))
-    msg = str(e.value.code)
-    assert msg.startswith("predict: params.yaml: 'clip' is 0.7. DVC removed this stage's outputs")
-    assert "run-cache" in msg and "\n" not in msg
+def test_a_bad_param_says_what_became_of_the_outputs() -> None:
+    """train_head's and predict's outputs are kept (persist); resize's, the extractors' and
+    concat's come back with `dvc checkout`; outside the pipeline nothing is said of them."""
+    said = {}
+    for stage in ("predict", "train_head", "resize train", "extract xception", "classify"):
+        with pytest.raises(SystemExit) as e:
+            cli.run(stage, lambda: fail_with(cli.ParamsError("params.yaml: 'clip' is 0.7")))
+        said[stage] = str(e.value.code)
+        assert said[stage].startswith(f"{stage}: params.yaml: 'clip' is 0.7")
+        assert "\n" not in said[stage]
+    assert "outputs are untouched" in said["predict"] and "untouched" in said["train_head"]
+    assert "`dvc checkout`" in said["resize train"] and "`dvc checkout`" in said["extract xception"]
+    assert said["classify"] == "classify: params.yaml: 'clip' is 0.7"
 
 
 def test_a_bug_keeps_its_traceback() -> None:

@@ -68,7 +68,9 @@ def test_streaming_equals_the_in_memory_reference(resized: Path, name: str,
 @pytest.fixture
 def bf16_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run mixed_bfloat16 here even if this CPU lacks the instructions (emulated: the same
-    arithmetic, slower)."""
+    arithmetic, slower). A CPU without AVX-512 cannot even emulate it (the stage refuses)."""
+    if devices.cpu_has_avx512() is False and not devices.gpu_count():
+        pytest.skip("this CPU has no AVX-512: TensorFlow skips its bfloat16 rewrite here")
     monkeypatch.setenv(devices.EMULATED, "1")
 
 
@@ -117,7 +119,10 @@ def test_bf16_on_a_cpu_without_it_stops_with_the_fix(monkeypatch: pytest.MonkeyP
         assert devices.cpu_has_bf16(str(info)) is bf16 and devices.cpu_has_amx(str(info)) is amx
     assert devices.cpu_has_bf16(str(tmp_path / "none")) is None  # not Linux: cannot tell
     assert devices.cpu_has_amx(str(tmp_path / "none")) is None
+    assert devices.cpu_has_avx512(str(info)) is True
+    assert devices.cpu_has_avx512(str(tmp_path / "none")) is None
     monkeypatch.delenv(devices.EMULATED, raising=False)
+    monkeypatch.setattr(devices, "cpu_has_avx512", lambda: True)
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
     monkeypatch.setattr(devices, "cpu_has_amx", lambda: False)
     with pytest.raises(devices.ParamsError, match=r"no bfloat16 instructions .* Use 'float32'"):
@@ -131,6 +136,12 @@ def test_bf16_on_a_cpu_without_it_stops_with_the_fix(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv(devices.EMULATED)
     monkeypatch.setattr(devices, "cpu_has_amx", lambda: True)
     devices.check_precision("mixed_bfloat16")  # the fast path: no message
+    # No AVX-512 (this project's CI machine once): TensorFlow skips the rewrite altogether, so
+    # even the override would record float32 features as bfloat16's: refused regardless.
+    monkeypatch.setattr(devices, "cpu_has_avx512", lambda: False)
+    monkeypatch.setenv(devices.EMULATED, "1")
+    with pytest.raises(devices.ParamsError, match=r"no AVX-512.* Use 'float32'"):
+        devices.check_precision("mixed_bfloat16")
 
 
 def test_xla_pads_the_last_batch_and_drops_the_padding(resized: Path) -> None:

@@ -162,23 +162,52 @@ def test_precision_reruns_the_extractors_not_resize(repo: Path) -> None:
     assert sorted(ran) == sorted([*extractors, "predict"])
 
 
-def test_a_bad_value_costs_no_work(repo: Path) -> None:
-    """DVC removes a stage's outputs before running it, so a bad `clip` loses pred.csv; the
-    message says so, in one line, and putting the value back restores it from the run-cache."""
+# What an experiment's run writes that git or DVC keeps: none of it may be lost to a bad value.
+KEPT = ("models/model_2.h5", "metrics.json", "reports/history.png", "reports/history.csv",
+        "reports/val/predictions.csv", "reports/val_mistakes.png", "pred.csv",
+        "reports/predict.json", "reports/test/summary.json")
+
+
+def test_a_bad_value_loses_nothing(repo: Path) -> None:
+    """DVC removes a stage's outputs before running it. train_head's and predict's are
+    `persist`, so a value that stops them (a `group_pattern` that misses every file, typed as a
+    user typed it; a `clip` out of range) keeps every output of the last run, the ones git
+    keeps included, and the one line says so."""
     set_params(repo, precision="float32", extract_batch_size=16)  # back from the --dry tests
     assert ran_stages(dvc(repo, "repro")) == []
-    before = (repo / "pred.csv").read_bytes()
-    set_params(repo, clip=0.7)
+    before = {path: (repo / path).read_bytes() for path in KEPT}
+    p = run(repo, "bash", "-c", """dvc exp run -S "group_pattern='^(person\\d+)'" """,
+            check=False)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and ran_stages(p) == ["train_head"], out
+    assert "The last run's outputs are untouched" in out and "Traceback" not in out
+    set_params(repo, group_pattern="", clip=0.7)
     p = dvc(repo, "repro", check=False)
     out = p.stdout + p.stderr
     assert p.returncode != 0 and ran_stages(p) == ["predict"]
     assert "predict: params.yaml: 'clip' is 0.7; it must be a number in [0, 0.5)" in out
-    assert "restores them from the run-cache" in out and "Traceback" not in out
-    assert not (repo / "pred.csv").exists()
+    assert "The last run's outputs are untouched" in out and "Traceback" not in out
+    assert {path: (repo / path).read_bytes() for path in KEPT} == before
     set_params(repo, clip=0.005)
-    p = dvc(repo, "repro")
-    assert ran_stages(p) == [] and "Stage 'predict' is cached - skipping run" in p.stdout
-    assert (repo / "pred.csv").read_bytes() == before
+    assert ran_stages(dvc(repo, "repro")) == []  # the last run's outputs, recorded as they are
+
+
+def test_a_bad_value_upstream_is_undone_by_dvc_checkout(repo: Path) -> None:
+    """The other stages' outputs are all in DVC's cache (resize's report too), so the one
+    command their message names, `dvc checkout`, restores every one of them."""
+    resized = ("data/resized/train.h5", "data/resized/train_skipped.csv",
+               "reports/resize/train.json")
+    before = {path: (repo / path).read_bytes() for path in resized}
+    set_params(repo, width=50)
+    p = dvc(repo, "repro", check=False)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and ran_stages(p) == ["resize@train"], out
+    assert "`dvc checkout` puts the last run's back" in out and "Traceback" not in out
+    assert not (repo / "data/resized/train.h5").exists()
+    dvc(repo, "checkout")
+    assert {path: (repo / path).read_bytes() for path in resized} == before
+    set_params(repo, width=75)
+    assert ran_stages(dvc(repo, "repro")) == []
 
 
 def test_missing_data_stops_at_resize_with_help(tmp_path: Path) -> None:
