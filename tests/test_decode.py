@@ -498,6 +498,13 @@ HIGH_DEPTH = {
     "dicom-window": lambda: _dicom(SIGNED, RescaleSlope=2, RescaleIntercept=-1000,
                                    WindowCenter=(MODALITY.min() + MODALITY.max()) / 2 + 0.5,
                                    WindowWidth=MODALITY.max() - MODALITY.min() + 1),
+    # Presentation LUT Shape INVERSE: inverted as a viewer shows it; with MONOCHROME1, once.
+    "dicom-monochrome2-inverse": lambda: _dicom(4095 - TWELVE_BIT, bits_stored=12,
+                                                PresentationLUTShape="INVERSE"),
+    "dicom-monochrome1-inverse": lambda: _dicom(4095 - TWELVE_BIT, photometric="MONOCHROME1",
+                                                bits_stored=12, PresentationLUTShape="INVERSE"),
+    "dicom-monochrome2-identity": lambda: _dicom(TWELVE_BIT, bits_stored=12,
+                                                 PresentationLUTShape="IDENTITY"),
     "dicom-rle-lossless": lambda: _dicom(TWELVE_BIT, bits_stored=12, syntax="rle"),
     "dicom-jpeg2000-lossless": lambda: _dicom(TWELVE_BIT, bits_stored=12, syntax="j2k"),
 }
@@ -672,6 +679,27 @@ def test_dicom_shows_as_pydicoms_modality_and_voi_luts(name: str) -> None:
     expected = _as_pydicom_shows(case)
     assert expected.max() - expected.min() > 60  # a picture, not a blank
     np.testing.assert_allclose(out[..., 0], expected, atol=1)
+
+
+@pytest.mark.parametrize("name", ["voi-lut-table", "voi-lut-table-8-bit-samples",
+                                  "modality-lut-table-and-window", "sigmoid-window",
+                                  "linear-window", "linear-window-of-width-1"])
+def test_presentation_lut_shape_inverse_inverts_what_the_voi_shows(name: str) -> None:
+    """INVERSE inverts the VOI's output (PS3.3 C.11.6) on every path (a window, a table, a
+    threshold): a MONOCHROME2 file shows as the same file in MONOCHROME1, and MONOCHROME1 with
+    INVERSE is inverted once."""
+    case = VIEWER[name]()
+
+    def shown(photometric: str, **shape: str) -> np.ndarray:
+        return decode_rgb(imagegen.dicom(case.pixels, photometric, case.bits, **case.tags,
+                                         **shape), W)
+
+    monochrome1 = shown("MONOCHROME1")
+    assert not np.array_equal(monochrome1, shown("MONOCHROME2"))
+    np.testing.assert_array_equal(shown("MONOCHROME2", PresentationLUTShape="INVERSE"),
+                                  monochrome1)
+    np.testing.assert_array_equal(shown("MONOCHROME1", PresentationLUTShape="INVERSE"),
+                                  monochrome1)
 
 
 def _truncated(data: bytes) -> bytes:
