@@ -131,12 +131,12 @@ def groups_of_rows(names: np.ndarray, pattern: str) -> tuple[np.ndarray | None, 
     return (None if missed else groups), missed
 
 
-def missed_note(pattern: str, missed: list[str], n: int) -> str:
+def missed_note(pattern: str, missed: list[str], n: int, summary_path: str) -> str:
     """The run's line where `group_pattern` misses test paths: the intervals are by image."""
     return (f"group_pattern {split.shown(pattern)} does not match {len(missed)} of {n:,} test "
             f"path(s) ({cli.some(missed, 3)}), so the test scores' intervals resample images, "
             "not groups (patients): narrower than they should be where a patient has several "
-            "images (reports/test/summary.json: interval_unit image)")
+            f"images ({summary_path}: interval_unit image)")
 
 
 # What made the features beyond the networks and their weights, recorded by the model (a model
@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
         stats = summary(probs, classes, test.labels, raw, threshold, params["seed"], groups,
                         len(missed) if pattern else None)
         if missed:
-            cli.say("predict", missed_note(pattern, missed, len(test.names)))
+            cli.say("predict", missed_note(pattern, missed, len(test.names),
+                                           f"{args.eval_dir}/summary.json"))
         # Everything is computed: now written. The eval folder is replaced whole (DVC keeps a
         # `persist` output), so no file of an earlier run stays in it (stages/outputs.py).
         with outputs.atomic_dir(args.eval_dir) as eval_dir:

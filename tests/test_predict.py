@@ -314,7 +314,9 @@ def test_a_pattern_that_misses_test_paths_is_said_and_recorded(
     run_predict(tmp_path, r"^(person\d+)_")
     err = capsys.readouterr().err
     assert ("predict: group_pattern `^(person\\d+)_` does not match 1 of 6 test path(s) "
-            "(dog/scan 7.jpg), so the test scores' intervals resample images, not groups") in err
+            "(dog/scan 7.jpg), so the test scores' intervals resample images, not groups "
+            "(patients): narrower than they should be where a patient has several images "
+            "(reports/test/summary.json: interval_unit image)\n") in err
     summary = json.loads((tmp_path / "reports/test/summary.json").read_text())
     assert (summary["interval_unit"], summary["group_pattern_missed"]) == ("image", 1)
     run_predict(tmp_path, r"^(person\d+|scan \d+)")
