@@ -14,6 +14,7 @@ from __future__ import annotations
 # Before cv2 loads: sets OpenCV's pixel limit (its guard against decompression bombs).
 from stages import limits  # isort: skip
 
+import struct
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -70,7 +71,7 @@ def _opencv(data: bytes, max_pixels: int) -> np.ndarray:
     orientation (the photo as a viewer shows it); alpha is dropped. IMREAD_ANYDEPTH keeps 16-bit
     and float samples (without it OpenCV divides 16-bit ones by 256, and casts float ones in
     [0, 1] to 0 or 1); 8-bit images decode as without it, byte for byte and as fast. A TIFF
-    that this decode refuses (int32 or float, gray or with alpha) is read again as stored.
+    that this decode refuses (int32 or float, gray or with alpha) is read as stored instead.
     """
     size = image_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
@@ -84,13 +85,19 @@ def _opencv(data: bytes, max_pixels: int) -> np.ndarray:
             raise BadImage("truncated JPEG (the data ends before its end-of-image marker)")
         end = found
     buf = np.frombuffer(data, np.uint8, count=end)
+    tiff = data[:4] in TIFF
     try:
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH)
-        if img is None and data[:4] in TIFF:
-            # OpenCV's colour decode of 32- and 64-bit TIFF samples (int32, float) takes three
-            # channels only: gray and alpha ones fail as damaged. Read as stored, made RGB here;
-            # the TIFF decoder applies the orientation tag in either mode.
+        # OpenCV's colour decode of 32- and 64-bit TIFF samples (int32, float) takes three
+        # channels only: gray and alpha ones fail as damaged, with an error line on stderr per
+        # file. Those the header announces are read as stored at once, the others where the
+        # colour decode fails; made RGB here. The TIFF decoder applies the orientation tag in
+        # either mode.
+        if tiff and _colour_refused(data):
             img = _rgb(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED))
+        else:
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH)
+            if img is None and tiff:
+                img = _rgb(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED))
     except cv2.error as e:
         reason = str(e).strip().splitlines()[-1]
         if "CV_IO_MAX_IMAGE_PIXELS" in reason:
@@ -100,6 +107,55 @@ def _opencv(data: bytes, max_pixels: int) -> np.ndarray:
     if img is None or img.size == 0:
         raise BadImage(f"cannot be decoded ({what_is(data)})")
     return img
+
+
+def _colour_refused(data: bytes) -> bool:
+    """Whether OpenCV's colour decode refuses this TIFF: its first image has 32- or 64-bit
+    samples, not three a pixel (grfmt_tiff.cpp asserts that). False where the header cannot
+    say: the colour decode is tried, as before."""
+    layout = tiff_layout(data)
+    return layout is not None and layout[0] in (32, 64) and layout[1] != 3
+
+
+# TIFF 6.0 tags (SHORT values): BitsPerSample, one a sample (the first is enough here), and
+# SamplesPerPixel; a TIFF without them has 1 of each.
+_BITS, _SAMPLES = 258, 277
+_SHORT = 3
+
+
+def tiff_layout(data: bytes) -> tuple[int, int] | None:
+    """(bits a sample, samples a pixel) of the first image of a TIFF or BigTIFF, read from its
+    first directory; None where that is not there or not as TIFF 6.0 writes it."""
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None:
+        return None
+    try:
+        (magic,) = struct.unpack_from(order + "H", data, 2)
+        if magic == 42:
+            (ifd,) = struct.unpack_from(order + "I", data, 4)
+            count, entry, pointer = "H", "HHI4s", "I"
+        elif magic == 43:  # BigTIFF
+            (ifd,) = struct.unpack_from(order + "Q", data, 8)
+            count, entry, pointer = "Q", "HHQ8s", "Q"
+        else:
+            return None
+        (n,) = struct.unpack_from(order + count, data, ifd)
+        start, size = ifd + struct.calcsize(count), struct.calcsize(order + entry)
+        found = {_BITS: 1, _SAMPLES: 1}
+        for i in range(min(n, 4096)):  # 4096: a bound against a damaged count
+            tag, kind, values, field = struct.unpack_from(order + entry, data, start + i * size)
+            if tag not in found:
+                continue
+            if kind != _SHORT or values < 1:
+                return None
+            if 2 * values > len(field):  # too many to fit: the field is their offset
+                (at,) = struct.unpack_from(order + pointer, field)
+                (found[tag],) = struct.unpack_from(order + "H", data, at)
+            else:
+                (found[tag],) = struct.unpack_from(order + "H", field)
+    except struct.error:  # the directory lies beyond the data: damaged
+        return None
+    return found[_BITS], found[_SAMPLES]
 
 
 def _rgb(img: np.ndarray | None) -> np.ndarray | None:

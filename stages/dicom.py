@@ -4,14 +4,15 @@ viewer shows from black to white.
 The standard's grayscale pipeline (PS3.4 N.2): stored values → the modality LUT (RescaleSlope and
 RescaleIntercept, or a Modality LUT table) → the VOI LUT (the first window, WindowCenter and
 WindowWidth, or a VOI LUT table) → its output range from black to white, reversed for
-MONOCHROME1. Enhanced multi-frame objects (CT, MR, tomosynthesis) keep the first frame's rescale
-and window in functional groups; they are read from there. Where both LUTs are linear (rescale,
-LINEAR or LINEAR_EXACT window: nearly every X-ray) that is one affine map of the stored values,
-so it is returned as the two stored values that become black and white, and the caller maps the
-stored pixels in one pass (no float copy of the image). Any other VOI (a table, a window after a
-modality table, a SIGMOID window, a LINEAR one of width 1: a threshold) goes through pydicom's
-own functions, applied to every value the stored type can hold rather than to the frame, which
-is then only looked up in that table. Colour (RGB, YBR, PALETTE COLOR) comes as RGB.
+MONOCHROME1 or a Presentation LUT Shape of INVERSE (once where both). Enhanced multi-frame
+objects (CT, MR, tomosynthesis) keep the first frame's rescale and window in functional groups;
+they are read from there. Where both LUTs are linear (rescale, LINEAR or LINEAR_EXACT window:
+nearly every X-ray) that is one affine map of the stored values, so it is returned as the two
+stored values that become black and white, and the caller maps the stored pixels in one pass (no
+float copy of the image). Any other VOI (a table, a window after a modality table, a SIGMOID
+window, a LINEAR one of width 1: a threshold) goes through pydicom's own functions, applied to
+every value the stored type can hold rather than to the frame, which is then only looked up in
+that table. Colour (RGB, YBR, PALETTE COLOR) comes as RGB.
 
 pydicom decodes uncompressed, deflated and RLE Lossless pixel data itself; JPEG, JPEG-LS and
 JPEG 2000 need the plugins the lock installs (pylibjpeg, requirements.in). A transfer syntax that
@@ -51,7 +52,7 @@ class Unreadable(ValueError):
 @dataclass
 class Frame:
     """Pixels to show, and the values shown as black and as white: `span` (black, white), None
-    for the frame's own range; `inverted` swaps black and white (MONOCHROME1)."""
+    for the frame's own range; `inverted` swaps black and white (MONOCHROME1, INVERSE)."""
 
     pixels: np.ndarray  # (rows, columns) grayscale or (rows, columns, 3) RGB
     span: tuple[float, float] | None = None
@@ -82,7 +83,17 @@ def read(data: bytes, max_pixels: int, force: bool = False) -> Frame:
         return Frame(_pydicom(apply_color_lut, pixels, ds))
     if pixels.ndim == 3:
         return Frame(pixels)  # RGB already: pydicom converts YBR
-    return _grayscale(ds, pixels, inverted=photometric == "MONOCHROME1")
+    return _grayscale(ds, pixels, inverted=photometric == "MONOCHROME1" or _inverse(ds))
+
+
+def _inverse(ds: Dataset) -> bool:
+    """Whether Presentation LUT Shape (2050,0020) is INVERSE: the grayscale pipeline's output
+    "after inversion is in P-Values" (PS3.3 C.7.6.1, C.11.6), so a viewer inverts it, also for
+    MONOCHROME2 (against the rule that gives INVERSE to MONOCHROME1 only). With MONOCHROME1 it
+    names that inversion, not a second one; IDENTITY there leaves MONOCHROME1 inverted (the
+    photometric interpretation, which every image has, wins). pydicom's apply_presentation_lut
+    inverts around the frame's greatest value, not the VOI's output range: not used here."""
+    return str(_pydicom(ds.get, "PresentationLUTShape", "") or "").strip().upper() == "INVERSE"
 
 
 def _dataset(data: bytes, force: bool) -> Dataset:

@@ -12,7 +12,9 @@ test side and this stage, never the training side. The model carries its classes
   a confusion matrix, ROC and precision-recall curves in `reports/test` for `dvc plots show`.
 - Any other images (other names, folders that are not classes, e.g. one per patient): rows named
   by their path.
-The mean probability and predicted share of every class are in `reports/test/summary.json`.
+The mean probability and predicted share of every class are in `reports/test/summary.json`;
+for a labelled set also what its intervals resample (`interval_unit`): whole groups where
+`group_pattern` matches every test path, else images, which the run says.
 
 Probabilities are kept away from 0 and 1 by `clip` in pred.csv: log loss punishes a confident
 mistake without bound, and clipping at 0.005 costs almost nothing on the right answers. Two
@@ -26,13 +28,12 @@ curves come from the unclipped ones, as the validation side's do.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from stages import cli, decision, evaluation, h5io, model_record, quiet, split, testset
+from stages import cli, decision, evaluation, h5io, model_record, outputs, quiet, split, testset
 from stages.feature_files import Rows
 from stages.params import load_params
 from stages.testset import TestSet
@@ -92,12 +93,14 @@ def is_metric(key: str) -> bool:
 
 def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None,
             unclipped: np.ndarray | None = None, threshold: float = 0.5, seed: int = 0,
-            groups: np.ndarray | None = None) -> dict[str, Any]:
+            groups: np.ndarray | None = None, missed: int | None = None) -> dict[str, Any]:
     """The test set's summary: per class the mean probability and the share of images
     predicted as it (at `threshold`); for a labelled set, the log loss of `probs` (as
     submitted), and the accuracy, clinical scores and calibration error of `unclipped`
     (default: `probs`) with their 95 % bootstrap intervals (seeded by `seed`; whole `groups`
-    resampled where given)."""
+    resampled where given), `interval_unit` (`group` or `image`: what they resample) and,
+    where `group_pattern` is set, `group_pattern_missed`: the `missed` test paths it does not
+    match."""
     raw = probs if unclipped is None else unclipped
     predicted = decision.predicted(raw, threshold)
     out: dict[str, Any] = {
@@ -112,40 +115,60 @@ def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None,
         out |= evaluation.scores(labels, raw, "test_", threshold=threshold)
         out["test_ece"] = decision.ece(labels, raw)
         out |= decision.bootstrap_intervals(labels, raw, threshold, "test_", seed, groups)
+        out["interval_unit"] = "image" if groups is None else "group"
+        if missed is not None:
+            out["group_pattern_missed"] = missed
     return out
 
 
-def groups_of_rows(names: np.ndarray, pattern: str) -> np.ndarray | None:
-    """The test rows' groups for the intervals, where `group_pattern` is set and matches every
-    test path (a test set of other patients, named as the training set is); else None."""
+def groups_of_rows(names: np.ndarray, pattern: str) -> tuple[np.ndarray | None, list[str]]:
+    """(the test rows' groups for the intervals, where `group_pattern` is set and matches every
+    test path (a test set of other patients, named as the training set is), else None; the
+    test paths it does not match)."""
     if not pattern:
-        return None
-    try:
-        return split.groups_of([str(n) for n in names], pattern)
-    except split.SplitError:
-        return None
+        return None, []
+    groups, missed = split.match_groups([str(n) for n in names], pattern)
+    return (None if missed else groups), missed
 
 
-def check_preprocess(record: model_record.ModelRecord, features: str, f: h5py.File) -> None:
-    """The test features' input scaling per network must be the training features' (a model
-    from before records none)."""
-    made = [str(p) for p in f.attrs.get("preprocess", [])]
-    if record.preprocess and made != record.preprocess:
-        raise cli.MissingInput(
-            f"{features}: extracted with preprocess {made}, but {record.path} was trained on "
-            f"features extracted with {record.preprocess}. Run `dvc repro` (both splits follow "
-            "weights)")
+def missed_note(pattern: str, missed: list[str], n: int, summary_path: str) -> str:
+    """The run's line where `group_pattern` misses test paths: the intervals are by image."""
+    return (f"group_pattern {split.shown(pattern)} does not match {len(missed)} of {n:,} test "
+            f"path(s) ({cli.some(missed, 3)}), so the test scores' intervals resample images, "
+            "not groups (patients): narrower than they should be where a patient has several "
+            f"images ({summary_path}: interval_unit image)")
+
+
+# What made the features beyond the networks and their weights, recorded by the model (a model
+# from before records none) and by the test features: under DVC both splits follow them, but a
+# features file or model from elsewhere can differ, and the head would score features it was
+# not trained on. Each with what it is called in the message and what DVC follows.
+COMPARED = {
+    "preprocess": ("preprocess", "`weights`"),
+    "precision": ("precision", "`precision`"),
+    "weights_md5": ("weight files of md5", "the weight files in keras_weights/"),
+}
+
+
+def check_made_with(record: model_record.ModelRecord, features: str, f: h5py.File) -> None:
+    """The test features' input scaling, precision and weight files per network must be the
+    training features'."""
+    for key, (what, follows) in COMPARED.items():
+        trained = getattr(record, key)
+        made = [str(v) for v in f.attrs.get(key, [])]
+        if trained and made != trained:
+            raise cli.MissingInput(
+                f"{features}: extracted with {what} {made}, but {record.path} was trained on "
+                f"features extracted with {trained}. Run `dvc repro` (both splits follow "
+                f"{follows})")
 
 
 def predict(model_path: str, features: str, batch_size: int = 1024
             ) -> tuple[TestSet, np.ndarray, list[str]]:
     """(the test rows, their (M, K) class probabilities, the classes), unclipped. Features or
     probabilities that are not finite stop it, naming the rows."""
-    import keras
-
     record = model_record.read(model_path)
     classes, networks, weights = record.classes, record.networks, record.weights
-    model = keras.models.load_model(model_path, compile=False, safe_mode=True)
     with h5py.File(features, "r") as f:
         rows = Rows.read(f)
         fused = [str(n) for n in f.attrs.get("networks", [])]
@@ -161,7 +184,10 @@ def predict(model_path: str, features: str, batch_size: int = 1024
                 "none, `seed` decides the random network, and it reruns no extractor). Set "
                 "`seed` back, or extract both splits again: `dvc repro -f extract_inception "
                 "extract_xception`")
-        check_preprocess(record, features, f)
+        check_made_with(record, features, f)
+        import keras  # after the checks: a refusal does not wait for TensorFlow
+
+        model = keras.models.load_model(model_path, compile=False, safe_mode=True)
         if f["features"].shape[1] != model.input_shape[-1]:
             raise cli.MissingInput(
                 f"{features}: {f['features'].shape[1]} feature columns, but {model_path} takes "
@@ -200,13 +226,21 @@ def main(argv: list[str] | None = None) -> None:
         test, raw, classes = predict(args.model, args.features)
         threshold = record.threshold
         probs = clip_probs(raw, params["clip"])
-        write_submission(args.out, test, probs, classes, decision.predicted(raw, threshold))
-        groups = groups_of_rows(test.names, params["group_pattern"]) if test.labels is not None \
-            else None
-        stats = summary(probs, classes, test.labels, raw, threshold, params["seed"], groups)
-        h5io.write_json(args.report, {k: v for k, v in stats.items() if is_metric(k)})
-        evaluation.write_plots(args.eval_dir, classes, test.labels, raw, threshold=threshold)
-        h5io.write_json(Path(args.eval_dir) / "summary.json", stats)
+        pattern = params["group_pattern"]
+        groups, missed = groups_of_rows(test.names, pattern) if test.labels is not None \
+            else (None, [])
+        stats = summary(probs, classes, test.labels, raw, threshold, params["seed"], groups,
+                        len(missed) if pattern else None)
+        if missed:
+            cli.say("predict", missed_note(pattern, missed, len(test.names),
+                                           f"{args.eval_dir}/summary.json"))
+        # Everything is computed: now written. The eval folder is replaced whole (DVC keeps a
+        # `persist` output), so no file of an earlier run stays in it (stages/outputs.py).
+        with outputs.atomic_dir(args.eval_dir) as eval_dir:
+            evaluation.write_plots(eval_dir, classes, test.labels, raw, threshold=threshold)
+            h5io.write_json(eval_dir / "summary.json", stats)
+            write_submission(args.out, test, probs, classes, decision.predicted(raw, threshold))
+            h5io.write_json(args.report, {k: v for k, v in stats.items() if is_metric(k)})
         scored = (f"; test log loss {stats['test_loss']:.4f}, accuracy "
                   f"{stats['test_accuracy']:.4f}, AUC {evaluation.fmt(stats['test_auc'])}"
                   if test.labels is not None else "")

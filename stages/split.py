@@ -311,6 +311,18 @@ def groups_of(names: Sequence[str], pattern: str) -> np.ndarray:
     `""`: every image its own group. A name the pattern does not match stops, naming it."""
     if not pattern:
         return np.arange(len(names)).astype(str)
+    groups, missed = match_groups(names, pattern)
+    if missed:
+        raise SplitError(
+            f"params.yaml: 'group_pattern' {shown(pattern)} does not match {len(missed)} "
+            f"training file(s): {some(missed, 10)}. It is searched in each file's path below its "
+            "class folder; fix the pattern (docs/medical.md has examples) or set it to \"\"")
+    return groups
+
+
+def match_groups(names: Sequence[str], pattern: str) -> tuple[np.ndarray, list[str]]:
+    """(the groups of the names `pattern` matches, in order; the names it misses), as
+    groups_of finds them."""
     rx = re.compile(pattern)
     groups, missed = [], []
     for name in names:
@@ -319,12 +331,13 @@ def groups_of(names: Sequence[str], pattern: str) -> np.ndarray:
             missed.append(name)
             continue
         groups.append(m.group(1) if rx.groups and m.group(1) is not None else m.group(0))
-    if missed:
-        raise SplitError(
-            f"params.yaml: 'group_pattern' {pattern!r} does not match {len(missed)} training "
-            f"file(s): {some(missed, 10)}. It is searched in each file's path below its class "
-            "folder; fix the pattern (docs/medical.md has examples) or set it to \"\"")
-    return np.asarray(groups, dtype=str)
+    return np.asarray(groups, dtype=str), missed
+
+
+def shown(pattern: str) -> str:
+    r"""`group_pattern` in a message as written in params.yaml, not as Python's repr, whose
+    doubled backslashes (`'^(person\\d+)'`) read as if DVC had doubled them."""
+    return f"`{pattern}`"
 
 
 def check_splittable(labels: np.ndarray, groups: np.ndarray, classes: Sequence[str],

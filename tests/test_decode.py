@@ -498,6 +498,13 @@ HIGH_DEPTH = {
     "dicom-window": lambda: _dicom(SIGNED, RescaleSlope=2, RescaleIntercept=-1000,
                                    WindowCenter=(MODALITY.min() + MODALITY.max()) / 2 + 0.5,
                                    WindowWidth=MODALITY.max() - MODALITY.min() + 1),
+    # Presentation LUT Shape INVERSE: inverted as a viewer shows it; with MONOCHROME1, once.
+    "dicom-monochrome2-inverse": lambda: _dicom(4095 - TWELVE_BIT, bits_stored=12,
+                                                PresentationLUTShape="INVERSE"),
+    "dicom-monochrome1-inverse": lambda: _dicom(4095 - TWELVE_BIT, photometric="MONOCHROME1",
+                                                bits_stored=12, PresentationLUTShape="INVERSE"),
+    "dicom-monochrome2-identity": lambda: _dicom(TWELVE_BIT, bits_stored=12,
+                                                 PresentationLUTShape="IDENTITY"),
     "dicom-rle-lossless": lambda: _dicom(TWELVE_BIT, bits_stored=12, syntax="rle"),
     "dicom-jpeg2000-lossless": lambda: _dicom(TWELVE_BIT, bits_stored=12, syntax="j2k"),
 }
@@ -674,6 +681,27 @@ def test_dicom_shows_as_pydicoms_modality_and_voi_luts(name: str) -> None:
     np.testing.assert_allclose(out[..., 0], expected, atol=1)
 
 
+@pytest.mark.parametrize("name", ["voi-lut-table", "voi-lut-table-8-bit-samples",
+                                  "modality-lut-table-and-window", "sigmoid-window",
+                                  "linear-window", "linear-window-of-width-1"])
+def test_presentation_lut_shape_inverse_inverts_what_the_voi_shows(name: str) -> None:
+    """INVERSE inverts the VOI's output (PS3.3 C.11.6) on every path (a window, a table, a
+    threshold): a MONOCHROME2 file shows as the same file in MONOCHROME1, and MONOCHROME1 with
+    INVERSE is inverted once."""
+    case = VIEWER[name]()
+
+    def shown(photometric: str, **shape: str) -> np.ndarray:
+        return decode_rgb(imagegen.dicom(case.pixels, photometric, case.bits, **case.tags,
+                                         **shape), W)
+
+    monochrome1 = shown("MONOCHROME1")
+    assert not np.array_equal(monochrome1, shown("MONOCHROME2"))
+    np.testing.assert_array_equal(shown("MONOCHROME2", PresentationLUTShape="INVERSE"),
+                                  monochrome1)
+    np.testing.assert_array_equal(shown("MONOCHROME1", PresentationLUTShape="INVERSE"),
+                                  monochrome1)
+
+
 def _truncated(data: bytes) -> bytes:
     return data[:-500]
 
@@ -808,6 +836,39 @@ def test_a_gray_float_tiff_is_turned_by_its_orientation_tag() -> None:
     turned = decode_rgb(tiff(XRAY), W)
     assert not np.array_equal(turned, decode_rgb(encode(XRAY, ".png"), W))
     np.testing.assert_allclose(decode_rgb(tiff(XRAY.astype(np.float32) / 255), W), turned, atol=1)
+
+
+def test_a_tiff_read_as_stored_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
+    # OpenCV's colour decode refused each 32- or 64-bit one with an error line on stderr (from
+    # C++, which capfd sees) before the second decode read it: a line per image of a test set.
+    for to_sample, _ in TIFF_SAMPLES.values():
+        decode_rgb(encode(to_sample(XRAY), ".tiff"), W)
+    big = pil_bytes(Image.fromarray(XRAY.astype(np.float32) / 255), "TIFF", big_tiff=True)
+    np.testing.assert_allclose(decode_rgb(big, W), decode_rgb(encode(XRAY, ".png"), W), atol=1)
+    assert capfd.readouterr() == ("", "")
+    # With alpha: OpenCV writes no ExtraSamples tag, which libtiff warns about (the file's
+    # fault, whatever reads it); the refusal's error line is gone too.
+    for to_sample, _ in TIFF_SAMPLES.values():
+        decode_rgb(encode(to_sample(np.dstack([XRAY] * 4)), ".tiff"), W)
+    assert "ERROR" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(("make", "layout"), [
+    (lambda: encode(XRAY.astype(np.float32), ".tiff"), (32, 1)),
+    (lambda: encode(np.dstack([XRAY] * 4).astype(np.float64), ".tiff"), (64, 4)),
+    (lambda: encode(np.dstack([XRAY] * 3), ".tiff"), (8, 3)),  # 3 values: at an offset
+    (lambda: pil_bytes(Image.frombytes("I;16B", XRAY.shape[::-1],
+                                       XRAY.astype(">u2").tobytes()), "TIFF"), (16, 1)),  # MM
+    (lambda: pil_bytes(Image.fromarray(np.dstack([XRAY] * 3)), "TIFF", big_tiff=True), (8, 3)),
+    (lambda: pil_bytes(Image.fromarray(XRAY.astype(np.float32)), "TIFF", big_tiff=True),
+     (32, 1)),
+    (lambda: b"II*\x00\x08\x00\x00\x00", None),  # its directory is missing
+    (lambda: b"II*\x00\x08\x00\x00\x00\x01\x00" + struct.pack("<HHI4s", 258, 4, 1, bytes(4)),
+     None),  # BitsPerSample not a SHORT: not as TIFF 6.0 writes it
+])
+def test_a_tiffs_layout_is_read_from_its_header(make: object, layout: tuple[int, int] | None
+                                                ) -> None:
+    assert decode.tiff_layout(make()) == layout  # type: ignore[operator]
 
 
 def test_to_uint8_maps_a_span_rounds_and_saturates() -> None:

@@ -183,9 +183,11 @@ def test_folders_that_differ_from_the_classes_only_in_case_are_named() -> None:
 
 
 def head_and_features(folder: Path, model_attrs: dict[str, list[str]],
-                      features_attrs: dict[str, list[str]]) -> tuple[str, str]:
-    """A 4-feature head recording `model_attrs` (two classes), and two test rows of fused
-    features recording `features_attrs`: (model path, features path)."""
+                      features_attrs: dict[str, list[str]], names: list[str] | None = None
+                      ) -> tuple[str, str]:
+    """A 4-feature head recording `model_attrs` (two classes, cat and dog), and test rows of
+    fused features recording `features_attrs`: two named by file, or `names` (`cat/…` and
+    `dog/…`: a labelled set). (model path, features path)."""
     import keras
 
     from stages import h5io
@@ -194,9 +196,16 @@ def head_and_features(folder: Path, model_attrs: dict[str, list[str]],
     model.save(folder / "m.h5")
     with h5py.File(folder / "m.h5", "a") as f:
         f.attrs.update({"classes": ["cat", "dog"], **model_attrs})
+    names = names or ["1.jpg", "2.jpg"]
+    info = {"names": np.array(names, object)}
+    classes = sorted({n.split("/")[0] for n in names if "/" in n}) or None
+    if classes:
+        info["labels"] = np.array([classes.index(n.split("/")[0]) for n in names])
     with h5io.create_h5(folder / "fused.h5") as f:
-        h5io.write_array(f, "features", np.ones((2, 4), np.float32))
-        h5io.write_row_info(f, {"names": np.array(["1.jpg", "2.jpg"], object)}, None)
+        # Rows that differ: the model's probabilities differ, and the scores are defined.
+        h5io.write_array(f, "features", np.random.default_rng(0).normal(
+            size=(len(names), 4)).astype(np.float32))
+        h5io.write_row_info(f, info, classes)
         f.attrs.update(features_attrs)
     return str(folder / "m.h5"), str(folder / "fused.h5")
 
@@ -232,3 +241,111 @@ def test_test_features_scaled_otherwise_are_refused(tmp_path: Path) -> None:
     with pytest.raises(cli.MissingInput, match=r"extracted with preprocess \['network'\], but "
                                                r".* \['scale_0_1'\]"):
         predict(model, fused)
+
+
+@pytest.mark.parametrize(("key", "trained", "made", "message"), [
+    ("precision", ["float32"], ["mixed_float16"],
+     r"extracted with precision \['mixed_float16'\], but .*m\.h5 was trained on features "
+     r"extracted with \['float32'\]\. Run `dvc repro` \(both splits follow `precision`\)$"),
+    ("weights_md5", ["0" * 32], ["f" * 32],
+     r"extracted with weight files of md5 \['f{32}'\], but .*m\.h5 was trained on features "
+     r"extracted with \['0{32}'\]\. Run `dvc repro` \(both splits follow the weight files "
+     r"in keras_weights/\)$"),
+])
+def test_test_features_of_another_precision_or_weight_file_are_refused(
+        tmp_path: Path, key: str, trained: list[str], made: list[str], message: str) -> None:
+    """Outside DVC (a features file or a model from elsewhere) the test features can come from
+    another `precision` or another version of the weight file than the training features:
+    compared as the networks, weights and preprocessing are, in one line naming both files."""
+    from stages import cli
+    from stages.predict import predict
+
+    common = {"networks": ["xception"], "weights": ["keras_weights/x.h5"],
+              "preprocess": ["network"], "precision": ["float32"], "weights_md5": ["0" * 32]}
+    model, fused = head_and_features(tmp_path, {**common, key: trained}, {**common, key: made})
+    with pytest.raises(cli.MissingInput, match=message) as e:
+        predict(model, fused)
+    assert fused in str(e.value) and "\n" not in str(e.value)
+    model, fused = head_and_features(tmp_path, {**common, key: trained}, {**common, key: trained})
+    assert len(predict(model, fused)[1]) == 2
+
+
+def test_the_intervals_say_whether_they_resample_groups_or_images() -> None:
+    from stages.predict import groups_of_rows
+
+    names = np.array(["cat/person1_a.jpg", "cat/person1_b.jpg", "dog/person2_a.jpg",
+                      "dog/scan.jpg"], object)
+    assert groups_of_rows(names, "") == (None, [])
+    groups, missed = groups_of_rows(names[:3], r"^(person\d+)_")
+    assert list(groups) == ["person1", "person1", "person2"] and missed == []
+    assert groups_of_rows(names, r"^(person\d+)_") == (None, ["dog/scan.jpg"])
+    labels, probs = np.array([0, 0, 1, 1]), binary([0.2, 0.4, 0.7, 0.6])
+    by_image = summary(probs, ["cat", "dog"], labels, missed=1)
+    assert (by_image["interval_unit"], by_image["group_pattern_missed"]) == ("image", 1)
+    by_group = summary(probs, ["cat", "dog"], labels, groups=np.array(["a", "a", "b", "c"]),
+                       missed=0)
+    assert (by_group["interval_unit"], by_group["group_pattern_missed"]) == ("group", 0)
+    assert "group_pattern_missed" not in summary(probs, ["cat", "dog"], labels)  # no pattern
+    assert "interval_unit" not in summary(probs, ["cat", "dog"], None)  # no intervals
+
+
+LABELLED = ["cat/person1_a.jpg", "cat/person1_b.jpg", "cat/person2_a.jpg", "dog/person3_a.jpg",
+            "dog/person4_a.jpg", "dog/scan 7.jpg"]
+
+
+def run_predict(folder: Path, pattern: str) -> None:
+    """The stage's main in `folder`, on its m.h5 and fused.h5, with `group_pattern`."""
+    from stages import predict
+
+    (folder / "params.yaml").write_text(f"group_pattern: '{pattern}'\n")
+    predict.main(["--model", "m.h5", "--features", "fused.h5", "--out", "pred.csv",
+                  "--report", "predict.json", "--eval-dir", "reports/test"])
+
+
+def test_a_pattern_that_misses_test_paths_is_said_and_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    """The intervals resample images where group_pattern misses a test path: said on stderr
+    (the pattern as written, how many, which) and in summary.json; not where it matches all."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    head_and_features(tmp_path, {}, {}, LABELLED)
+    run_predict(tmp_path, r"^(person\d+)_")
+    err = capsys.readouterr().err
+    assert ("predict: group_pattern `^(person\\d+)_` does not match 1 of 6 test path(s) "
+            "(dog/scan 7.jpg), so the test scores' intervals resample images, not groups "
+            "(patients): narrower than they should be where a patient has several images "
+            "(reports/test/summary.json: interval_unit image)\n") in err
+    summary = json.loads((tmp_path / "reports/test/summary.json").read_text())
+    assert (summary["interval_unit"], summary["group_pattern_missed"]) == ("image", 1)
+    run_predict(tmp_path, r"^(person\d+|scan \d+)")
+    assert "does not match" not in capsys.readouterr().err
+    summary = json.loads((tmp_path / "reports/test/summary.json").read_text())
+    assert (summary["interval_unit"], summary["group_pattern_missed"]) == ("group", 0)
+
+
+def test_the_eval_folder_is_replaced_whole_and_a_refusal_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DVC keeps predict's outputs (persist): a labelled run's reliability diagram does not stay
+    beside an unlabelled run's files, and a run that stops leaves the last run's outputs as
+    they were, with no temporary file."""
+    monkeypatch.chdir(tmp_path)
+    made = {"networks": ["xception"], "weights": ["none, seed 1"], "precision": ["float32"]}
+    head_and_features(tmp_path, made, made, LABELLED)
+    run_predict(tmp_path, "")
+    assert (tmp_path / "reports/test/reliability.png").is_file()
+    head_and_features(tmp_path, made, made)  # two images named by file: no scores
+    run_predict(tmp_path, "")
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                   if p.is_file())
+    assert "reports/test/reliability.png" not in files
+    assert "reports/test/summary.json" in files
+    before = {f: (tmp_path / f).read_bytes() for f in files}
+    head_and_features(tmp_path, made, {**made, "precision": ["mixed_float16"]}, LABELLED)
+    with pytest.raises(SystemExit, match="extracted with precision"):
+        run_predict(tmp_path, "")
+    for f in ("pred.csv", "predict.json", "reports/test/summary.json"):
+        assert (tmp_path / f).read_bytes() == before[f], f
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["test"]
+    assert not list(tmp_path.glob(".*tmp*"))

@@ -104,6 +104,14 @@ def test_a_name_the_pattern_misses_stops_naming_it() -> None:
         groups_of(["PNEUMONIA/person1_virus_1.jpeg", "NORMAL/x.jpeg"], r"^(person\d+)_")
 
 
+def test_the_pattern_is_shown_as_written() -> None:
+    # Python's repr doubled the backslash ('^(person\\d+)_'), as if DVC had.
+    with pytest.raises(SplitError) as e:
+        groups_of(["NORMAL/x.jpeg"], r"^(person\d+)_")
+    assert "'group_pattern' `^(person\\d+)_` does not match" in str(e.value)
+    assert "\\\\" not in str(e.value)
+
+
 def test_without_a_pattern_every_image_is_its_own_group() -> None:
     assert len(set(groups_of(["a/1.jpg", "a/2.jpg", "b/1.jpg"], ""))) == 3
 
