@@ -1,7 +1,8 @@
 """The operating point and how sure the figures are: the decision a threshold makes, the
-threshold a target resolves to on validation, one temperature that calibrates the probabilities,
-the expected calibration error with its reliability rows, and percentile-bootstrap intervals of
-the scores.
+threshold a target resolves to on validation, one temperature that calibrates the probabilities
+(or why none does), the expected calibration error with its reliability rows, the scores
+themselves (`weighted_scores`: one implementation for a sample and its resamples) and their
+percentile-bootstrap intervals.
 
 NumPy only, as `evaluation`: scikit-learn or SciPy would add a second to every TensorFlow
 stage's start (Keras imports scikit-learn when present); the tests compare against scikit-learn.
@@ -139,21 +140,27 @@ def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     return float(np.mean(log_z - u[np.arange(len(u)), labels]))
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float | None:
-    """The temperature T > 0 that minimises the mean negative log-likelihood of
-    softmax(logits / T) on (N, K) logits, or of sigmoid(z / T) on the (N,) (or (N, 1))
-    pre-activations of a sigmoid head, labels in {0, 1}. A golden-section search on log T over
-    T_RANGE: the log-likelihood is concave in 1/T, so one minimum, which the search finds to
-    about 1e-4 in log T. T = 1 is returned unless the fit beats it, so the fit never raises the
-    validation log loss. None where the minimum is at an end of T_RANGE: no temperature fits.
-    That is the case of a split the head makes no mistake on, whose log loss only falls as the
-    probabilities sharpen without end (seen on 120 real photos: T went to 0.05, and the test
-    log loss doubled)."""
+def logit_log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean −log p(true class) of sigmoid(z) on (N,) (or (N, 1)) logits z, or of softmax on
+    (N, K) ones: a head's cross-entropy from its logits, as Keras computes its loss. Exact
+    where the float32 probability of a confident mistake rounds to 0 (|z| above about 17),
+    which a log loss of the probabilities can only clamp."""
+    logits, labels = _logits_and_labels(logits, labels)
+    return _nll(logits, labels, 1.0)
+
+
+def _logits_and_labels(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 logits, (N,) for a sigmoid head's (N,) or (N, 1), and int64 labels."""
     logits = np.asarray(logits, np.float64)
     if logits.ndim == 2 and logits.shape[1] == 1:
         logits = logits[:, 0]
-    labels = np.asarray(labels).astype(np.int64)
+    return logits, np.asarray(labels).astype(np.int64)
 
+
+def _best_log_t(logits: np.ndarray, labels: np.ndarray) -> float:
+    """log T of the least mean negative log-likelihood over T_RANGE, by a golden-section search:
+    the log-likelihood is concave in 1/T, so one minimum, found to about 1e-4 in log T (an end
+    of the range where the minimum lies beyond it)."""
     def nll(log_t: float) -> float:
         return _nll(logits, labels, math.exp(log_t))
 
@@ -170,10 +177,56 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float | None:
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
             fb = nll(b)
-    log_t = (lo + hi) / 2
-    if min(log_t - math.log(T_RANGE[0]), math.log(T_RANGE[1]) - log_t) < 1e-3:
+    return (lo + hi) / 2
+
+
+def _at_edge(log_t: float) -> bool:
+    return min(log_t - math.log(T_RANGE[0]), math.log(T_RANGE[1]) - log_t) < 1e-3
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float | None:
+    """The temperature T > 0 that minimises the mean negative log-likelihood of
+    softmax(logits / T) on (N, K) logits, or of sigmoid(z / T) on the (N,) (or (N, 1))
+    pre-activations of a sigmoid head, labels in {0, 1}: a golden-section search on log T over
+    T_RANGE (`_best_log_t`). T = 1 is returned unless the fit beats it, so the fit never raises
+    the validation log loss. None where the minimum is at an end of T_RANGE: no temperature
+    fits (`why_no_temperature` says which of its two causes it was)."""
+    logits, labels = _logits_and_labels(logits, labels)
+    log_t = _best_log_t(logits, labels)
+    if _at_edge(log_t):
         return None
-    return 1.0 if nll(0.0) <= nll(log_t) else math.exp(log_t)
+    return 1.0 if _nll(logits, labels, 1.0) <= _nll(logits, labels, math.exp(log_t)) \
+        else math.exp(log_t)
+
+
+def logit_mistakes(logits: np.ndarray, labels: np.ndarray) -> int:
+    """How many rows the logits decide wrong at 0.5: a sigmoid's z >= 0 is class 1 (as
+    `predicted`), a softmax's largest logit its class."""
+    logits, labels = _logits_and_labels(logits, labels)
+    decided = (logits >= 0).astype(np.int64) if logits.ndim == 1 else np.argmax(logits, axis=1)
+    return int(np.sum(decided != labels))
+
+
+def why_no_temperature(logits: np.ndarray, labels: np.ndarray) -> str:
+    """Why `fit_temperature` found none, as the rest of a sentence, with what to do. Two causes:
+    - the head makes no mistake on the split: its log loss only falls as the probabilities
+      sharpen, without end (seen on 120 real photos: T went to 0.05, and the test log loss
+      doubled); a larger split, with mistakes to learn from, gives a temperature;
+    - it makes mistakes, but its logits barely tell the classes apart (nearly constant, the
+      head having learnt little), so the search runs to an end of T_RANGE: a larger split does
+      not help, training does."""
+    logits, labels = _logits_and_labels(logits, labels)
+    wrong = logit_mistakes(logits, labels)
+    if wrong == 0:
+        return ("the head makes no mistake there, so its log loss falls the sharper the "
+                "probabilities get, without end. A larger val_split, with mistakes to learn "
+                "from, gives one")
+    edge = T_RANGE[0] if _best_log_t(logits, labels) < 0 else T_RANGE[1]
+    return (f"the fit ran to the end of its range (T = {edge:g}) although the head makes "
+            f"{wrong} of {len(labels)} mistakes there: its logits barely tell the classes apart "
+            f"(they lie between {logits.min():.4g} and {logits.max():.4g}). The head has "
+            "learnt little: see reports/history.png, and check the features, learning_rate "
+            "and epochs (a larger val_split will not help)")
 
 
 def _bins(confidence: np.ndarray, bins: int) -> np.ndarray:
@@ -227,10 +280,11 @@ def _multiplicities(rng: np.random.Generator, n_rows: int, groups: np.ndarray | 
     return counts[:, codes]
 
 
-def _weighted_auc(w: np.ndarray, truth: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Per resample (row of the (B, N) weights `w`), the ROC AUC of `score` for `truth` as the
-    Mann–Whitney statistic: the weighted share of (positive, negative) pairs ranked right, ties
-    counting half — the trapezoidal area `evaluation.auc` takes. NaN without both classes."""
+def weighted_auc(w: np.ndarray, truth: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Per row of the (B, N) weights `w` (a resample's multiplicities; ones: the sample itself),
+    the ROC AUC of `score` for `truth` as the Mann–Whitney statistic: the weighted share of
+    (positive, negative) pairs ranked right, ties counting half — the trapezoidal area under
+    the ROC curve, as scikit-learn's `roc_auc_score`. NaN without both classes."""
     order = np.argsort(score, kind="stable")
     score, truth, w = score[order], truth[order], w[:, order]
     # each row's run of equal scores: [start, end]
@@ -247,23 +301,30 @@ def _weighted_auc(w: np.ndarray, truth: np.ndarray, score: np.ndarray) -> np.nda
     return np.where((n_pos > 0) & (n_neg > 0), area, np.nan)
 
 
-def _resample_scores(w: np.ndarray, labels: np.ndarray, probs: np.ndarray,
-                     decided: np.ndarray) -> dict[str, np.ndarray]:
-    """The scores of `evaluation.scores` and accuracy for each resample, NaN where undefined."""
-    w = w.astype(np.float64)
+def weighted_scores(w: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                    decided: np.ndarray) -> dict[str, np.ndarray]:
+    """Per row of the (B, N) weights `w` (as `weighted_auc`), the scores: `accuracy`,
+    `balanced_accuracy` (the mean recall over the classes present), `auc` (two classes: of
+    class 1; K: the macro mean of one-vs-rest AUCs over the classes present beside another)
+    and for two classes `sensitivity` and `specificity` (the recalls of classes 1 and 0), of
+    the `decided` classes; NaN where undefined. The one implementation of them: the bootstrap
+    scores its resamples with it and `evaluation.scores` the sample itself (unit weights)."""
+    w, probs = np.asarray(w, np.float64), np.asarray(probs, np.float64)
+    labels, decided = np.asarray(labels).astype(np.int64), np.asarray(decided)
     k = probs.shape[1]
     correct = (decided == labels).astype(np.float64)
     in_class = labels[None, :] == np.arange(k)[:, None]  # (K, N)
     count = w @ in_class.T  # (B, K)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = (w @ (in_class * correct).T) / count
-    out = {"accuracy": (w @ correct) / w.sum(axis=1),
-           "balanced_accuracy": _nanmean(np.where(count > 0, recall, np.nan).T)}
+        accuracy = (w @ correct) / w.sum(axis=1)
+    recall = np.where(count > 0, recall, np.nan)
+    out = {"accuracy": accuracy, "balanced_accuracy": _nanmean(recall.T)}
     if k == 2:
-        out["auc"] = _weighted_auc(w, labels == 1, probs[:, 1])
+        out["auc"] = weighted_auc(w, labels == 1, probs[:, 1])
         out["sensitivity"], out["specificity"] = recall[:, 1], recall[:, 0]
     else:  # macro mean of one-vs-rest over the classes present beside another
-        out["auc"] = _nanmean(np.stack([_weighted_auc(w, labels == c, probs[:, c])
+        out["auc"] = _nanmean(np.stack([weighted_auc(w, labels == c, probs[:, c])
                                         for c in range(k)]))
     return out
 
@@ -292,7 +353,7 @@ def bootstrap_intervals(labels: np.ndarray, probs: np.ndarray, threshold: float,
     chunks: list[dict[str, np.ndarray]] = []
     for done in range(0, n, _CHUNK):
         w = _multiplicities(rng, len(labels), groups, min(_CHUNK, n - done))
-        chunks.append(_resample_scores(w, labels, probs, decided))
+        chunks.append(weighted_scores(w, labels, probs, decided))
     names = ["auc", "balanced_accuracy", "accuracy"]
     if probs.shape[1] == 2:
         names += ["sensitivity", "specificity"]

@@ -43,59 +43,36 @@ def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(-np.mean(np.log(np.maximum(p, 1e-15))))
 
 
+def _scores(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, float | None]:
+    """`decision.weighted_scores` of the sample itself (unit weights: the bootstrap's scores are
+    the same code), None where undefined."""
+    labels = np.asarray(labels).astype(np.int64)
+    got = decision.weighted_scores(np.ones((1, len(labels))), labels, probs,
+                                   decision.predicted(probs, threshold))
+    return {name: None if math.isnan(v[0]) else float(v[0]) for name, v in got.items()}
+
+
 def accuracy(labels: np.ndarray, probs: np.ndarray, *, threshold: float = 0.5) -> float:
     """The share decided right: for two classes at `threshold` on p(class 1)
-    (`decision.predicted`), for more the most probable class."""
-    return float(np.mean(decision.predicted(probs, threshold) == labels))
-
-
-def recalls(labels: np.ndarray, probs: np.ndarray, n_classes: int, *,
-            threshold: float = 0.5) -> list[float | None]:
-    """Per class, the share of its images predicted as it (None: no image of it), the
-    decisions made at `threshold` as `accuracy`'s."""
-    predicted = decision.predicted(probs, threshold)
-    return [float(np.mean(predicted[labels == c] == c)) if np.any(labels == c) else None
-            for c in range(n_classes)]
-
-
-def balanced_accuracy(labels: np.ndarray, probs: np.ndarray, *,
-                      threshold: float = 0.5) -> float:
-    """The mean recall over the classes present, as scikit-learn's balanced_accuracy_score."""
-    return float(np.mean([r for r in recalls(labels, probs, probs.shape[1], threshold=threshold)
-                          if r is not None]))
-
-
-def auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
-    """ROC AUC: of class 1 for two classes; for K, the macro mean of one-vs-rest AUCs over the
-    classes present (scikit-learn's `multi_class="ovr"` where every class is present; it
-    refuses a set that lacks one). None where undefined (one class)."""
-    labels = labels.astype(np.int64)
-    k = probs.shape[1]
-    present = [c for c in range(k) if 0 < np.sum(labels == c) < len(labels)]
-    if not present:
-        return None
-    if k == 2:
-        present = [1]
-    return float(np.mean([_area(curves(labels == c, probs[:, c])[0]) for c in present]))
-
-
-def _area(roc: list[dict]) -> float:
-    """The trapezoidal area under ROC points, as scikit-learn's `auc` takes it."""
-    return float(np.trapezoid([p["tpr"] for p in roc], [p["fpr"] for p in roc]))
+    (`decision.predicted`), for more the most probable class. NaN for no rows."""
+    value = _scores(labels, probs, threshold)["accuracy"]
+    return math.nan if value is None else value
 
 
 def scores(labels: np.ndarray, probs: np.ndarray, prefix: str, *,
            threshold: float = 0.5) -> dict[str, float | None]:
-    """The clinical scores of a split, keys prefixed (`val_`, `test_`): AUC and balanced
-    accuracy; for two classes also sensitivity (recall of class 1) and specificity (recall of
-    class 0), the decisions made at `threshold`. Log loss and accuracy are the caller's (Keras'
-    for validation)."""
-    out = {f"{prefix}auc": auc(labels, probs),
-           f"{prefix}balanced_accuracy": balanced_accuracy(labels, probs, threshold=threshold)}
+    """The clinical scores of a split, keys prefixed (`val_`, `test_`), None where undefined:
+    AUC (two classes: ROC AUC of class 1; K: the macro mean of one-vs-rest AUCs over the
+    classes present, as scikit-learn's `multi_class="ovr"` where every class is present; None
+    with one class) and balanced accuracy (the mean recall over the classes present, as
+    scikit-learn's balanced_accuracy_score); for two classes also sensitivity (recall of class
+    1) and specificity (recall of class 0). Decisions made at `threshold`. Log loss and
+    accuracy are the caller's."""
+    got = _scores(labels, probs, threshold)
+    names = ["auc", "balanced_accuracy"]
     if probs.shape[1] == 2:
-        specificity, sensitivity = recalls(labels, probs, 2, threshold=threshold)
-        out |= {f"{prefix}sensitivity": sensitivity, f"{prefix}specificity": specificity}
-    return out
+        names += ["sensitivity", "specificity"]
+    return {f"{prefix}{name}": got[name] for name in names}
 
 
 def fmt(score: float | None) -> str:
@@ -105,10 +82,15 @@ def fmt(score: float | None) -> str:
 
 def write_predictions(path: str | Path, rows: Sequence[str], probs: np.ndarray,
                       classes: Sequence[str], true: Sequence[str] | None = None,
-                      extra: dict[str, Sequence[str]] | None = None) -> None:
+                      extra: dict[str, Sequence[str]] | None = None, *,
+                      exact: bool = False) -> None:
     """One row per image: `id` (its number or path), the probabilities — two classes: one
     column `label` = p(class 1), as Kaggle's submission; K: one per class, headed by the class
-    names — then `true_class` where known and the `extra` columns."""
+    names — then `true_class` where known and the `extra` columns. Probabilities with 6
+    decimals (`pred.csv`), or `exact`: each as the shortest text that reads back as the same
+    float64 (Python's repr; so the same float32 too), for reports/val/predictions.csv, which
+    the classify tool decides from again at a threshold that is one of these very values: 6
+    decimals could move a row at the threshold to the other class."""
     if len(rows) != len(probs):
         raise ValueError(f"{len(rows)} rows but {len(probs)} predictions")
     columns = probs[:, 1:] if len(classes) == 2 else probs
@@ -118,7 +100,8 @@ def write_predictions(path: str | Path, rows: Sequence[str], probs: np.ndarray,
         w = csv.writer(f, lineterminator="\n")
         w.writerow([*header, *tail])
         for i, (row_id, row) in enumerate(zip(rows, columns, strict=True)):
-            w.writerow([row_id, *(f"{p:.6f}" for p in row), *(v[i] for v in tail.values())])
+            w.writerow([row_id, *(repr(float(p)) if exact else f"{p:.6f}" for p in row),
+                        *(v[i] for v in tail.values())])
 
 
 def curves(truth: np.ndarray, score: np.ndarray) -> tuple[list[dict], list[dict]]:
@@ -145,13 +128,15 @@ def curves(truth: np.ndarray, score: np.ndarray) -> tuple[list[dict], list[dict]
 
 
 def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray | None,
-                probs: np.ndarray, threshold: float = 0.5) -> None:
+                probs: np.ndarray, threshold: float = 0.5, split: str | None = None) -> None:
     """The confusion matrix (class names on both axes) of the decisions at `threshold` and,
     from the probabilities, ROC and precision-recall curves: of class 1 against class 0 for two
     classes, micro-averaged over every class against the rest for more. In dvclive's files and
     formats (`plots/sklearn/*.json`), which DVC's templates draw. Beside them
     `plots/calibration.json`, the reliability diagram's rows (`decision.reliability`), which no
-    scikit-learn plot of dvclive's draws. `labels` None (an unlabelled test set): empty files."""
+    scikit-learn plot of dvclive's draws. `labels` None (an unlabelled test set): empty files.
+    `split` (`val`, `test`) titles the reliability diagram; by default the folder's name (a
+    stage that builds the folder under a temporary name gives it)."""
     confusion: list[dict] = []
     roc: list[dict] = []
     pr: list[dict] = []
@@ -165,6 +150,7 @@ def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray |
             roc, pr = curves(labels == 1, probs[:, 1])
         else:  # every (image, class) pair is one binary decision: micro-averaged one-vs-rest
             roc, pr = curves((labels[:, None] == np.arange(len(classes))).ravel(), probs.ravel())
+    split = split or Path(folder).name
     out = Path(folder) / "plots" / "sklearn"
     for name, data in (("confusion_matrix", confusion), ("roc", {"roc": roc}),
                        ("precision_recall", {"precision_recall": pr})):
@@ -174,7 +160,7 @@ def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray |
         tmp.write_text(json.dumps({"calibration": calibration}, indent=2) + "\n")
     if calibration:  # the same diagram as a PNG: `dvc plots show`'s page needs the internet
         reliability_figure(Path(folder) / "reliability.png", calibration,
-                           f"{SPLITS.get(Path(folder).name, Path(folder).name)}: "
+                           f"{SPLITS.get(split, split)}: "
                            f"reliability ({len(labels)} images, ECE "
                            f"{decision.ece(labels, probs):.3f})")
 

@@ -32,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stages import cli, decision, evaluation, h5io, previews, quiet, split
+from stages import cli, decision, evaluation, h5io, outputs, previews, quiet, split
 from stages.feature_files import MADE_WITH
 from stages.params import load_params
 
@@ -115,14 +115,33 @@ def trainer_for(model: Any, batch_size: int, dropout_in_pipeline: bool) -> Any:
 
 def checkpoint(model: Any, path: str) -> Any:
     """ModelCheckpoint(save_best_only on val_loss) that saves `model`, whichever model `fit`
-    trains (the trainer shares `model`'s weights and optimizer)."""
+    trains (the trainer shares `model`'s weights and optimizer). Its `saved` is what it saved
+    last, in memory: `model`'s weights and its optimizer's variables (`restore` puts them back,
+    so that a calibrated model is saved as the checkpoint was, optimizer state included)."""
     import keras
 
     class SaveModel(keras.callbacks.ModelCheckpoint):
+        saved: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+
         def set_model(self, _trainer: Any) -> None:
             super().set_model(model)
 
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            best = self.best
+            super().on_epoch_end(epoch, logs)
+            if self.best != best:  # a new best: it saved this epoch
+                self.saved = (model.get_weights(),
+                              [np.array(v) for v in model.optimizer.variables])
+
     return SaveModel(path, monitor="val_loss", mode="min", save_best_only=True, verbose=0)
+
+
+def restore(model: Any, saved: tuple[list[np.ndarray], list[np.ndarray]]) -> None:
+    """`model`'s weights and optimizer state as `checkpoint` saved them."""
+    weights, optimizer = saved
+    model.set_weights(weights)
+    for variable, value in zip(model.optimizer.variables, optimizer, strict=True):
+        variable.assign(value)
 
 
 def epoch_lines(epochs: int, n_batches: int) -> Any:
@@ -276,7 +295,8 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
                              params["dropout"] if dropout_in_pipeline else 0.0, weights)
     n_batches = math.ceil(len(train_idx) / params["batch_size"])
     with h5io.atomic_path(model_path) as tmp:
-        callbacks = [checkpoint(model, str(tmp)), keras.callbacks.TerminateOnNaN(),
+        saver = checkpoint(model, str(tmp))
+        callbacks = [saver, keras.callbacks.TerminateOnNaN(),
                      epoch_lines(params["epochs"], n_batches)]
         hist = trainer.fit(
             train_ds, validation_data=val_dataset(xt, yt, val_idx), epochs=params["epochs"],
@@ -284,13 +304,16 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
             shuffle=False,  # the dataset shuffles itself, every epoch
         ).history
         check_history(hist, params["learning_rate"])
-        best_model = keras.models.load_model(tmp, compile=False, safe_mode=True)
         temperature = 1.0
         if params.get("calibrate", "none") == "temperature":
-            temperature = calibrate(tmp, best_model, x[val_idx], y[val_idx], n_classes)
-            best_model = keras.models.load_model(tmp, compile=False, safe_mode=True)
+            restore(model, saver.saved)  # the checkpointed epoch, not the last one
+            temperature = calibrate(model, x[val_idx], y[val_idx])
+            if temperature != 1.0:
+                model.save(tmp)  # as the checkpoint was saved: Keras' HDF5, optimizer state in
+        best_model = keras.models.load_model(tmp, compile=False, safe_mode=True)  # as predict
         val_probs = evaluation.probabilities(
             best_model.predict(x[val_idx], batch_size=VAL_BATCH_SIZE, verbose=0))
+        val_loss = decision.logit_log_loss(logits_of(best_model, x[val_idx]), y[val_idx])
         threshold = (decision.resolve_threshold(params.get("threshold", 0.5), y[val_idx],
                                                 val_probs[:, 1]) if n_classes == 2 else 0.5)
         # predict (and anyone who loads the model) decides with these; the temperature is in
@@ -304,7 +327,9 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
     # Few keys: every one is a column in `dvc exp show`. The training loss and accuracy are
     # in reports/history.csv; a key `epochs` would clash with the param of that name there.
     metrics = {
-        "val_loss": float(hist["val_loss"][best]),
+        # the saved (calibrated) model's, as every other figure here; from its logits and
+        # unweighted, as Keras' validation loss (class_weight weighs the training loss only)
+        "val_loss": val_loss,
         # the checkpointed model's decisions at the threshold (Keras' history: at 0.5)
         "val_accuracy": evaluation.accuracy(val_y, val_probs, threshold=threshold),
         **evaluation.scores(val_y, val_probs, "val_", threshold=threshold),
@@ -314,6 +339,8 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
         **decision.bootstrap_intervals(val_y, val_probs, threshold, "val_", params["seed"],
                                        groups[val_idx] if grouped else None),
         "best_epoch": best + 1,
+        # Keras' val_loss of that epoch: before calibration (without, val_loss to rounding)
+        "best_epoch_val_loss": float(hist["val_loss"][best]),
         "n_train": len(train_idx),
         "n_val": len(val_idx),
         "n_groups_train": len(np.unique(groups[train_idx])),
@@ -322,25 +349,30 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
     return Trained(metrics, hist, val_idx, val_probs)
 
 
-def calibrate(path: Path, model: Any, x_val: np.ndarray, y_val: np.ndarray, n_classes: int
-              ) -> float:
-    """Fit one temperature on the validation logits (minimum log loss) and divide the saved
-    Dense layer's kernel and bias by it, in the file at `path`: the model itself then gives
-    calibrated probabilities, to predict, the classify tool and any Keras user alike, with no
-    custom layer. Returns the temperature (1.0, the file untouched, where none fits)."""
+def logits_of(model: Any, x: np.ndarray) -> np.ndarray:
+    """The head's pre-activations, float64: its Dense layer on `x` (Dropout passes `x` through
+    outside training). (N,) for a sigmoid head, (N, K) for a softmax one."""
     kernel, bias = model.get_layer("dense").get_weights()
-    logits = x_val.astype(np.float64) @ kernel.astype(np.float64) + bias
-    t = decision.fit_temperature(logits[:, 0] if n_classes == 2 else logits, y_val)
+    logits = x.astype(np.float64) @ kernel.astype(np.float64) + bias
+    return logits[:, 0] if logits.shape[1] == 1 else logits
+
+
+def calibrate(model: Any, x_val: np.ndarray, y_val: np.ndarray) -> float:
+    """Fit one temperature on the validation logits (minimum log loss) and divide `model`'s
+    Dense kernel and bias by it (`set_weights`): the model itself then gives calibrated
+    probabilities, to predict, the classify tool and any Keras user alike, with no custom
+    layer, once the caller saves it. Returns the temperature (1.0, the model untouched, where
+    none fits; the stage says why)."""
+    layer = model.get_layer("dense")
+    kernel, bias = layer.get_weights()
+    logits = logits_of(model, x_val)
+    t = decision.fit_temperature(logits, y_val)
     if t is None:
-        cli.say("train_head", "calibrate: no temperature fits the validation split (the head "
-                "makes no mistake there, so its log loss falls the sharper the probabilities "
-                "get, without end): temperature left at 1. A larger val_split, with mistakes "
-                "to learn from, gives one")
+        cli.say("train_head", "calibrate: no temperature fits the validation split, so it is "
+                "left at 1: " + decision.why_no_temperature(logits, y_val))
         return 1.0
-    with h5py.File(path, "a") as f:
-        layer = f["model_weights/dense/dense"]
-        for name in ("kernel", "bias"):
-            layer[name][...] = (layer[name][...] / t).astype(layer[name].dtype)
+    if t != 1.0:
+        layer.set_weights([(kernel / t).astype(kernel.dtype), (bias / t).astype(bias.dtype)])
     return t
 
 
@@ -387,13 +419,16 @@ def main(argv: list[str] | None = None) -> None:
         plot_history(result.history, args.figure)
         val_labels = y[val_idx]
         threshold = metrics["threshold"]
-        evaluation.write_plots(args.eval_dir, classes, val_labels, val_probs, threshold=threshold)
         decided = decision.predicted(val_probs, threshold)
-        evaluation.write_predictions(
-            Path(args.eval_dir) / "predictions.csv", list(names[val_idx]), val_probs, classes,
-            [classes[int(c)] for c in val_labels],
-            {"predicted_class": [classes[int(c)] for c in decided],
-             **({"group": list(groups[val_idx])} if grouped else {})})
+        # whole: DVC keeps (`persist`) the folder of the last run, whose files must all go
+        with outputs.atomic_dir(args.eval_dir) as eval_dir:
+            evaluation.write_plots(eval_dir, classes, val_labels, val_probs,
+                                   threshold=threshold, split="val")
+            evaluation.write_predictions(
+                eval_dir / "predictions.csv", list(names[val_idx]), val_probs, classes,
+                [classes[int(c)] for c in val_labels],
+                {"predicted_class": [classes[int(c)] for c in decided],
+                 **({"group": list(groups[val_idx])} if grouped else {})}, exact=True)
         wrong = evaluation.worst_mistakes(val_labels, val_probs, threshold=threshold)
         with h5py.File(args.features, "r") as f:
             pictures = previews.read(f, val_idx[wrong])

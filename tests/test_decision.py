@@ -206,15 +206,36 @@ def predictions(n: int, seed: int = 0, k: int = 2) -> tuple[np.ndarray, np.ndarr
     return labels, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize(("k", "threshold"), [(2, 0.5), (2, 0.3), (3, 0.5)])
-def test_unit_weights_give_the_point_estimates(k: int, threshold: float) -> None:
-    labels, probs = predictions(300, k=k)
+@pytest.mark.parametrize(("k", "threshold"), [(2, 0.5), (2, 0.3), (3, 0.5), (5, 0.5)])
+@pytest.mark.parametrize("seed", range(3))
+def test_the_bootstraps_point_estimate_is_evaluations_score(k: int, threshold: float,
+                                                           seed: int) -> None:
+    """Issue 31, point 19: one implementation of the scores. The bootstrap's scores with unit
+    weights (the sample itself) are `evaluation`'s, to the last bit, ties included (they were
+    two: the trapezoid and the Mann–Whitney AUC differed by 1e-16)."""
+    labels, probs = predictions(301, seed=seed, k=k)
     probs = np.round(probs, 2)  # ties in the scores
-    got = decision._resample_scores(np.ones((1, 300)), labels, probs,
-                                    decision.predicted(probs, threshold))
+    got = decision.weighted_scores(np.ones((1, 301)), labels, probs,
+                                   decision.predicted(probs, threshold))
     expected = evaluation.scores(labels, probs, "", threshold=threshold)
     expected["accuracy"] = evaluation.accuracy(labels, probs, threshold=threshold)
-    assert {name: float(v[0]) for name, v in got.items()} == pytest.approx(expected, abs=1e-12)
+    assert {name: float(v[0]) for name, v in got.items()} == expected
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_a_resamples_scores_are_those_of_its_rows(k: int) -> None:
+    """A resample's weights (how often each row is drawn) score as the drawn rows themselves."""
+    labels, probs = predictions(120, seed=4, k=k)
+    probs = np.round(probs, 1)  # many ties
+    counts = decision._multiplicities(np.random.default_rng(0), 120, None, 3)
+    decided = decision.predicted(probs, 0.4)
+    got = decision.weighted_scores(counts, labels, probs, decided)
+    for r, w in enumerate(counts):
+        rows = np.repeat(np.arange(120), w)
+        expected = evaluation.scores(labels[rows], probs[rows], "", threshold=0.4)
+        expected["accuracy"] = evaluation.accuracy(labels[rows], probs[rows], threshold=0.4)
+        assert {name: float(v[r]) for name, v in got.items()} == pytest.approx(expected,
+                                                                                abs=1e-12)
 
 
 def test_the_interval_covers_the_estimate_and_narrows_as_the_sample_grows() -> None:
@@ -281,3 +302,40 @@ def test_no_temperature_fits_a_split_without_mistakes() -> None:
     assert decision.fit_temperature(z, labels) is None
     labels[0] = 0  # one mistake: a temperature exists again
     assert decision.fit_temperature(z, labels) is not None
+
+
+def test_why_no_temperature_fits_tells_its_two_causes_apart() -> None:
+    """Issue 31, point 13: no mistakes (the log loss falls without end as T shrinks: a larger
+    val_split helps) is not the case of a head that makes mistakes but whose logits are nearly
+    constant (the fit runs to T_RANGE's other end: a larger val_split does not help)."""
+    z = np.r_[np.linspace(1, 8, 50), -np.linspace(1, 8, 50)]
+    labels = np.r_[np.ones(50), np.zeros(50)].astype(int)
+    assert decision.fit_temperature(z, labels) is None
+    why = decision.why_no_temperature(z, labels)
+    assert "makes no mistake" in why and "A larger val_split" in why
+
+    # 18 validation images, 9 of them wrong: logits within 0.001 of each other
+    z = 0.2 + np.linspace(0, 1e-3, 18)
+    labels = np.arange(18) % 2
+    assert decision.logit_mistakes(z, labels) == 9
+    assert decision.fit_temperature(z, labels) is None
+    why = decision.why_no_temperature(z, labels)
+    assert "9 of 18 mistakes" in why and "T = 20" in why and "barely tell the classes apart" in why
+    assert "no mistake" not in why and "a larger val_split will not help" in why
+    # softmax logits alike
+    three = np.stack([z, z + 1e-4, z - 1e-4], axis=1)
+    assert "mistakes there" in decision.why_no_temperature(three, np.arange(18) % 3)
+
+
+def test_the_log_loss_of_logits_is_exact_where_a_probability_rounds_to_certainty() -> None:
+    """`val_loss` is the saved head's cross-entropy from its logits, as Keras computes its own:
+    a confident mistake (z = 30 on a class-0 image) costs its 30, where the float32
+    probability, exactly 1.0, can only be clamped (34.5)."""
+    z, labels = np.array([30.0, -2.0, 1.0]), np.array([0, 0, 1])
+    expected = np.mean([30 + np.log1p(np.exp(-30)), np.log1p(np.exp(-2)), np.log1p(np.exp(-1))])
+    assert decision.logit_log_loss(z, labels) == pytest.approx(expected, rel=1e-12)
+    assert decision.logit_log_loss(z[:, None], labels) == decision.logit_log_loss(z, labels)
+    p1 = (1 / (1 + np.exp(-z))).astype(np.float32)
+    assert evaluation.log_loss(labels, evaluation.probabilities(p1[:, None])) > expected + 1
+    softmax = np.stack([np.zeros(3), z], axis=1)  # the same head, as two softmax logits
+    assert decision.logit_log_loss(softmax, labels) == pytest.approx(expected, rel=1e-12)

@@ -178,6 +178,45 @@ def test_predictions_file_has_a_row_per_image(tmp_path: Path) -> None:
         "PNEUMONIA/b.jpeg,0.875000,NORMAL,p2"]
 
 
+def test_exact_predictions_decide_as_the_model_at_its_threshold(tmp_path: Path) -> None:
+    """Issue 31, point 4: a chosen threshold is one validation score, and the classify tool
+    decides from reports/val/predictions.csv again; 6 decimals moved the rows at and near the
+    threshold (float32 scores 1e-7 apart) to the other class."""
+    from stages import decision
+
+    p1 = np.float32(0.731059) + np.arange(-3, 4, dtype=np.float32) * np.float32(6e-8)
+    assert len(set(np.round(p1.astype(np.float64), 6))) == 1  # one value at 6 decimals
+    probs = evaluation.probabilities(p1[:, None])  # as train_head gets them: float64
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    threshold = decision.resolve_threshold("youden", labels, probs[:, 1])
+    assert threshold == probs[3, 1]  # exactly one of the scores
+    decided = decision.predicted(probs, threshold)
+    assert decided.tolist() == labels.tolist()
+    for exact in (True, False):
+        path = tmp_path / f"{exact}.csv"
+        evaluation.write_predictions(path, [f"{i}.jpg" for i in range(7)], probs,
+                                     ["cat", "dog"], ["cat"] * 7, exact=exact)
+        text = [r.split(",")[1] for r in path.read_text().splitlines()[1:]]
+        for dtype in (np.float64, np.float32):  # as the classify tool reads it, and as stored
+            back = np.array([float(v) for v in text], dtype)
+            again = decision.predicted(evaluation.probabilities(back[:, None]), threshold)
+            assert (again.tolist() == decided.tolist()) is exact, (exact, dtype, text)
+    assert path.read_text().splitlines()[1] == "0.jpg,0.731059,cat"  # pred.csv's 6 decimals
+
+
+def test_the_reliability_diagram_is_titled_by_the_split_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage that builds its folder under a temporary name (`outputs.atomic_dir`) names the
+    split; the title came from the folder's name."""
+    titles: list[str] = []
+    monkeypatch.setattr(evaluation, "reliability_figure", lambda _p, _r, title: titles.append(
+        title))
+    labels, probs = np.array([0, 1, 1]), evaluation.probabilities(np.array([[.2], [.7], [.4]]))
+    evaluation.write_plots(tmp_path / ".val.tmp123", ["cat", "dog"], labels, probs, split="val")
+    evaluation.write_plots(tmp_path / "test", ["cat", "dog"], labels, probs)
+    assert [t.split(":")[0] for t in titles] == ["Validation", "Test"]
+
+
 def test_no_caption_sits_on_the_picture_above_it() -> None:
     """Long names wrap to two lines; every caption stays clear of the row above it."""
     import matplotlib.pyplot as plt

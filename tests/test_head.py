@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 
-from stages import h5io
+from stages import decision, evaluation, h5io, previews
 from stages import train_head as th
 from stages.params import DEFAULTS
 from stages.split import stratified_split
@@ -88,7 +91,8 @@ def test_saved_head_is_dropout_dense_and_reproducible(tmp_path: Path) -> None:
     # the contract's keys, and no more: each is a column of `dvc exp show`
     scores = ("val_auc", "val_balanced_accuracy", "val_sensitivity", "val_specificity",
               "val_accuracy")
-    assert set(metrics) == {"val_loss", "best_epoch", "n_train", "n_val", "n_groups_train",
+    assert set(metrics) == {"val_loss", "best_epoch", "best_epoch_val_loss", "n_train",
+                            "n_val", "n_groups_train",
                             "n_groups_val", "threshold", "temperature", "val_ece", *scores,
                             *(f"{s}_{end}" for s in scores for end in ("low", "high"))}
     model = keras.models.load_model(tmp_path / "m0.h5", safe_mode=True)
@@ -238,3 +242,149 @@ def test_a_threshold_with_more_than_two_classes_stops_in_one_line(
                                          r"but with 3 classes .* Set threshold: 0\.5"):
         th.main(["--features", "fused.h5"])
     assert not (tmp_path / "models").exists()
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, th.Trained]]:
+    """The overfitting problem, 5:3 imbalanced and trained with class weights, without and
+    with `calibrate: temperature` (same seed: the same training, the same checkpoint)."""
+    folder = tmp_path_factory.mktemp("calibrated")
+    x, y = problem()
+    y[:120] = 1
+    params = {**DEFAULTS, "epochs": 12, "dropout": 0.0, "learning_rate": 0.03,
+              "batch_size": 512, "class_weight": "balanced"}
+    runs = {}
+    for mode in ("none", "temperature"):
+        path = folder / f"{mode}.h5"
+        runs[mode] = path, th.train(x, y, {**params, "calibrate": mode}, str(path))
+    return runs
+
+
+def test_val_loss_is_the_saved_models_and_the_checkpoints_is_beside_it(
+        calibrated: dict[str, tuple[Path, th.Trained]]) -> None:
+    """Issue 31, point 3: `val_loss` was Keras' of the checkpointed epoch, before calibration,
+    while the saved model and every other validation figure are calibrated. Now it is the
+    saved model's validation log loss, and Keras' is `best_epoch_val_loss`; without
+    calibration the two agree (Keras' validation loss is unweighted, class_weight or not)."""
+    x, y = problem()
+    y[:120] = 1
+    params = {**DEFAULTS, "val_split": 0.2, "seed": DEFAULTS["seed"]}
+    for path, result in calibrated.values():
+        m = result.metrics
+        assert m["best_epoch_val_loss"] == result.history["val_loss"][m["best_epoch"] - 1]
+        assert m["val_loss"] == pytest.approx(val_loss_of(path, x, y, params), rel=1e-5)
+        assert m["val_loss"] == pytest.approx(
+            evaluation.log_loss(y[result.val_idx], result.val_probs), rel=1e-6)
+    plain, scaled = calibrated["none"][1].metrics, calibrated["temperature"][1].metrics
+    assert plain["best_epoch_val_loss"] == scaled["best_epoch_val_loss"]  # the same epoch
+    assert plain["val_loss"] == pytest.approx(plain["best_epoch_val_loss"], rel=1e-6)
+    assert scaled["temperature"] > 1.5  # an overfitted head: overconfident
+    assert scaled["val_loss"] < scaled["best_epoch_val_loss"] - 0.02
+
+
+def datasets(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    with h5py.File(path) as f:
+        out: dict[str, np.ndarray] = {}
+        f.visititems(lambda n, o: out.update({n: o[()]}) if isinstance(o, h5py.Dataset)
+                     else None)
+        return out, {k: str(v) for k, v in f.attrs.items()}
+
+
+def test_calibration_divides_the_checkpoint_and_keeps_the_rest(
+        calibrated: dict[str, tuple[Path, th.Trained]], tmp_path: Path) -> None:
+    """Issue 31, point 20: the temperature goes in through Keras (`set_weights`, `save`), not
+    into a Keras-internal HDF5 path. The file is the checkpoint's (an epoch before the last),
+    optimizer state and all, but for the Dense weights divided by T; same seed, same bytes."""
+    import keras
+
+    (plain_path, _), (path, scaled) = calibrated["none"], calibrated["temperature"]
+    assert scaled.metrics["best_epoch"] < len(scaled.history["loss"])  # not the last epoch
+    t = scaled.metrics["temperature"]
+    (a, a_attrs), (b, b_attrs) = datasets(plain_path), datasets(path)
+    assert sorted(a) == sorted(b) and any(k.startswith("optimizer_weights/") for k in a)
+    for key in a:
+        if key.startswith("model_weights/dense/"):
+            np.testing.assert_array_equal(b[key], (a[key] / t).astype(a[key].dtype))
+        else:
+            np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+    assert {k: v for k, v in a_attrs.items() if v != b_attrs[k]} == {"temperature": "1.0"}
+    model = keras.models.load_model(path, compile=False, safe_mode=True)
+    x, y = problem()
+    kernel, bias = keras.models.load_model(plain_path, compile=False).get_layer(
+        "dense").get_weights()
+    logits = x[scaled.val_idx].astype(np.float64) @ kernel + bias
+    np.testing.assert_allclose(model.predict(x[scaled.val_idx], verbose=0)[:, 0],
+                               1 / (1 + np.exp(-logits[:, 0] / t)), rtol=1e-5)
+    y[:120] = 1
+    again = tmp_path / "again.h5"
+    th.train(x, y, {**DEFAULTS, "epochs": 12, "dropout": 0.0, "learning_rate": 0.03,
+                    "batch_size": 512, "class_weight": "balanced", "calibrate": "temperature"},
+             str(again))
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_calibrate_says_which_of_its_two_causes_left_no_temperature(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 31, point 13: "the head makes no mistake there" was said of a head making 9 of
+    18 validation mistakes with nearly constant logits, for which a larger val_split is no
+    cure."""
+    model = th.build_head(4, 0.5, 0.001)
+    x = np.random.default_rng(0).random((18, 4)).astype(np.float32)
+    y = np.arange(18) % 2
+    model.get_layer("dense").set_weights([np.full((4, 1), 1e-4, np.float32),
+                                          np.array([0.3], np.float32)])
+    assert th.calibrate(model, x, y) == 1.0
+    said = capsys.readouterr().err
+    assert "9 of 18 mistakes" in said and "a larger val_split will not help" in said, said
+    assert "no mistake" not in said and said.count("\n") == 1
+    np.testing.assert_array_equal(model.get_layer("dense").get_weights()[1],
+                                  np.float32([0.3]))  # untouched
+
+    model.get_layer("dense").set_weights([np.zeros((4, 1), np.float32),
+                                          np.array([0.3], np.float32)])
+    assert th.calibrate(model, x, np.ones(18, int)) == 1.0  # all class 1, all right
+    said = capsys.readouterr().err
+    assert "makes no mistake there" in said and "A larger val_split" in said, said
+
+
+def tiny_features(path: Path, n: int = 40, dim: int = 16) -> None:
+    """A training fused.h5 of `n` rows, two classes a learnable shift apart, with previews."""
+    rng = np.random.default_rng(0)
+    labels = (np.arange(n) % 2).astype(np.uint8)
+    x = (rng.random((n, dim)) + 0.5 * labels[:, None]).astype(np.float32)
+    with h5io.create_h5(path) as f:
+        h5io.write_array(f, "features", x)
+        previews.write(f, rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8))
+        h5io.write_row_info(f, {"names": np.array([f"{i}.jpg" for i in range(n)], object),
+                                "labels": labels}, ["cat", "dog"])
+
+
+def test_the_stage_replaces_its_validation_folder_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """DVC keeps (`persist`) the last run's reports/val: no file of it may stay beside the new
+    ones. predictions.csv decides at the threshold as the model did (the threshold is one of
+    its values), and the summary line prints the saved model's val_loss."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("epochs: 3\nthreshold: youden\n")
+    tiny_features(tmp_path / "fused.h5")
+    stale = tmp_path / "reports/val/plots/sklearn/stale.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    (tmp_path / "reports/val/old.png").write_text("an earlier run's")
+    th.main(["--features", "fused.h5"])
+    assert not stale.exists() and not (tmp_path / "reports/val/old.png").exists()
+    assert sorted(str(p.relative_to(tmp_path / "reports/val"))
+                  for p in (tmp_path / "reports/val").rglob("*") if p.is_file()) == [
+        "plots/calibration.json", "plots/sklearn/confusion_matrix.json",
+        "plots/sklearn/precision_recall.json", "plots/sklearn/roc.json", "predictions.csv",
+        "reliability.png"]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [
+        "history.csv", "history.png", "val", "val_mistakes.png"]  # no temporary folder left
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "reports/val/predictions.csv").open()))
+    p1 = np.array([float(r["label"]) for r in rows])
+    assert metrics["threshold"] in p1  # youden: one of the validation scores
+    again = decision.predicted(evaluation.probabilities(p1[:, None]), metrics["threshold"])
+    assert [["cat", "dog"][c] for c in again] == [r["predicted_class"] for r in rows]
+    assert f"val_loss {metrics['val_loss']:.4f}," in capsys.readouterr().out
