@@ -28,6 +28,7 @@ curves come from the unclipped ones, as the validation side's do.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         # Everything is computed: now written. The eval folder is replaced whole (DVC keeps a
         # `persist` output), so no file of an earlier run stays in it (stages/outputs.py).
         with outputs.atomic_dir(args.eval_dir) as eval_dir:
-            evaluation.write_plots(eval_dir, classes, test.labels, raw, threshold=threshold)
+            evaluation.write_plots(eval_dir, classes, test.labels, raw, threshold=threshold,
+                                   split=Path(args.eval_dir).name)
             h5io.write_json(eval_dir / "summary.json", stats)
             write_submission(args.out, test, probs, classes, decision.predicted(raw, threshold))
             h5io.write_json(args.report, {k: v for k, v in stats.items() if is_metric(k)})
