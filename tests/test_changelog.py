@@ -17,10 +17,11 @@ CHANGELOG = REPO / "CHANGELOG.md"
 
 
 def commit_lines(text: str) -> list[str]:
-    """Every `dvc commit` line of the changelog's shell blocks (a trailing comment dropped)."""
+    """Every line of the changelog's shell blocks that runs `dvc commit` (a trailing comment
+    dropped)."""
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
     return [line.split(" #")[0].strip() for block in blocks for line in block.splitlines()
-            if line.startswith("dvc commit")]
+            if "dvc commit" in line]
 
 
 def test_every_entry_says_what_to_recompute() -> None:
@@ -31,8 +32,9 @@ def test_every_entry_says_what_to_recompute() -> None:
 
 
 def named_stages(line: str) -> list[str]:
-    """The stages a `dvc commit` line names, a group (`resize`) as its members."""
-    targets = [a for a in shlex.split(line)[2:] if not a.startswith("-")]
+    """The stages the line's `dvc commit` names, a group (`resize`) as its members."""
+    words = shlex.split(line.split("dvc commit", 1)[1].split("&&")[0])
+    targets = [a for a in words if not a.startswith("-")]
     every = stages_of()
     return [s for t in targets for s in every if s == t or s.split("@")[0] == t]
 
