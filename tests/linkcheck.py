@@ -30,8 +30,9 @@ def assert_cache_intact(root: Path, before: dict[Path, str]) -> None:
 def cached_outputs(root: Path) -> list[Path]:
     """The files DVC caches (and so links): every `outs` entry without `cache: false`, with a
     directory output (reports/val/, reports/test/) standing for the files inside it."""
-    outs = [root / o for s in stages_of(root).values() for o in s.get("outs", [])
-            if isinstance(o, str)]
+    outs = [root / path for s in stages_of(root).values() for o in s.get("outs", [])
+            for path, opts in ({o: {}} if isinstance(o, str) else o).items()
+            if (opts or {}).get("cache", True)]
     return [f for o in outs for f in (sorted(p for p in o.rglob("*") if p.is_file())
                                       if o.is_dir() else [o])]
 
