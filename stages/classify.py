@@ -267,9 +267,10 @@ def main(argv: list[str] | None = None) -> None:
                   f"right answers), with their maps → {args.mistakes_out}")
         if args.export:
             clf.export(args.export)
+            at = f" at threshold {clf.threshold:.6g}" if len(clf.classes) == 2 else ""
             print(f"{STAGE}: SavedModel → {args.export} (uint8 RGB (n, {clf.width}, "
                   f"{clf.width}, 3) in; probabilities of {', '.join(clf.classes)}, the "
-                  f"predicted class at threshold {clf.threshold:.6g} and its name out)")
+                  f"predicted class{at} and its name out)")
         skipped: list[tuple[str, str]] = []
         if found:
             rows, skipped = classify(clf, found, args.cam, args.workers)
