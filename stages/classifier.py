@@ -17,8 +17,8 @@ The networks are built once per Classifier; images go through in batches of one 
 
 from __future__ import annotations
 
+import json
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from stages import decision, h5io, model_record
+from stages import decision, destinations, h5io, model_record, outputs
 from stages.backbones import BACKBONES, WeightsError, build, preprocessing, weight_path
 from stages.cli import UserError
 from stages.feature_files import weights_from
@@ -34,6 +34,15 @@ from stages.model_record import ModelRecord
 from stages.params import WEIGHTS_DIR
 
 MAX_BATCH = 16  # images per forward pass: memory stays bounded, a CPU is no faster with more
+EXPORT_JSON = "classifier.json"  # in an export's assets/: classes, threshold, width, pixels
+# The pixels an export takes, as `resize` makes them (stages/decode.py, stages/area.py).
+PIXELS = ("decoded as OpenCV decodes them (cv2.imdecode, IMREAD_COLOR_RGB: EXIF orientation "
+          "applied, alpha dropped, gray made RGB; JPEG with libjpeg's accurate integer DCT: "
+          "tf.io.decode_jpeg(data, channels=3, dct_method='INTEGER_ACCURATE') gives the same "
+          "pixels, its default fast DCT does not; DICOM by pydicom, shown by its window), "
+          "more than 8 bits a sample mapped to 8 by the image's own range of values, then "
+          "squashed to {width} x {width} (the aspect ratio is not kept) with "
+          "cv2.resize(image, ({width}, {width}), interpolation=cv2.INTER_AREA)")
 
 
 def check_weight_file(model_path: str, network: str, file: Path | None, made: str) -> None:
@@ -246,39 +255,73 @@ class Classifier:
                 f"{', '.join(bad)} in `fuse` for maps")
 
     def export(self, folder: str | Path) -> None:
-        """A TensorFlow SavedModel at `folder`: uint8 RGB (n, width, width, 3) → (n, K)
-        probabilities, the networks' preprocessing, the networks, the pooling, the fusion and
-        the head inside; `tf.saved_model.load(folder).serve(images)` runs it without this
-        repository, and TensorFlow Serving through its `serving_default` signature.
+        """A TensorFlow SavedModel at `folder` that decides as this classifier does.
+
+        Its `serving_default` signature (also `loaded.serve(images)`) takes uint8 RGB
+        (n, width, width, 3), resized as `resize` does (docs/stages.md, "The exported
+        SavedModel"), and returns `probabilities` float32 (n, K), `predicted` int64 (the class
+        index: two classes, 1 where p(class 1) >= the model's threshold, compared in float64
+        as `decision.predicted` does; K classes, the most probable) and `predicted_class` (its
+        name). The networks' input scaling, the networks, the pooling, the fusion and the head
+        are inside; `assets/classifier.json` (EXPORT_JSON) keeps the classes, threshold, width
+        and what the pixels must be, for whoever serves it.
 
         Saved with TensorFlow's own `tf.saved_model.save`, tracking the variables the function
         reads: Keras' `model.export` writes every weight twice (keras-team/keras#23553), 2× the
-        file and the memory of every server that loads it."""
-        import shutil
+        file and the memory of every server that loads it. Written beside `folder` and swapped
+        in (stages/outputs.py): an earlier export is replaced, a folder of anything else
+        refused (stages/destinations.py), and a failed swap puts the earlier export back."""
+        import tempfile
 
         import tensorflow as tf
 
+        destinations.check_export_folder(folder)
         model = self.probs_model
         spec = tf.TensorSpec((None, self.width, self.width, 3), tf.uint8, name="images")
+        classes = tf.constant(self.classes)
+        threshold = tf.constant(float(self.threshold), tf.float64)
+        two = len(self.classes) == 2
 
         @tf.function(input_signature=[spec])
-        def serve(images: tf.Tensor) -> tf.Tensor:
-            return model(images, training=False)
+        def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+            probs = model(images, training=False)
+            if two:  # float32 p against the float64 threshold, as NumPy compares them
+                predicted = tf.cast(tf.cast(probs[:, 1], tf.float64) >= threshold, tf.int64)
+            else:
+                predicted = tf.argmax(probs, axis=1, output_type=tf.int64)
+            return {"probabilities": probs, "predicted": predicted,
+                    "predicted_class": tf.gather(classes, predicted)}
 
         module = tf.Module()
         module.variables_read = [v.value for v in model.variables]  # the tf.Variables themselves
         module.serve = serve
-        folder = Path(folder).resolve()
-        if folder.exists() and not (folder / "saved_model.pb").is_file():
-            # Replace an earlier export, never a folder of something else (`--export reports`).
-            raise ModelError(f"{folder}: exists and is no SavedModel; give a new folder")
-        tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-        try:
+        with tempfile.TemporaryDirectory() as meta, outputs.atomic_dir(folder) as tmp:
+            json_path = Path(meta) / EXPORT_JSON
+            json_path.write_text(json.dumps(self.export_metadata(), indent=2) + "\n")
+            module.metadata = tf.saved_model.Asset(str(json_path))  # copied into assets/
             tf.saved_model.save(module, str(tmp), signatures={"serving_default": serve})
-            old = folder.with_name(f".{folder.name}.old{os.getpid()}")
-            if folder.exists():
-                folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    def export_metadata(self) -> dict[str, Any]:
+        """What `assets/classifier.json` of an export keeps: how to feed it and how it decides."""
+        r = self.record
+        return {
+            "model": Path(r.path).name,
+            "classes": self.classes,
+            "threshold": float(self.threshold),
+            "decision": ("predicted = 1 where probabilities[:, 1] >= threshold, else 0"
+                         if len(self.classes) == 2 else
+                         "predicted = the most probable class (threshold unused)"),
+            "width": self.width,
+            "input": {
+                "dtype": "uint8", "shape": [None, self.width, self.width, 3], "channels": "RGB",
+                "pixels": PIXELS.format(width=self.width)},
+            "outputs": {"probabilities": "float32 (n, K), columns in the order of classes",
+                        "predicted": "int64 (n,), the class index",
+                        "predicted_class": "string (n,), its name"},
+            "networks": self.networks,
+            "network_input_scaling": r.preprocess or ["network"] * len(self.networks),
+            "weights": r.weights,
+            "weights_md5": r.weights_md5,
+            "features_precision": r.precision,
+            "temperature": r.temperature,
+        }

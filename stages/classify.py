@@ -6,15 +6,19 @@ files, folders or `.zip`s with `models/model_2.h5`, in one process, outside DVC.
     python -m stages.classify --mistakes 12                # reports/val_mistakes_cam.png
     python -m stages.classify --export exported/classifier # a TensorFlow SavedModel
 
+(reports/cam/, reports/val_mistakes_cam.png and exported/ are ignored by git.)
+
 Images are decoded and resized by `resize`'s own code at the width the model records, and go
 through the networks and the head as the pipeline runs them (stages/classifier.py), so the
 probabilities are those `predict` writes for the same images, before `clip`; `predicted_class`
 follows the model's threshold. `--cam DIR` writes each image with its class activation map over
-it, and `DIR/cam.h5` (stages/cam.py, docs/cam.md). Nothing here runs in `dvc repro`.
+it, and `DIR/cam.h5` (stages/cam.py, docs/cam.md), replacing an earlier `--cam` output there;
+`--export DIR` a SavedModel that decides as the model does (Classifier.export). Every output is
+checked before TensorFlow starts (stages/destinations.py). Nothing here runs in `dvc repro`.
 
-In Python, the same code:
+In Python, the same code (stages/classifier.py; `stages.classify` re-exports `Classifier`):
 
-    from stages.classify import Classifier
+    from stages.classifier import Classifier
     clf = Classifier.load("models/model_2.h5")
     probs = clf.predict(["a.jpg", "b.png"])        # float32 (n, K), columns clf.classes
     probs, maps = clf.cam(["a.jpg"])               # maps float32 (n, width, width)
@@ -34,14 +38,27 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from stages import cam, cli, devices, evaluation, h5io, inputs, limits, model_record, quiet
+from stages import (
+    cam,
+    cli,
+    destinations,
+    devices,
+    evaluation,
+    h5io,
+    inputs,
+    limits,
+    model_record,
+    outputs,
+    quiet,
+    val_predictions,
+)
 from stages.classifier import Classifier, ModelError, batch_size
 from stages.inputs import Entry
 
-__all__ = ["Classifier", "main"]
+__all__ = ["Classifier", "main"]  # Classifier: design.md's `from stages.classify import`
 
 STAGE = "classify"
-MISTAKES_PNG = "reports/val_mistakes_cam.png"
+MISTAKES_OUT = "reports/val_mistakes_cam.png"  # --mistakes-out's default: ignored by git
 COLOURS = "red: raised the predicted class's score, blue: lowered it"
 
 
@@ -49,7 +66,17 @@ def classify(clf: Classifier, found: list[Entry], cam_dir: Path | None = None,
              workers: int | None = None) -> tuple[list[tuple[str, np.ndarray, int]],
                                                   list[tuple[str, str]]]:
     """Score `found` in batches as they are decoded: ([(path, probabilities, predicted
-    class)], [(path, why it was skipped)]); with `cam_dir`, a PNG per image and cam.h5 there."""
+    class)], [(path, why it was skipped)]); with `cam_dir`, a PNG per image and cam.h5 there,
+    in place of an earlier `--cam` output (written beside it, swapped in at the end)."""
+    if cam_dir is None:
+        return _classify(clf, found, None, workers)
+    destinations.check_cam_folder(cam_dir)
+    with outputs.atomic_dir(cam_dir) as tmp:
+        return _classify(clf, found, tmp, workers)
+
+
+def _classify(clf: Classifier, found: list[Entry], cam_dir: Path | None, workers: int | None
+              ) -> tuple[list[tuple[str, np.ndarray, int]], list[tuple[str, str]]]:
     rows: list[tuple[str, np.ndarray, int]] = []
     skipped: list[tuple[str, str]] = []
     size = batch_size(len(found))
@@ -73,7 +100,7 @@ def classify(clf: Classifier, found: list[Entry], cam_dir: Path | None = None,
         batch.clear()
 
     batch: list[tuple[Entry, np.ndarray]] = []
-    with (cam.cam_file(cam_dir / "cam.h5", clf.width, clf.classes) if cam_dir
+    with (cam.cam_file(cam_dir / destinations.CAM_H5, clf.width, clf.classes) if cam_dir
           else contextlib.nullcontext()) as writer:
         for entry, result in inputs.decoded(found, clf.width, workers):
             if isinstance(result, Exception):
@@ -125,37 +152,29 @@ def table(classes: list[str], rows: list[tuple[str, np.ndarray, int]]) -> str:
                      for r in cells)
 
 
-def read_val_predictions(path: str, classes: list[str]
-                         ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """reports/val/predictions.csv as (paths, probabilities (n, K), true labels)."""
-    if not Path(path).is_file():
-        raise cli.MissingInput(f"{path}: not found; `train_head` writes it. Run `dvc repro "
-                               "train_head` (or `dvc pull`)")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
-        raise cli.MissingInput(f"{path}: holds no validation rows. Run `dvc repro train_head`")
-    header = rows[0]
-    columns = ["label"] if len(classes) == 2 else classes
-    if header[1:1 + len(columns)] != columns or "true_class" not in header:
-        raise cli.MissingInput(f"{path}: its columns {header} are not those of a model with "
-                               f"classes {classes}. Run `dvc repro train_head`")
-    truth = header.index("true_class")
-    p = np.array([[float(v) for v in r[1:1 + len(columns)]] for r in rows[1:]], np.float64)
-    probs = np.concatenate([1 - p, p], axis=1) if len(classes) == 2 else p
-    unknown = sorted({r[truth] for r in rows[1:]} - set(classes))
-    if unknown:
-        raise cli.MissingInput(f"{path}: true classes {unknown} are not the model's {classes}. "
-                               "Run `dvc repro train_head`")
-    labels = np.array([classes.index(r[truth]) for r in rows[1:]], np.int64)
-    return [r[0] for r in rows[1:]], probs, labels
-
-
 def explain_mistakes(clf: Classifier, n: int, predictions: str, resized: str, out: str) -> int:
     """The `n` most confident validation mistakes of the last `train_head` run, each with its
-    class activation map, in one picture at `out`; returns how many images it shows."""
-    names, probs, labels = read_val_predictions(predictions, clf.classes)
-    rows = evaluation.worst_mistakes(labels, probs, n, threshold=clf.threshold)
+    class activation map, in one picture at `out`; returns how many images it shows. Refused
+    (val_predictions.ModelMismatch) where `predictions` are not `clf`'s model's."""
+    names, probs, labels = val_predictions.read(predictions, clf.classes)
+    shown = evaluation.worst_mistakes(labels, probs, n, threshold=clf.threshold)
+    rows = val_predictions.check_rows(probs, shown)
+    images = _validation_images(clf, resized, predictions, [names[r] for r in rows])
+    model_probs, maps = clf.cam(images)
+    val_predictions.check_same_model(predictions, clf.record.path, probs[rows], model_probs,
+                                     [names[r] for r in rows], clf.record.precision)
+    k = len(shown)
+    pictures = np.stack([cam.overlay(img, m) for img, m in zip(images[:k], maps[:k],
+                                                               strict=True)])
+    evaluation.mistakes_figure(out, pictures, [names[r] for r in shown], clf.classes,
+                               labels[shown], model_probs[:k], threshold=clf.threshold,
+                               note=f"class activation maps of the predicted class ({COLOURS})")
+    return k
+
+
+def _validation_images(clf: Classifier, resized: str, predictions: str, names: list[str]
+                       ) -> np.ndarray:
+    """The resized training file's images of `names`, in that order."""
     h5io.require(resized, ("images", "names"), "Run `dvc repro resize@train` (or `dvc pull "
                  f"{resized}`): the validation images are read from it.")
     with h5py.File(resized, "r") as f:
@@ -163,20 +182,27 @@ def explain_mistakes(clf: Classifier, n: int, predictions: str, resized: str, ou
             raise ModelError(f"{resized}: images at {f['images'].shape[1]} px, but "
                              f"{clf.record.path} was trained at {clf.width}. Run `dvc repro`")
         where = {name: i for i, name in enumerate(f["names"].asstr()[:])}
-        missing = [names[r] for r in rows if names[r] not in where]
+        missing = [name for name in names if name not in where]
         if missing:
             raise cli.MissingInput(f"{resized}: holds no {cli.some(missing, 5)}, named in "
                                    f"{predictions}. Run `dvc repro`")
-        index = np.array([where[names[r]] for r in rows], np.int64)
+        index = np.array([where[name] for name in names], np.int64)
         order = np.argsort(index)
         images = np.empty((len(index), clf.width, clf.width, 3), np.uint8)
         images[order] = f["images"][np.sort(index)]  # h5py reads rows in increasing order
-    probs, maps = clf.cam(images)
-    pictures = np.stack([cam.overlay(img, m) for img, m in zip(images, maps, strict=True)])
-    evaluation.mistakes_figure(out, pictures, [names[r] for r in rows], clf.classes,
-                               labels[rows], probs, threshold=clf.threshold,
-                               note=f"class activation maps of the predicted class ({COLOURS})")
-    return len(rows)
+    return images
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output writable as asked, before TensorFlow starts and anything is scored."""
+    if args.out:
+        destinations.check_file(args.out, "--out")
+    if args.cam:
+        destinations.check_cam_folder(args.cam)
+    if args.mistakes:
+        destinations.check_file(args.mistakes_out, "--mistakes-out")
+    if args.export:
+        destinations.check_export_folder(args.export)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,28 +213,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="models/model_2.h5", help="the trained model")
     ap.add_argument("--out", metavar="FILE.csv", help="write the table here (default: stdout)")
     ap.add_argument("--cam", metavar="DIR", type=Path,
-                    help="write each image with its class activation map over it, and cam.h5")
+                    help="write each image with its class activation map over it, and cam.h5 "
+                         "(in place of an earlier --cam output there)")
     ap.add_argument("--mistakes", metavar="N", type=int,
-                    help=f"explain the N most confident validation mistakes: {MISTAKES_PNG}")
+                    help="explain the N most confident validation mistakes (--mistakes-out)")
+    ap.add_argument("--mistakes-out", metavar="FILE.png", default=MISTAKES_OUT,
+                    help="--mistakes: the picture (default: %(default)s)")
     ap.add_argument("--export", metavar="DIR", type=Path,
-                    help="write a TensorFlow SavedModel: uint8 RGB images in, probabilities out")
+                    help="write a TensorFlow SavedModel: uint8 RGB images in; probabilities, "
+                         "the predicted class and its name out (docs/cam.md)")
     ap.add_argument("--predictions", default="reports/val/predictions.csv",
-                    help="--mistakes: the last run's validation predictions")
+                    help="--mistakes: the validation predictions of the model's train_head run")
     ap.add_argument("--resized", default="data/resized/train.h5",
                     help="--mistakes: the resized training images")
     ap.add_argument("--workers", type=int, default=limits.default_workers(),
                     help="decoding threads (default: the cores this process may use)")
     args = ap.parse_args(argv)
+    if args.mistakes is not None and args.mistakes < 1:  # before the next: 0 is falsy
+        ap.error(f"--mistakes must be at least 1, got {args.mistakes}")
     if not (args.paths or args.mistakes or args.export):
         ap.error("give images to classify (files, folders or .zip files), --mistakes N or "
                  "--export DIR")
     if args.cam and not args.paths:
         ap.error("--cam draws the maps of the images given: name some")
-    if args.mistakes is not None and args.mistakes < 1:
-        ap.error(f"--mistakes must be at least 1, got {args.mistakes}")
 
     def work() -> None:
         start = time.perf_counter()
+        check_outputs(args)
         record = model_record.read(args.model)  # a missing model: before TensorFlow starts
         found, ignored = inputs.entries(args.paths)
         if ignored:
@@ -230,10 +261,17 @@ def main(argv: list[str] | None = None) -> None:
             cli.say(STAGE, f"the model's features were extracted at {', '.join(reduced)}; this "
                     "computes in float32, so its probabilities differ from predict's by that "
                     "rounding (about 1e-3)")
+        if args.mistakes:  # first: a few images, and a model that did not write them stops it
+            shown = explain_mistakes(clf, args.mistakes, args.predictions, args.resized,
+                                     args.mistakes_out)
+            print(f"{STAGE}: the {shown} most confident validation mistakes (or least sure "
+                  f"right answers), with their maps → {args.mistakes_out}")
         if args.export:
             clf.export(args.export)
+            at = f" at threshold {clf.threshold:.6g}" if len(clf.classes) == 2 else ""
             print(f"{STAGE}: SavedModel → {args.export} (uint8 RGB (n, {clf.width}, "
-                  f"{clf.width}, 3) in, probabilities of {', '.join(clf.classes)} out)")
+                  f"{clf.width}, 3) in; probabilities of {', '.join(clf.classes)}, the "
+                  f"predicted class{at} and its name out)")
         skipped: list[tuple[str, str]] = []
         if found:
             rows, skipped = classify(clf, found, args.cam, args.workers)
@@ -245,11 +283,6 @@ def main(argv: list[str] | None = None) -> None:
             maps = f"; maps in {args.cam}" if args.cam else ""
             cli.say(STAGE, f"{_count(len(rows))} in {time.perf_counter() - start:.1f} s"
                     f"{where}{maps}")
-        if args.mistakes:
-            shown = explain_mistakes(clf, args.mistakes, args.predictions, args.resized,
-                                     MISTAKES_PNG)
-            print(f"{STAGE}: the {shown} most confident validation mistakes (or least sure "
-                  f"right answers), with their maps → {MISTAKES_PNG}")
         if skipped:
             raise inputs.DataError(f"{len(skipped)} of {len(found)} images could not be decoded "
                                    "and were skipped (named above); the others are scored")
