@@ -175,3 +175,12 @@ def test_every_section_named_in_prose_or_messages_exists(source: Path) -> None:
                            re.M)
         assert any(h.strip().startswith(heading) for h in heads), (
             f"{source.name}: {file} has no section {heading!r}")
+
+
+def test_the_own_data_quickstart_says_offline_weights_before_its_commands() -> None:
+    """A user without internet met the download error first: the offline way came after the
+    commands. It is said before the first shell block of the section."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quickstart: your own class folders", 1)[1].split("\n## ", 1)[0]
+    before = section.split("```bash", 1)[0]
+    assert "weights: keras_weights" in before and "docs/data.md#weights" in before
