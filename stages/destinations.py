@@ -7,6 +7,7 @@ beside an earlier run's pictures. Not a stage's module: no dvc.yaml stage depend
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from stages import cli
@@ -25,22 +26,28 @@ def check_file(path: str | os.PathLike[str], option: str) -> None:
         raise OutputError(f"{option} {path}: is a folder; give a file name")
 
 
+# The pictures a `--cam` run names (`classify.classify`): the image's index, then its name.
+CAM_PNG = re.compile(r"\d+_.+\.png")
+
+
 def is_cam_output(path: Path) -> bool:
-    """What an earlier `--cam` run wrote: its pictures and cam.h5 (or their temporary names)."""
-    return path.is_file() and (path.suffix == ".png" or path.name == CAM_H5
-                               or (path.name.startswith(".") and ".tmp" in path.name))
+    """A file an earlier `--cam` run wrote: its cam.h5 or one of its numbered pictures."""
+    return path.is_file() and (path.name == CAM_H5 or CAM_PNG.fullmatch(path.name) is not None)
 
 
 def check_cam_folder(folder: str | os.PathLike[str]) -> None:
-    """`folder` is new, or holds an earlier `--cam` output only (which the new one replaces)."""
+    """`folder` is new (or empty), or holds an earlier `--cam` output only, which the new one
+    replaces whole: its cam.h5 and numbered PNGs. A folder of the user's own PNGs is refused,
+    or they would be deleted with it."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"--cam {folder}: is a file; give a folder")
-    if folder.is_dir():
+    if folder.is_dir() and any(folder.iterdir()):
         other = sorted(p.name for p in folder.iterdir() if not is_cam_output(p))
-        if other:
-            raise OutputError(f"--cam {folder}: holds {cli.some(other, 5)}, not only an earlier "
-                              "--cam output (PNGs and cam.h5, which a new one replaces); give a "
+        if other or not (folder / CAM_H5).is_file():
+            held = cli.some(other, 5) if other else "no cam.h5"
+            raise OutputError(f"--cam {folder}: holds {held}, not only an earlier --cam output "
+                              "(its cam.h5 and numbered PNGs, which a new one replaces); give a "
                               "new folder")
 
 

@@ -14,12 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from stages.cli import ParamsError, some
+from stages.cli import ParamsError, UserError, some
 
 
-class SplitError(ParamsError):
-    """The training set cannot give every class a place on both sides of the split, or
-    `group_pattern` misses files: params that do not fit the data."""
+class SplitError(UserError, ValueError):
+    """The training set cannot give every class a place on both sides of the split."""
+
+
+class PatternError(SplitError, ParamsError):
+    """`group_pattern` misses training files: a param to fix (its stage says so)."""
 
 
 def stratified_split(labels: np.ndarray, val_split: float, seed: int
@@ -313,7 +316,7 @@ def groups_of(names: Sequence[str], pattern: str) -> np.ndarray:
         return np.arange(len(names)).astype(str)
     groups, missed = match_groups(names, pattern)
     if missed:
-        raise SplitError(
+        raise PatternError(
             f"params.yaml: 'group_pattern' {shown(pattern)} does not match {len(missed)} "
             f"training file(s): {some(missed, 10)}. It is searched in each file's path below its "
             "class folder; fix the pattern (docs/medical.md has examples) or set it to \"\"")

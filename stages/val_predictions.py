@@ -39,7 +39,7 @@ class ModelMismatch(UserError, ValueError):
 def read(path: str | os.PathLike[str], classes: list[str]
          ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(paths, probabilities float64 (n, K), true labels) of the CSV at `path`, for a model of
-    `classes`. Probabilities as written, with 6 decimals or 9 significant digits."""
+    `classes`. Probabilities as written: 6 decimals, or every digit (Python's repr)."""
     if not Path(path).is_file():
         raise MissingInput(f"{path}: not found; `train_head` writes it. Run `dvc repro "
                            "train_head` (or `dvc pull`)")

@@ -756,3 +756,21 @@ def test_a_network_with_a_file_of_its_own_and_its_scaling_is_rebuilt_as_extracte
     own = extractor(BACKBONES["xception"], 75, "keras_weights/mine.weights.h5", "float32", 0
                     ).predict_on_batch(pixels)
     assert not np.allclose(own, ref, rtol=1e-3), "the scaling changes the features"
+
+
+def test_a_cam_folder_of_the_users_own_pngs_is_refused_and_kept(tmp_path: Path) -> None:
+    """`--cam` replaces an earlier output whole: a folder of the user's own PNGs (no cam.h5,
+    other names) would have been deleted with it."""
+    from stages import destinations
+
+    own = tmp_path / "scans"
+    own.mkdir()
+    (own / "scan01.png").write_bytes(b"mine")
+    with pytest.raises(destinations.OutputError, match=r"--cam .*scans: holds scan01\.png"):
+        destinations.check_cam_folder(own)
+    (own / "scan01.png").rename(own / "0_scan01.png")  # named as --cam names, but no cam.h5
+    with pytest.raises(destinations.OutputError, match=r"holds no cam\.h5"):
+        destinations.check_cam_folder(own)
+    (own / "cam.h5").write_bytes(b"")
+    destinations.check_cam_folder(own)  # an earlier --cam output: replaced
+    destinations.check_cam_folder(tmp_path / "new")

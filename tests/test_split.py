@@ -247,3 +247,15 @@ def test_a_search_cut_short_does_not_claim_that_no_split_exists(
     with pytest.raises(SplitError, match="nor proved there is none") as e:
         grouped_split(labels, groups, 0.01, 0, ["A", "B"])
     assert "cannot be on both sides" not in str(e.value) and "A, B" in str(e.value)
+
+
+def test_only_a_pattern_that_misses_is_a_param_to_fix() -> None:
+    """A `group_pattern` miss is the param's (its stage says the outputs are kept and the value
+    is in params.yaml); a class too small to split is the data's, and says nothing of params."""
+    from stages import cli
+    from stages.split import PatternError
+
+    with pytest.raises(PatternError) as e:
+        groups_of(["NORMAL/x.jpeg"], r"^(person\d+)")
+    assert isinstance(e.value, cli.ParamsError)
+    assert not issubclass(SplitError, cli.ParamsError)
