@@ -65,7 +65,22 @@ def _inside(t: float) -> float:
 
 
 def resolve_threshold(spec: str | float, labels: np.ndarray, p1: np.ndarray) -> float:
-    """The threshold a `threshold` param means on these validation labels and p(class 1):
+    """The threshold a `threshold` param means on these validation labels and p(class 1): a
+    number itself; a rule, midway (in logit units, `midway`) between the score `chosen_score`
+    picks and the next score below it, so that it lies on no validation score and a new image
+    scored a hair below a validation positive is decided as that positive was. Raises
+    ThresholdError as `chosen_score` does."""
+    number = _number(spec)
+    if number is not None:
+        return chosen_score(spec, labels, p1)
+    at = chosen_score(spec, labels, p1)
+    p1 = np.asarray(p1, np.float64)
+    below = p1[p1 < at]
+    return midway(float(below.max()) if len(below) else None, at)
+
+
+def chosen_score(spec: str | float, labels: np.ndarray, p1: np.ndarray) -> float:
+    """The validation score a `threshold` param picks on these labels and p(class 1):
     - a number in (0, 1): itself;
     - `youden`: the threshold maximising sensitivity + specificity − 1; of several equally good,
       the largest (the one with the highest specificity);
@@ -115,6 +130,40 @@ def resolve_threshold(spec: str | float, labels: np.ndarray, p1: np.ndarray) -> 
     best_other = other[ok].max()
     among = np.flatnonzero(ok & (other == best_other))
     return _inside(thresholds[among[0] if form == "sensitivity" else among[-1]])
+
+
+# Where no validation score lies below the chosen one (every row decided positive), the threshold
+# sits this far below it, in logit units: the rule gives no second score to be midway to.
+EDGE_LOGITS = 1.0
+
+
+def _logit(p: float) -> float:
+    p = _inside(p)
+    return math.log(p) - math.log1p(-p)
+
+
+def midway(below: float | None, at: float) -> float:
+    """The probability midway in logit units between two neighbouring scores `below` < `at`
+    (logits are where a head's scores are evenly spread: midway in probabilities would put
+    the threshold next to the score near 0 or 1); `below` None: EDGE_LOGITS under `at`. Every
+    score >= `at` stays positive and every score <= `below` negative."""
+    z = (_logit(at) - EDGE_LOGITS if below is None
+         else (_logit(below) + _logit(at)) / 2)
+    t = _inside(1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z)))
+    # rounding at the ends of (0, 1) may land on a score: then on the right side of it
+    if t > at:
+        return at
+    return float(np.nextafter(below, 1.0)) if below is not None and t <= below else t
+
+
+def decision_range(p1: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(low, high): every threshold t with low < t <= high makes the decisions `threshold`
+    makes on these scores: low the largest score below it (0.0 where none), high the smallest
+    at or above it (1.0 where none)."""
+    p1 = np.asarray(p1, np.float64)
+    below, above = p1[p1 < threshold], p1[p1 >= threshold]
+    return (float(below.max()) if len(below) else 0.0,
+            float(above.min()) if len(above) else 1.0)
 
 
 def _number(spec: str | float) -> float | None:

@@ -211,13 +211,15 @@ def _wrapped(name: str, width: int = 24) -> str:
 
 def mistakes_figure(path: str | Path, pictures: np.ndarray, names: Sequence[str],
                     classes: Sequence[str], labels: np.ndarray, probs: np.ndarray, *,
-                    threshold: float = 0.5, note: str = "") -> None:
+                    threshold: float = 0.5, note: str = "",
+                    where: str = "on the validation split") -> None:
     """A PNG grid of the rows of `worst_mistakes` (`mistakes_grid`), written under a temporary
     name; no version stamp, so the same inputs give the same bytes. `note`: a last title line
-    (what the pictures show)."""
+    (what the pictures show); `where` the predictions were made ("out of fold")."""
     import matplotlib.pyplot as plt
 
-    fig = mistakes_grid(pictures, names, classes, labels, probs, threshold=threshold, note=note)
+    fig = mistakes_grid(pictures, names, classes, labels, probs, threshold=threshold, note=note,
+                        where=where)
     with h5io.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, metadata={"Software": None})
     plt.close(fig)
@@ -228,7 +230,7 @@ DPI = 72  # with the figure size below, each preview near its own 112 px
 
 def mistakes_grid(pictures: np.ndarray, names: Sequence[str], classes: Sequence[str],
                   labels: np.ndarray, probs: np.ndarray, *, threshold: float = 0.5,
-                  note: str = "") -> Any:
+                  note: str = "", where: str = "on the validation split") -> Any:
     """The figure: each picture captioned with wrong or right (decided at `threshold`), its
     file name, true class and predicted probabilities. `pictures`: uint8 RGB, one per row of
     the others."""
@@ -256,21 +258,22 @@ def mistakes_grid(pictures: np.ndarray, names: Sequence[str], classes: Sequence[
                      f"true {classes[int(true)]}: p {p[int(true)]:.3f}\n"
                      f"predicted {classes[pred]}: p {p[pred]:.3f}", fontsize=7,
                      color="firebrick" if wrong else "black")
-    fig.suptitle(_mistakes_title(n_wrong, len(pictures) - n_wrong) + (f"\n{note}" if note else ""),
+    fig.suptitle(_mistakes_title(n_wrong, len(pictures) - n_wrong, where)
+                 + (f"\n{note}" if note else ""),
                  fontsize=9)
     return fig
 
 
-def _mistakes_title(n_wrong: int, n_right: int) -> str:
+def _mistakes_title(n_wrong: int, n_right: int, where: str = "on the validation split") -> str:
     """What the picture shows: `worst_mistakes` fills the tiles left after every mistake with
     right answers, so with fewer mistakes than tiles they are all of them (none, maybe)."""
     right = (("the right answer" if n_right == 1 else f"the {n_right} right answers")
              + " the model was least sure of")
     if n_wrong == 0:
-        return f"No mistakes on the validation split:\n{right}"
+        return f"No mistakes {where}:\n{right}"
     if n_right == 0:
         return ("The most confident mistake" if n_wrong == 1
-                else f"The {n_wrong} most confident mistakes") + " on the validation split"
+                else f"The {n_wrong} most confident mistakes") + f" {where}"
     if n_wrong == 1:
-        return f"The only mistake on the validation split,\nthen {right}"
-    return f"All {n_wrong} mistakes on the validation split, most confident first,\nthen {right}"
+        return f"The only mistake {where},\nthen {right}"
+    return f"All {n_wrong} mistakes {where}, most confident first,\nthen {right}"

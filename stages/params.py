@@ -177,6 +177,8 @@ SPECS: dict[str, Spec] = {
     "batch_size": Spec((int,), 8, _between(1, 65536), "an integer from 1 to 65536"),
     "epochs": Spec((int,), 30, _between(1, 100_000), "an integer from 1 to 100000"),
     "val_split": Spec((int, float), 0.2, _between(0, 1, True, True), "a number in (0, 1)"),
+    "folds": Spec((int,), 0, lambda v: v == 0 or 2 <= v <= 20,
+                  "0 (one validation split by val_split) or an integer from 2 to 20"),
     "seed": Spec((int,), 2017, _between(0, 2**32 - 1), "an integer from 0 to 4294967295"),
     "clip": Spec((int, float), 0.005, _between(0, 0.5, hi_open=True), "a number in [0, 0.5)"),
     "group_pattern": Spec((str,), "", _regex,

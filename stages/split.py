@@ -368,3 +368,47 @@ def split(labels: np.ndarray, groups: np.ndarray, val_split: float, seed: int, g
     if grouped:
         return grouped_split(labels, groups, val_split, seed, classes)
     return stratified_split(labels, val_split, seed)
+
+
+
+
+def folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int, grouped: bool
+          ) -> np.ndarray:
+    """Each row's fold, 0 … k−1: stratified by class, every group (with `grouped`) in one fold,
+    seeded. Groups (images, without `grouped`) are dealt largest first, equal sizes in a
+    seeded order, each to the fold it brings closest to a k-th of every class (relative to the
+    class's size, so a rare class counts as much as a common one; ties: the fold with fewest
+    rows); no fold stays empty. NumPy, as the split: scikit-learn's StratifiedGroupKFold does
+    the same, but the TensorFlow stages keep scikit-learn out (stages/quiet.py). FoldsError
+    where there are fewer groups (or images) than folds."""
+    labels = np.asarray(labels).astype(np.int64)
+    names, inverse = np.unique(groups if grouped else np.arange(len(labels)),
+                               return_inverse=True)
+    if len(names) < k:
+        unit = "groups (group_pattern)" if grouped else "images"
+        raise FoldsError(f"params.yaml: 'folds' is {k}, but the training set has {len(names)} "
+                         f"{unit}: at most {len(names)} folds. Lower folds, or set it to 0 for "
+                         "one validation split")
+    counts = np.zeros((len(names), int(labels.max()) + 1))
+    np.add.at(counts, (inverse.ravel(), labels), 1)
+    target = counts.sum(axis=0) / k
+    scale = np.maximum(target, 1.0)
+    shuffled = np.random.default_rng(seed).permutation(len(names))
+    order = shuffled[np.argsort(-counts.sum(axis=1)[shuffled], kind="stable")]
+    filled = np.zeros((k, counts.shape[1]))
+    where = np.empty(len(names), np.int64)
+    for left, g in zip(range(len(order), 0, -1), order, strict=True):
+        gain = (np.abs(filled + counts[g] - target) - np.abs(filled - target)) / scale
+        cost = gain.sum(axis=1)
+        empty = filled.sum(axis=1) == 0
+        if empty.sum() >= left:  # as many groups left as empty folds: one each
+            cost = np.where(empty, cost, np.inf)
+        best = np.flatnonzero(cost == cost.min())
+        f = int(best[np.argmin(filled[best].sum(axis=1))])
+        where[g] = f
+        filled[f] += counts[g]
+    return where[inverse.ravel()]
+
+
+class FoldsError(SplitError, ParamsError):
+    """`folds` larger than the training set's groups (or images)."""

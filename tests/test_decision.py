@@ -29,7 +29,50 @@ P1 = np.array([0.1, 0.2, 0.35, 0.6, 0.4, 0.8, 0.85, 0.9])
     ("specificity:0.5", 0.4),  # 0.35 and 0.4 both reach it with sensitivity 1: the larger
 ])
 def test_each_threshold_form_resolves_as_defined(spec: str | float, expected: float) -> None:
-    assert decision.resolve_threshold(spec, LABELS, P1) == expected
+    assert decision.chosen_score(spec, LABELS, P1) == expected
+    t = decision.resolve_threshold(spec, LABELS, P1)
+    same = decision.predicted(evaluation.probabilities(P1[:, None]), expected)
+    assert (decision.predicted(evaluation.probabilities(P1[:, None]), t) == same).all()
+    if isinstance(spec, str) and not spec[0].isdigit():
+        assert t not in P1  # a rule's threshold lies on no score
+
+
+def logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
+
+
+@pytest.mark.parametrize("spec", ["youden", "sensitivity:0.9", "specificity:0.8"])
+def test_a_rule_puts_the_threshold_midway_in_logits_between_two_scores(spec: str) -> None:
+    """Issue 32, point 3: a threshold on a validation score (0.94 with a perfectly separated
+    split) calls a new positive scored a hair below it negative; midway in logit units between
+    the chosen score and the next below, it is as far from either as the head's own scale
+    allows."""
+    t = decision.resolve_threshold(spec, LABELS, P1)
+    at = decision.chosen_score(spec, LABELS, P1)
+    below = P1[P1 < at].max()
+    assert logit(t) == pytest.approx((logit(below) + logit(at)) / 2, abs=1e-12)
+    assert decision.decision_range(P1, t) == (below, at)
+
+
+def test_the_decision_range_holds_every_threshold_that_decides_alike() -> None:
+    p1 = np.array([0.02, 0.3, 0.3, 0.9])
+    assert decision.decision_range(p1, 0.5) == (0.3, 0.9)
+    assert decision.decision_range(p1, 0.3) == (0.02, 0.3)
+    assert decision.decision_range(p1, 0.95) == (0.9, 1.0)
+    assert decision.decision_range(p1, 0.01) == (0.0, 0.02)
+    # every row positive: the rule's threshold sits EDGE_LOGITS below the lowest score
+    t = decision.resolve_threshold("sensitivity:1", np.array([1, 1, 0, 1]), p1)
+    assert logit(t) == pytest.approx(logit(0.02) - decision.EDGE_LOGITS)
+
+
+def test_a_perfectly_separated_split_gets_a_threshold_between_the_classes() -> None:
+    """The issue's case: seed 1's validation split was perfectly separated and
+    `sensitivity:0.95` chose the lowest positive's score, 0.94. Midway to the highest
+    negative's score the threshold keeps clear of both classes."""
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    p1 = np.array([0.01, 0.05, 0.2, 0.94, 0.97, 0.99])
+    t = decision.resolve_threshold("sensitivity:0.95", labels, p1)
+    assert 0.2 < t < 0.94 and logit(t) == pytest.approx((logit(0.2) + logit(0.94)) / 2)
 
 
 def test_a_target_no_threshold_reaches_names_the_best_reachable() -> None:
@@ -85,7 +128,7 @@ def test_targets_agree_with_scikit_learn(seed: int) -> None:
     finite = np.isfinite(thresholds)  # the first, inf, predicts nothing positive
     fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
     j = tpr - fpr  # descending thresholds: argmax is the largest of the best
-    assert decision.resolve_threshold("youden", labels, p1) == thresholds[np.argmax(j)]
+    assert decision.chosen_score("youden", labels, p1) == thresholds[np.argmax(j)]
     for form, target in (("sensitivity", 0.9), ("sensitivity", 0.95), ("specificity", 0.9),
                          ("specificity", 0.8)):
         t = decision.resolve_threshold(f"{form}:{target}", labels, p1)

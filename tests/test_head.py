@@ -93,7 +93,8 @@ def test_saved_head_is_dropout_dense_and_reproducible(tmp_path: Path) -> None:
               "val_accuracy")
     assert set(metrics) == {"val_loss", "best_epoch", "best_epoch_val_loss", "n_train",
                             "n_val", "n_groups_train",
-                            "n_groups_val", "threshold", "temperature", "val_ece", *scores,
+                            "n_groups_val", "threshold", "threshold_low", "threshold_high",
+                            "temperature", "val_ece", *scores,
                             *(f"{s}_{end}" for s in scores for end in ("low", "high"))}
     model = keras.models.load_model(tmp_path / "m0.h5", safe_mode=True)
     assert [type(layer).__name__ for layer in model.layers] == ["InputLayer", "Dropout", "Dense"]
@@ -384,7 +385,140 @@ def test_the_stage_replaces_its_validation_folder_whole(
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     rows = list(csv.DictReader((tmp_path / "reports/val/predictions.csv").open()))
     p1 = np.array([float(r["label"]) for r in rows])
-    assert metrics["threshold"] in p1  # youden: one of the validation scores
+    # youden: midway between two validation scores, which bound its range (issue 32, point 3)
+    low, high = metrics["threshold_low"], metrics["threshold_high"]
+    assert low < metrics["threshold"] < high and low in p1 and high in p1
+    assert not ((p1 > low) & (p1 < high)).any()
     again = decision.predicted(evaluation.probabilities(p1[:, None]), metrics["threshold"])
     assert [["cat", "dog"][c] for c in again] == [r["predicted_class"] for r in rows]
-    assert f"val_loss {metrics['val_loss']:.4f}," in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"val_loss {metrics['val_loss']:.4f}," in out
+    assert (f"threshold {metrics['threshold']:.4g}: val sensitivity "
+            f"{metrics['val_sensitivity']:.4f}, specificity {metrics['val_specificity']:.4f}"
+            in out)
+
+
+def test_with_folds_every_training_image_is_in_the_validation_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 32, point 1: reports/val/predictions.csv holds every training image once, out of
+    fold, with its fold and the saved head's own probability (which `classify --mistakes`
+    checks the model against); the run says that val_split is unused."""
+    import keras
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("epochs: 3\nfolds: 3\nval_split: 0.5\n")
+    tiny_features(tmp_path / "fused.h5")
+    th.main(["--features", "fused.h5"])
+    rows = list(csv.DictReader((tmp_path / "reports/val/predictions.csv").open()))
+    assert sorted(r["id"] for r in rows) == sorted(f"{i}.jpg" for i in range(40))
+    assert sorted({r["fold"] for r in rows}) == ["1", "2", "3"]
+    with h5py.File("fused.h5") as f:
+        x = f["features"][:]
+    model = keras.models.load_model("models/model_2.h5", compile=False, safe_mode=True)
+    saved = model.predict(x, verbose=0)[:, 0]
+    assert [float(r["model_label"]) for r in rows] == pytest.approx(saved.tolist(), abs=1e-6)
+    assert [float(r["label"]) for r in rows] != pytest.approx(saved.tolist(), abs=1e-6)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["n_val"] == 40 and "val_auc_fold_sd" in metrics
+    out = capsys.readouterr().out
+    assert "3 folds (val_split unused)" in out and "(40 images out of fold)" in out
+    assert "fold3_val_loss" in Path("reports/history.csv").read_text().splitlines()[0]
+
+
+@pytest.fixture(scope="module")
+def folded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, th.Trained, np.ndarray]:
+    """Issue 32, point 1: `folds: 4` on the overfitting problem, grouped by pairs of images,
+    calibrated; (the saved model, the result, the groups)."""
+    path = tmp_path_factory.mktemp("folded") / "m.h5"
+    x, y = problem(n=200, dim=64, flip=0.1)
+    groups = np.array([f"p{i // 2}" for i in range(200)])
+    params = {**DEFAULTS, "epochs": 6, "folds": 4, "calibrate": "temperature",
+              "threshold": "youden", "learning_rate": 0.01}
+    return path, th.train(x, y, params, str(path), groups=groups), groups
+
+
+def test_the_saved_head_is_the_mean_of_the_fold_heads(
+        folded: tuple[Path, th.Trained, np.ndarray]) -> None:
+    """The saved model is one Dense head whose logits are the mean of the K fold heads'
+    logits, divided by the temperature fitted out of fold: the original's shape, so predict,
+    classify, the maps and the export read it unchanged."""
+    import keras
+
+    path, result, _ = folded
+    x, _ = problem(n=200, dim=64, flip=0.1)
+    model = keras.models.load_model(path, compile=False, safe_mode=True)
+    assert [layer.name for layer in model.layers] == ["features", "dropout", "dense"]
+    assert result.heads is not None and len(result.heads) == 4
+    t = result.metrics["temperature"]
+    assert t != 1.0  # a temperature was fitted, and is folded in
+    mean = np.mean([x.astype(np.float64) @ k + b for k, b in result.heads], axis=0)[:, 0] / t
+    assert th.logits_of(model, x) == pytest.approx(mean, abs=1e-4)
+    probs = model.predict(x, verbose=0)[:, 0]
+    assert result.saved_probs is not None
+    assert result.saved_probs[:, 1] == pytest.approx(probs, abs=1e-6)
+
+
+def test_every_training_image_validates_once_by_the_head_that_did_not_train_on_it(
+        folded: tuple[Path, th.Trained, np.ndarray]) -> None:
+    _, result, groups = folded
+    x, y = problem(n=200, dim=64, flip=0.1)
+    assert (result.val_idx == np.arange(200)).all()
+    assert result.fold is not None and sorted(set(result.fold.tolist())) == [0, 1, 2, 3]
+    for g in np.unique(groups):  # a patient's images in one fold
+        assert len(set(result.fold[groups == g].tolist())) == 1
+    t = result.metrics["temperature"]
+    assert result.heads is not None
+    for i, (kernel, bias) in enumerate(result.heads):
+        rows = result.fold == i
+        z = (x[rows].astype(np.float64) @ kernel + bias)[:, 0] / t
+        assert result.val_probs[rows, 1] == pytest.approx(1 / (1 + np.exp(-z)), abs=1e-9)
+    m = result.metrics
+    assert m["n_val"] == m["n_train"] == 200 and m["n_groups_val"] == 100
+    assert m["val_loss"] == pytest.approx(evaluation.log_loss(y, result.val_probs), rel=1e-6)
+    # the threshold and temperature come from the out-of-fold predictions
+    assert m["threshold"] == decision.resolve_threshold("youden", y, result.val_probs[:, 1])
+    assert len(result.histories) == 4 and len(result.history["val_loss"]) == 6
+
+
+def test_each_scores_spread_over_the_folds_is_recorded(
+        folded: tuple[Path, th.Trained, np.ndarray]) -> None:
+    _, result, _ = folded
+    _, y = problem(n=200, dim=64, flip=0.1)
+    m = result.metrics
+    assert result.fold is not None
+    aucs = [evaluation.scores(y[result.fold == i], result.val_probs[result.fold == i], "v_",
+                              threshold=m["threshold"])["v_auc"] for i in range(4)]
+    assert m["val_auc_fold_sd"] == pytest.approx(np.std(aucs, ddof=1))
+    for name in th.FOLD_SCORES:
+        assert m[f"val_{name}_fold_sd"] > 0
+
+
+def test_the_fold_history_writes_the_mean_and_each_fold(
+        folded: tuple[Path, th.Trained, np.ndarray], tmp_path: Path) -> None:
+    _, result, _ = folded
+    th.write_history(result.history, str(tmp_path / "h.csv"), result.histories)
+    rows = list(csv.DictReader((tmp_path / "h.csv").open()))
+    assert len(rows) == 6 and float(rows[0]["val_loss"]) == pytest.approx(
+        np.mean([h["val_loss"][0] for h in result.histories]))
+    assert float(rows[5]["fold3_val_loss"]) == result.histories[2]["val_loss"][5]
+    th.plot_history(result.histories, str(tmp_path / "h.png"))
+    assert (tmp_path / "h.png").stat().st_size > 10_000
+
+
+def test_a_split_that_chooses_from_little_is_said_in_one_line() -> None:
+    """Issue 32, point 3: perfectly separated validation predictions, or a class with fewer
+    than 20 images there, are named with their counts, and `folds` suggested."""
+    classes = ["NORMAL", "PNEUMONIA"]
+    labels = np.array([0] * 52 + [1] * 9)
+    p1 = np.where(labels == 1, 0.9, 0.1) + np.linspace(0, 0.05, 61)
+    probs = evaluation.probabilities(p1[:, None])
+    note = th.few_images_note(labels, probs, classes, folds=0)
+    assert "\n" not in note
+    assert "few images of PNEUMONIA 9 on the validation split" in note
+    assert "perfectly separated on the validation split (NORMAL 52, PNEUMONIA 9)" in note
+    assert "-S folds=5" in note
+    labels = np.array([0] * 40 + [1] * 40)
+    overlap = evaluation.probabilities(np.linspace(0.1, 0.9, 80)[::-1][:, None])
+    assert th.few_images_note(labels, overlap, classes, folds=0) == ""
+    assert "out of fold" in th.few_images_note(labels[:30], overlap[:30], classes, folds=5)

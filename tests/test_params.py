@@ -34,7 +34,7 @@ def test_contract_defaults() -> None:
         "weights": "imagenet", "extract_batch_size": 32, "precision": "float32",
         "fuse": ["inception_v3", "xception"],
         "dropout": 0.5, "learning_rate": 0.001, "batch_size": 8, "epochs": 30,
-        "val_split": 0.2, "seed": 2017, "group_pattern": "", "class_weight": "none",
+        "val_split": 0.2, "folds": 0, "seed": 2017, "group_pattern": "", "class_weight": "none",
         "threshold": 0.5, "calibrate": "none", "clip": 0.005,
     }
 
@@ -80,6 +80,9 @@ def test_unknown_key_is_named_with_a_suggestion() -> None:
         ("epochs", True, "integer"),
         ("precision", "float16", "mixed_float16"),
         ("val_split", 0, r"\(0, 1\)"),
+        ("folds", 1, r"0 \(one validation split by val_split\) or an integer from 2 to 20"),
+        ("folds", 21, "from 2 to 20"),
+        ("folds", "5", "from 2 to 20"),
         ("clip", 0.5, r"\[0, 0.5\)"),
         ("learning_rate", "fast", r"\(0, 10\]"),
         ("train_data", "", "path"),

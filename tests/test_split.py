@@ -259,3 +259,38 @@ def test_only_a_pattern_that_misses_is_a_param_to_fix() -> None:
         groups_of(["NORMAL/x.jpeg"], r"^(person\d+)")
     assert isinstance(e.value, cli.ParamsError)
     assert not issubclass(SplitError, cli.ParamsError)
+
+
+def test_folds_keep_groups_whole_and_every_class_in_its_share() -> None:
+    """Issue 32, point 1: K folds, stratified by class, groups whole, seeded."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 298)
+    groups = np.array([f"p{i}" for i in rng.integers(0, 193, 298)])
+    labels = np.array([labels[np.flatnonzero(groups == g)[0]] for g in groups])  # per patient
+    fold = split.folds(labels, groups, 5, seed=3, grouped=True)
+    assert sorted(set(fold.tolist())) == [0, 1, 2, 3, 4]
+    for g in np.unique(groups):
+        assert len(set(fold[groups == g].tolist())) == 1
+    share = labels.mean()
+    for k in range(5):
+        assert abs(labels[fold == k].mean() - share) < 0.05
+        assert abs((fold == k).sum() - 298 / 5) <= 4
+    assert (split.folds(labels, groups, 5, seed=3, grouped=True) == fold).all()
+    assert (split.folds(labels, groups, 5, seed=4, grouped=True) != fold).any()
+
+
+def test_folds_image_by_image_are_exactly_stratified() -> None:
+    labels = np.array([0] * 30 + [1] * 10)
+    fold = split.folds(labels, np.arange(40).astype(str), 5, seed=1, grouped=False)
+    assert [np.bincount(labels[fold == k]).tolist() for k in range(5)] == [[6, 2]] * 5
+
+
+def test_no_fold_is_left_empty_and_too_many_folds_stop_in_one_line() -> None:
+    labels = np.array([0] * 10 + [1, 1])
+    groups = np.array(["a"] * 10 + ["b", "c"])
+    fold = split.folds(labels, groups, 3, seed=0, grouped=True)
+    assert fold.tolist() == [0] * 10 + [1, 2]  # one group a fold, however unequal
+    with pytest.raises(split.FoldsError, match=r"^params\.yaml: 'folds' is 4, but the training "
+                       r"set has 3 groups \(group_pattern\): at most 3 folds") as e:
+        split.folds(labels, groups, 4, seed=0, grouped=True)
+    assert isinstance(e.value, cli.ParamsError)
