@@ -32,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stages import cli, decision, evaluation, h5io, outputs, previews, quiet, split
+from stages import cli, decision, evaluation, h5io, intervals, outputs, previews, quiet, split
 from stages.feature_files import MADE_WITH
 from stages.params import load_params
 
@@ -336,8 +336,8 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
         "threshold": threshold,
         "temperature": temperature,
         "val_ece": decision.ece(val_y, val_probs),
-        **decision.bootstrap_intervals(val_y, val_probs, threshold, "val_", params["seed"],
-                                       groups[val_idx] if grouped else None),
+        **intervals.intervals(val_y, val_probs, threshold, "val_",
+                              groups[val_idx] if grouped else None),
         "best_epoch": best + 1,
         # Keras' val_loss of that epoch: before calibration (without, val_loss to rounding)
         "best_epoch_val_loss": float(hist["val_loss"][best]),
