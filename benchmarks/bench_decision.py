@@ -14,7 +14,7 @@ name it), one full `dvc repro`, a baseline commit, then one queued grid run by
 --xrays), the baseline with `group_pattern` = the patient pattern and `class_weight: balanced`,
 then `-S threshold=0.5,youden,sensitivity:0.95 -S seed=…`. Per threshold: the resolved
 threshold (chosen on validation) and test sensitivity, specificity and balanced accuracy with
-their 95 % bootstrap intervals (whole patients resampled).
+their 95 % intervals (`stages/intervals.py`: Wilson, DeLong, MOVER; widened for patients).
 
 --part pets: --train Kaggle-named training photos of --photos (half cats) and a labelled test
 set of --test other photos in class folders cat/ and dog/ (their Kaggle names kept), then

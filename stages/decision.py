@@ -1,8 +1,8 @@
 """The operating point and how sure the figures are: the decision a threshold makes, the
 threshold a target resolves to on validation, one temperature that calibrates the probabilities
 (or why none does), the expected calibration error with its reliability rows, the scores
-themselves (`weighted_scores`: one implementation for a sample and its resamples) and their
-percentile-bootstrap intervals.
+themselves (`weighted_scores`: one implementation of them; stages/intervals.py gives their
+intervals).
 
 NumPy only, as `evaluation`: scikit-learn or SciPy would add a second to every TensorFlow
 stage's start (Keras imports scikit-learn when present); the tests compare against scikit-learn.
@@ -19,10 +19,6 @@ from stages.cli import UserError
 TARGETS = ("sensitivity", "specificity")
 # The temperatures searched: outside them the head is broken rather than miscalibrated.
 T_RANGE = (0.05, 20.0)
-# A bootstrap figure is None when undefined (one class absent, say) in more than this share of
-# the resamples: its percentiles would then describe the few resamples that happen to hold both.
-MAX_UNDEFINED = 0.5
-_CHUNK = 250  # resamples scored at once: (250, N) float64 arrays, 10 MB per array at N = 5,000
 
 
 class ThresholdError(UserError, ValueError):
@@ -311,26 +307,8 @@ def ece(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
     return float(sum(r["count"] / total * abs(r["accuracy"] - r["confidence"]) for r in rows))
 
 
-def _multiplicities(rng: np.random.Generator, n_rows: int, groups: np.ndarray | None,
-                    n: int) -> np.ndarray:
-    """(n, n_rows) counts: how many times each row is in each of `n` resamples. Rows: n_rows
-    draws with replacement. Groups: as many draws of whole groups as there are groups, every
-    row of a drawn group counted as often as its group was drawn, so no group is ever split."""
-    if groups is None:
-        codes, n_units = np.arange(n_rows), n_rows
-    else:
-        _, codes = np.unique(np.asarray(groups), return_inverse=True)
-        codes = codes.ravel()
-        n_units = int(codes.max()) + 1 if n_rows else 0
-    draws = rng.integers(0, n_units, size=(n, n_units))
-    # one bincount for all resamples: resample r's units are numbered r · n_units + unit
-    counts = np.bincount((draws + n_units * np.arange(n)[:, None]).ravel(),
-                         minlength=n * n_units).reshape(n, n_units)
-    return counts[:, codes]
-
-
 def weighted_auc(w: np.ndarray, truth: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Per row of the (B, N) weights `w` (a resample's multiplicities; ones: the sample itself),
+    """Per row of the (B, N) weights `w` (each row's multiplicity: ones, the sample itself),
     the ROC AUC of `score` for `truth` as the Mann–Whitney statistic: the weighted share of
     (positive, negative) pairs ranked right, ties counting half — the trapezoidal area under
     the ROC curve, as scikit-learn's `roc_auc_score`. NaN without both classes."""
@@ -356,8 +334,8 @@ def weighted_scores(w: np.ndarray, labels: np.ndarray, probs: np.ndarray,
     `balanced_accuracy` (the mean recall over the classes present), `auc` (two classes: of
     class 1; K: the macro mean of one-vs-rest AUCs over the classes present beside another)
     and for two classes `sensitivity` and `specificity` (the recalls of classes 1 and 0), of
-    the `decided` classes; NaN where undefined. The one implementation of them: the bootstrap
-    scores its resamples with it and `evaluation.scores` the sample itself (unit weights)."""
+    the `decided` classes; NaN where undefined. The one implementation of them:
+    `evaluation.scores` scores the sample itself with it (unit weights)."""
     w, probs = np.asarray(w, np.float64), np.asarray(probs, np.float64)
     labels, decided = np.asarray(labels).astype(np.int64), np.asarray(decided)
     k = probs.shape[1]
@@ -384,35 +362,3 @@ def _nanmean(values: np.ndarray) -> np.ndarray:
     defined = ~np.isnan(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(defined, values, 0.0).sum(axis=0) / defined.sum(axis=0)
-
-
-def bootstrap_intervals(labels: np.ndarray, probs: np.ndarray, threshold: float, prefix: str,
-                        seed: int, groups: np.ndarray | None = None, n: int = 2000,
-                        level: float = 0.95) -> dict[str, float | None]:
-    """Percentile-bootstrap intervals of AUC, balanced accuracy and accuracy, and for two
-    classes of sensitivity and specificity, the decisions made at `threshold`: flat keys
-    `{prefix}{name}_low` / `_high` (`val_auc_low`, …). `n` resamples of the rows, or of whole
-    groups (`groups`: one id per row, a patient say) with every row of a drawn group, seeded
-    by `seed`. A resample where a figure is undefined (AUC without both classes) is left out
-    of that figure's percentiles; undefined in more than MAX_UNDEFINED of them: None."""
-    labels = np.asarray(labels).astype(np.int64)
-    probs = np.asarray(probs, np.float64)
-    decided = predicted(probs, threshold)
-    rng = np.random.default_rng(seed)
-    chunks: list[dict[str, np.ndarray]] = []
-    for done in range(0, n, _CHUNK):
-        w = _multiplicities(rng, len(labels), groups, min(_CHUNK, n - done))
-        chunks.append(weighted_scores(w, labels, probs, decided))
-    names = ["auc", "balanced_accuracy", "accuracy"]
-    if probs.shape[1] == 2:
-        names += ["sensitivity", "specificity"]
-    tail = (1.0 - level) / 2 * 100
-    out: dict[str, float | None] = {}
-    for name in names:
-        values = np.concatenate([c[name] for c in chunks])
-        defined = values[~np.isnan(values)]
-        low = high = None
-        if len(defined) and len(defined) >= (1.0 - MAX_UNDEFINED) * len(values):
-            low, high = (float(v) for v in np.percentile(defined, [tail, 100.0 - tail]))
-        out[f"{prefix}{name}_low"], out[f"{prefix}{name}_high"] = low, high
-    return out

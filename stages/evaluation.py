@@ -44,8 +44,7 @@ def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def _scores(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, float | None]:
-    """`decision.weighted_scores` of the sample itself (unit weights: the bootstrap's scores are
-    the same code), None where undefined."""
+    """`decision.weighted_scores` of the sample itself (unit weights), None where undefined."""
     labels = np.asarray(labels).astype(np.int64)
     got = decision.weighted_scores(np.ones((1, len(labels))), labels, probs,
                                    decision.predicted(probs, threshold))

@@ -13,8 +13,8 @@ test side and this stage, never the training side. The model carries its classes
 - Any other images (other names, folders that are not classes, e.g. one per patient): rows named
   by their path.
 The mean probability and predicted share of every class are in `reports/test/summary.json`;
-for a labelled set also what its intervals resample (`interval_unit`): whole groups where
-`group_pattern` matches every test path, else images, which the run says.
+for a labelled set also what its intervals count as independent (`interval_unit`): whole groups
+where `group_pattern` matches every test path, else images, which the run says.
 
 Probabilities are kept away from 0 and 1 by `clip` in pred.csv: log loss punishes a confident
 mistake without bound, and clipping at 0.005 costs almost nothing on the right answers. Two
@@ -34,7 +34,18 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stages import cli, decision, evaluation, h5io, model_record, outputs, quiet, split, testset
+from stages import (
+    cli,
+    decision,
+    evaluation,
+    h5io,
+    intervals,
+    model_record,
+    outputs,
+    quiet,
+    split,
+    testset,
+)
 from stages.feature_files import Rows
 from stages.params import load_params
 from stages.testset import TestSet
@@ -98,10 +109,11 @@ def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None,
     """The test set's summary: per class the mean probability and the share of images
     predicted as it (at `threshold`); for a labelled set, the log loss of `probs` (as
     submitted), and the accuracy, clinical scores and calibration error of `unclipped`
-    (default: `probs`) with their 95 % bootstrap intervals (seeded by `seed`; whole `groups`
-    resampled where given), `interval_unit` (`group` or `image`: what they resample) and,
-    where `group_pattern` is set, `group_pattern_missed`: the `missed` test paths it does not
-    match."""
+    (default: `probs`) with their 95 % intervals (`intervals.intervals`: Wilson, DeLong and
+    MOVER; widened for `groups` where given), `interval_unit` (`group` or `image`: what they
+    count as independent) and, where `group_pattern` is set, `group_pattern_missed`: the
+    `missed` test paths it does not match. `seed` is unused (the intervals are analytic, no
+    longer a seeded bootstrap), kept for callers."""
     raw = probs if unclipped is None else unclipped
     predicted = decision.predicted(raw, threshold)
     out: dict[str, Any] = {
@@ -115,7 +127,7 @@ def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None,
         out["test_accuracy"] = evaluation.accuracy(labels, raw, threshold=threshold)
         out |= evaluation.scores(labels, raw, "test_", threshold=threshold)
         out["test_ece"] = decision.ece(labels, raw)
-        out |= decision.bootstrap_intervals(labels, raw, threshold, "test_", seed, groups)
+        out |= intervals.intervals(labels, raw, threshold, "test_", groups)
         out["interval_unit"] = "image" if groups is None else "group"
         if missed is not None:
             out["group_pattern_missed"] = missed
@@ -135,9 +147,9 @@ def groups_of_rows(names: np.ndarray, pattern: str) -> tuple[np.ndarray | None, 
 def missed_note(pattern: str, missed: list[str], n: int, summary_path: str) -> str:
     """The run's line where `group_pattern` misses test paths: the intervals are by image."""
     return (f"group_pattern {split.shown(pattern)} does not match {len(missed)} of {n:,} test "
-            f"path(s) ({cli.some(missed, 3)}), so the test scores' intervals resample images, "
-            "not groups (patients): narrower than they should be where a patient has several "
-            f"images ({summary_path}: interval_unit image)")
+            f"path(s) ({cli.some(missed, 3)}), so the test scores' intervals count images as "
+            "independent, not groups (patients): narrower than they should be where a patient "
+            f"has several images ({summary_path}: interval_unit image)")
 
 
 # What made the features beyond the networks and their weights, recorded by the model (a model

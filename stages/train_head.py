@@ -32,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stages import cli, decision, evaluation, h5io, outputs, previews, quiet, split
+from stages import cli, decision, evaluation, h5io, intervals, outputs, previews, quiet, split
 from stages.feature_files import MADE_WITH
 from stages.params import load_params
 
@@ -394,8 +394,8 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
         "threshold_high": high,
         "temperature": fit.temperature,
         "val_ece": decision.ece(val_y, val_probs),
-        **decision.bootstrap_intervals(val_y, val_probs, threshold, "val_", params["seed"],
-                                       groups[fit.val_idx] if grouped else None),
+        **intervals.intervals(val_y, val_probs, threshold, "val_",
+                              groups[fit.val_idx] if grouped else None),
         **fit.summary,
     }
     if fit.fold is not None:

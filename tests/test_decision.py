@@ -1,6 +1,6 @@
-"""The operating point and how sure the figures are (stages/decision.py): thresholds resolved on
-validation, the fitted temperature, the expected calibration error and bootstrap intervals,
-against scikit-learn and direct computations."""
+"""The operating point (stages/decision.py): thresholds resolved on validation, the fitted
+temperature, the expected calibration error and the scores, against scikit-learn and direct
+computations. Their intervals: tests/test_intervals.py."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_a_rule_puts_the_threshold_midway_in_logits_between_two_scores(spec: str
     allows."""
     t = decision.resolve_threshold(spec, LABELS, P1)
     at = decision.chosen_score(spec, LABELS, P1)
-    below = P1[P1 < at].max()
+    below = max(p for p in P1 if p < at)
     assert logit(t) == pytest.approx((logit(below) + logit(at)) / 2, abs=1e-12)
     assert decision.decision_range(P1, t) == (below, at)
 
@@ -251,9 +251,9 @@ def predictions(n: int, seed: int = 0, k: int = 2) -> tuple[np.ndarray, np.ndarr
 
 @pytest.mark.parametrize(("k", "threshold"), [(2, 0.5), (2, 0.3), (3, 0.5), (5, 0.5)])
 @pytest.mark.parametrize("seed", range(3))
-def test_the_bootstraps_point_estimate_is_evaluations_score(k: int, threshold: float,
-                                                           seed: int) -> None:
-    """Issue 31, point 19: one implementation of the scores. The bootstrap's scores with unit
+def test_the_weighted_scores_of_unit_weights_are_evaluations_score(k: int, threshold: float,
+                                                                   seed: int) -> None:
+    """Issue 31, point 19: one implementation of the scores. `weighted_scores` with unit
     weights (the sample itself) are `evaluation`'s, to the last bit, ties included (they were
     two: the trapezoid and the Mann–Whitney AUC differed by 1e-16)."""
     labels, probs = predictions(301, seed=seed, k=k)
@@ -266,11 +266,11 @@ def test_the_bootstraps_point_estimate_is_evaluations_score(k: int, threshold: f
 
 
 @pytest.mark.parametrize("k", [2, 3])
-def test_a_resamples_scores_are_those_of_its_rows(k: int) -> None:
-    """A resample's weights (how often each row is drawn) score as the drawn rows themselves."""
+def test_weights_score_as_the_rows_repeated(k: int) -> None:
+    """A row of weights (how often each row counts) scores as those rows repeated."""
     labels, probs = predictions(120, seed=4, k=k)
     probs = np.round(probs, 1)  # many ties
-    counts = decision._multiplicities(np.random.default_rng(0), 120, None, 3)
+    counts = np.random.default_rng(0).integers(0, 3, (3, 120))
     decided = decision.predicted(probs, 0.4)
     got = decision.weighted_scores(counts, labels, probs, decided)
     for r, w in enumerate(counts):
@@ -279,62 +279,6 @@ def test_a_resamples_scores_are_those_of_its_rows(k: int) -> None:
         expected["accuracy"] = evaluation.accuracy(labels[rows], probs[rows], threshold=0.4)
         assert {name: float(v[r]) for name, v in got.items()} == pytest.approx(expected,
                                                                                 abs=1e-12)
-
-
-def test_the_interval_covers_the_estimate_and_narrows_as_the_sample_grows() -> None:
-    widths = []
-    for n in (200, 5000):
-        labels, probs = predictions(n)
-        got = decision.bootstrap_intervals(labels, probs, 0.4, "test_", seed=0)
-        point = evaluation.scores(labels, probs, "test_", threshold=0.4)
-        point["test_accuracy"] = evaluation.accuracy(labels, probs, threshold=0.4)
-        assert set(got) == {f"{name}_{end}" for name in point for end in ("low", "high")}
-        for name, value in point.items():
-            assert got[f"{name}_low"] <= value <= got[f"{name}_high"]  # type: ignore[operator]
-        widths.append([got[f"{name}_high"] - got[f"{name}_low"]  # type: ignore[operator]
-                       for name in point])
-    assert all(big < small / 2 for small, big in zip(*widths, strict=True))
-
-
-def test_same_seed_same_intervals() -> None:
-    labels, probs = predictions(300, k=3)
-    first = decision.bootstrap_intervals(labels, probs, 0.5, "val_", seed=7, n=300)
-    assert decision.bootstrap_intervals(labels, probs, 0.5, "val_", seed=7, n=300) == first
-    assert decision.bootstrap_intervals(labels, probs, 0.5, "val_", seed=8, n=300) != first
-    assert set(first) == {f"val_{name}_{end}" for name in ("auc", "balanced_accuracy",
-                                                           "accuracy") for end in ("low", "high")}
-
-
-def test_group_resampling_never_splits_a_group() -> None:
-    rng = np.random.default_rng(0)
-    groups = np.array(["p3", "p1", "p3", "p2", "p1", "p3", "p4", "p5", "p5"])
-    counts = decision._multiplicities(rng, len(groups), groups, 500)
-    for g in np.unique(groups):
-        rows = counts[:, groups == g]
-        assert (rows == rows[:, :1]).all()  # every row of a group as often as the group
-    # five groups drawn per resample, so the rows of a resample are the drawn groups' sizes
-    size = {g: np.sum(groups == g) for g in np.unique(groups)}
-    per_group = np.stack([counts[:, np.flatnonzero(groups == g)[0]] for g in size], axis=1)
-    assert (per_group.sum(axis=1) == 5).all()
-    assert (counts.sum(axis=1) == per_group @ np.array(list(size.values()))).all()
-    rows = decision._multiplicities(rng, 9, None, 500)
-    assert (rows.sum(axis=1) == 9).all() and rows.shape == (500, 9)
-
-
-def test_groups_of_one_row_are_the_row_bootstrap() -> None:
-    labels, probs = predictions(200)
-    # numbered as the rows, so that the same draws pick the same rows
-    assert decision.bootstrap_intervals(labels, probs, 0.5, "", seed=1, n=200,
-                                        groups=np.arange(200)) == (
-        decision.bootstrap_intervals(labels, probs, 0.5, "", seed=1, n=200))
-
-
-def test_a_figure_undefined_in_the_sample_has_no_interval() -> None:
-    labels, probs = np.zeros(50, np.int64), predictions(50)[1]
-    got = decision.bootstrap_intervals(labels, probs, 0.5, "val_", seed=0, n=200)
-    assert got["val_auc_low"] is None and got["val_auc_high"] is None
-    assert got["val_sensitivity_low"] is None
-    assert got["val_specificity_low"] is not None and got["val_accuracy_low"] is not None
 
 
 def test_no_temperature_fits_a_split_without_mistakes() -> None:

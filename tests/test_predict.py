@@ -270,7 +270,7 @@ def test_test_features_of_another_precision_or_weight_file_are_refused(
     assert len(predict(model, fused)[1]) == 2
 
 
-def test_the_intervals_say_whether_they_resample_groups_or_images() -> None:
+def test_the_intervals_say_whether_they_count_groups_or_images() -> None:
     from stages.predict import groups_of_rows
 
     names = np.array(["cat/person1_a.jpg", "cat/person1_b.jpg", "dog/person2_a.jpg",
@@ -305,7 +305,7 @@ def run_predict(folder: Path, pattern: str) -> None:
 def test_a_pattern_that_misses_test_paths_is_said_and_recorded(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
         ) -> None:
-    """The intervals resample images where group_pattern misses a test path: said on stderr
+    """The intervals count images where group_pattern misses a test path: said on stderr
     (the pattern as written, how many, which) and in summary.json; not where it matches all."""
     import json
 
@@ -314,8 +314,8 @@ def test_a_pattern_that_misses_test_paths_is_said_and_recorded(
     run_predict(tmp_path, r"^(person\d+)_")
     err = capsys.readouterr().err
     assert ("predict: group_pattern `^(person\\d+)_` does not match 1 of 6 test path(s) "
-            "(dog/scan 7.jpg), so the test scores' intervals resample images, not groups "
-            "(patients): narrower than they should be where a patient has several images "
+            "(dog/scan 7.jpg), so the test scores' intervals count images as independent, not "
+            "groups (patients): narrower than they should be where a patient has several images "
             "(reports/test/summary.json: interval_unit image)\n") in err
     summary = json.loads((tmp_path / "reports/test/summary.json").read_text())
     assert (summary["interval_unit"], summary["group_pattern_missed"]) == ("image", 1)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from stages import split
+from stages.cli import ParamsError
 from stages.split import (
     SplitError,
     check_splittable,
@@ -257,7 +258,7 @@ def test_only_a_pattern_that_misses_is_a_param_to_fix() -> None:
 
     with pytest.raises(PatternError) as e:
         groups_of(["NORMAL/x.jpeg"], r"^(person\d+)")
-    assert isinstance(e.value, cli.ParamsError)
+    assert isinstance(e.value, ParamsError)
     assert not issubclass(SplitError, cli.ParamsError)
 
 
@@ -293,4 +294,4 @@ def test_no_fold_is_left_empty_and_too_many_folds_stop_in_one_line() -> None:
     with pytest.raises(split.FoldsError, match=r"^params\.yaml: 'folds' is 4, but the training "
                        r"set has 3 groups \(group_pattern\): at most 3 folds") as e:
         split.folds(labels, groups, 4, seed=0, grouped=True)
-    assert isinstance(e.value, cli.ParamsError)
+    assert isinstance(e.value, ParamsError)
