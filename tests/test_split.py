@@ -290,7 +290,7 @@ def test_no_fold_is_left_empty_and_too_many_folds_stop_in_one_line() -> None:
     labels = np.array([0] * 10 + [1, 1])
     groups = np.array(["a"] * 10 + ["b", "c"])
     fold = split.folds(labels, groups, 3, seed=0, grouped=True)
-    assert fold.tolist() == [0] * 10 + [1, 2]  # one group a fold, however unequal
+    assert fold[:10].tolist() == [0] * 10 and sorted(fold[10:].tolist()) == [1, 2]  # one each
     with pytest.raises(split.FoldsError, match=r"^params\.yaml: 'folds' is 4, but the training "
                        r"set has 3 groups \(group_pattern\): at most 3 folds") as e:
         split.folds(labels, groups, 4, seed=0, grouped=True)
