@@ -66,6 +66,23 @@ def read(path: str | os.PathLike[str], classes: list[str]
     return [r[0] for r in rows[1:]], probs, labels
 
 
+def saved_probs(path: str | os.PathLike[str], classes: list[str]) -> np.ndarray | None:
+    """The saved head's own probabilities of the CSV's rows, float64 (n, K), where train_head
+    ran with `folds` (columns `model_label`, or `model_<class>` for K classes: its `label`
+    columns are then out of fold, from heads other than the saved one); None without them."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    names = ["model_label"] if len(classes) == 2 else [f"model_{c}" for c in classes]
+    if not set(names) <= set(rows[0]):
+        return None
+    at = [rows[0].index(n) for n in names]
+    try:
+        p = np.array([[float(r[i]) for i in at] for r in rows[1:]], np.float64)
+    except ValueError as e:
+        raise MissingInput(f"{path}: {e}. Run `dvc repro train_head`") from None
+    return np.concatenate([1 - p, p], axis=1) if len(classes) == 2 else p
+
+
 def check_rows(probs: np.ndarray, shown: np.ndarray) -> np.ndarray:
     """The rows whose probabilities are compared with the model's: the `shown` ones (the
     confident mistakes: near 0 or 1, where two models can agree), then the CHECKED_UNSURE

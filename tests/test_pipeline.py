@@ -266,27 +266,37 @@ def test_a_test_project_holds_none_of_the_users_inputs(tmp_path: Path) -> None:
 
 
 def test_an_operating_point_and_calibration_rerun_only_the_head(repo: Path) -> None:
-    """Issue 25: each `threshold` form and `calibrate` reruns train_head and predict, nothing
-    else (dry runs); one real run with both: the threshold chosen on validation reaches its
-    target there, the temperature is folded into the saved model and recorded, the Kaggle
-    submission keeps its `id,label`."""
+    """Issue 25: each `threshold` form, `calibrate` and `folds` rerun train_head and predict,
+    nothing else (dry runs); one real run with all three: the threshold chosen out of fold
+    reaches its target there, the temperature is folded into the saved model and recorded,
+    every training image is in reports/val/predictions.csv once, the Kaggle submission keeps
+    its `id,label`."""
     run(repo, "git", "checkout", "params.yaml")
     dvc(repo, "checkout")
-    for value in ("threshold=youden", "threshold=sensitivity:0.95", "calibrate=temperature"):
+    for value in ("threshold=youden", "threshold=sensitivity:0.95", "calibrate=temperature",
+                  "folds=5"):
         key, _, v = value.partition("=")
         set_params(repo, **{key: v})
         assert ran_stages(dvc(repo, "repro", "--dry")) == ["train_head", "predict"], value
         run(repo, "git", "checkout", "params.yaml")
-    p = dvc(repo, "exp", "run", "-S", "threshold=sensitivity:0.95", "-S", "calibrate=temperature")
+    # issue 32: with folds, every training image is validated once, out of fold
+    p = dvc(repo, "exp", "run", "-S", "threshold=sensitivity:0.95", "-S", "calibrate=temperature",
+            "-S", "folds=3")
     assert ran_stages(p) == ["train_head", "predict"]
+    assert "3 folds (val_split unused)" in p.stdout
     metrics = json.loads((repo / "metrics.json").read_text())
     assert metrics["val_sensitivity"] >= 0.95 and metrics["temperature"] > 0
-    assert metrics["val_sensitivity_low"] <= metrics["val_sensitivity"] <= metrics[
+    assert metrics["val_sensitivity_low"] < metrics["val_sensitivity"] <= metrics[
         "val_sensitivity_high"]
+    assert metrics["threshold_low"] < metrics["threshold"] < metrics["threshold_high"]
+    assert metrics["val_auc_fold_sd"] is None or metrics["val_auc_fold_sd"] >= 0
     with h5py.File(repo / "models/model_2.h5") as f:
         assert f.attrs["threshold"] == metrics["threshold"]
         assert f.attrs["temperature"] == metrics["temperature"]
     val = list(csv.DictReader((repo / "reports/val/predictions.csv").open()))
+    with h5py.File(repo / "data/resized/train.h5") as f:
+        assert sorted(r["id"] for r in val) == sorted(f["names"].asstr()[:])
+    assert metrics["n_val"] == len(val) and {r["fold"] for r in val} == {"1", "2", "3"}
     decided = ["dog" if float(r["label"]) >= metrics["threshold"] else "cat" for r in val]
     assert [r["predicted_class"] for r in val] == decided
     assert next(csv.reader((repo / "pred.csv").open())) == ["id", "label"]
