@@ -425,8 +425,9 @@ def test_mistakes_0_is_refused_as_such(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_the_tools_outputs_where_the_readme_puts_them_are_ignored_by_git(tmp_path: Path) -> None:
     """README, "Classify images": `--export exported/classifier` (170 MB) and `--cam
-    reports/cam`, and --mistakes' picture, written in a repository holding the project's
-    .gitignore files: `git status` shows none of them (`git add -A` committed them)."""
+    reports/cam`, --mistakes' picture and `--metrics reports/outside.json`, written in a
+    repository holding the project's .gitignore files: `git status` shows none of them (`git
+    add -A` committed them)."""
     import shutil
 
     from stages import classify
@@ -434,6 +435,8 @@ def test_the_tools_outputs_where_the_readme_puts_them_are_ignored_by_git(tmp_pat
     section = (REPO / "README.md").read_text().split("## Classify images", 1)[1].split("\n## ")[0]
     folders = re.findall(r"--(?:export|cam) (\S+)", section)
     assert {"exported/classifier", "reports/cam"} <= set(folders), folders
+    files = re.findall(r"--metrics ([\w./-]+\.json)", section)
+    assert "reports/outside.json" in files, files
     mistakes = classify.MISTAKES_OUT  # the default of --mistakes-out
     try:
         listed = subprocess.run(["git", "ls-files", "--", "*.gitignore"], cwd=REPO,
@@ -451,6 +454,8 @@ def test_the_tools_outputs_where_the_readme_puts_them_are_ignored_by_git(tmp_pat
             (repo / folder / name).parent.mkdir(parents=True, exist_ok=True)
             (repo / folder / name).write_bytes(b"x")
     (repo / mistakes).write_bytes(b"x")
+    for name in files:
+        (repo / name).write_bytes(b"x")
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
                             cwd=repo, capture_output=True, text=True, check=True).stdout
     shown = {line[3:] for line in status.splitlines()}
@@ -949,10 +954,18 @@ def test_the_readmes_classify_commands_run_as_written(baseline: Path, tmp_path: 
         imagegen.write(root / name, imagegen.image(rng, 1))
     (root / "scan.dcm").write_bytes(imagegen.dicom(np.arange(64 * 64, dtype=np.uint16)
                                                    .reshape(64, 64)))
+    for i in range(1, 7):  # the test images again, as an outside set of class folders
+        (root / "data/outside" / ["cat", "dog"][i % 2]).mkdir(parents=True, exist_ok=True)
+        (root / f"data/outside/{['cat', 'dog'][i % 2]}/{i}.jpg").write_bytes(
+            (root / f"data/raw/test/{i}.jpg").read_bytes())
     section = (REPO / "README.md").read_text().split("## Classify images", 1)[1].split("\n## ")[0]
-    lines = [ln.split("  #")[0] for ln in section.splitlines()
+    lines = [ln.split("  #")[0].strip() for ln in section.splitlines()
              if ln.startswith("python3 -m stages.classify")]
-    assert len(lines) == 4, lines
+    assert len(lines) == 5, lines
+    medical = (REPO / "docs/medical.md").read_text().split("## An outside labelled set", 1)[1]
+    shown = [ln.strip() for ln in medical.split("\n## ")[0].splitlines()
+             if ln.startswith("python3 -m stages.classify")]
+    assert shown and set(shown) <= set(lines), shown  # docs/medical.md's: run here too
     said = []
     for line in lines:
         args = shlex.split(line)
@@ -966,6 +979,18 @@ def test_the_readmes_classify_commands_run_as_written(baseline: Path, tmp_path: 
     assert (root / "reports/cam/cam.h5").is_file()
     assert (root / "reports/val_mistakes_cam.png").is_file()
     assert (root / "exported/classifier/saved_model.pb").is_file()
+    assert said[4].startswith("classify: outside set data/outside: 6 images (cat 3, dog 3), "
+                              "threshold 0.5\n"), said[4]
+    assert "1.jpg" not in said[4]  # the scores' table, not the rows
+    scores = json.loads((root / "reports/outside.json").read_text())
+    assert (scores["n_test"], scores["classes"], scores["threshold"]) == (6, ["cat", "dog"], 0.5)
+    assert (scores["interval_unit"], scores["clip"], scores["n_skipped"]) == ("image", 0.005, 0)
+    c = scores["confusion"]
+    assert [sum(c[t].values()) for t in ("cat", "dog")] == [3, 3]
+    assert scores["test_sensitivity"] == c["dog"]["dog"] / 3
+    assert scores["test_specificity"] == c["cat"]["cat"] / 3
+    for key in ("test_loss", "test_auc", "test_ece", "test_accuracy_low", "test_auc_high"):
+        assert key in scores, key
     code = re.search(r"```python\n(.*?)```", section, re.S)
     assert code, "the README's Python lines"
     monkeypatch.chdir(root)
