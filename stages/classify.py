@@ -5,8 +5,10 @@ files, folders or `.zip`s with `models/model_2.h5`, in one process, outside DVC.
     python -m stages.classify data/new --out new.csv --cam reports/cam
     python -m stages.classify --mistakes 12                # reports/val_mistakes_cam.png
     python -m stages.classify --export exported/classifier # a TensorFlow SavedModel
+    python -m stages.classify data/outside --metrics reports/outside.json  # an outside set
 
-(reports/cam/, reports/val_mistakes_cam.png and exported/ are ignored by git.)
+(reports/cam/, reports/val_mistakes_cam.png, reports/outside.json and exported/ are ignored by
+git.)
 
 Images are decoded and resized by `resize`'s own code at the width the model records, and go
 through the networks and the head as the pipeline runs them (stages/classifier.py), so the
@@ -25,6 +27,21 @@ In Python, the same code (stages/classifier.py; `stages.classify` re-exports `Cl
 
 A file that cannot be decoded is named with its reason and skipped; the others are scored and
 the exit status is 1.
+
+`--metrics FILE` scores an outside labelled set, one folder or .zip (DIR) of class folders named
+as the model's classes, read as `resize@test` and `predict` read a labelled test set
+(stages/testset.py; folders that are not the classes stop in one line before TensorFlow
+starts): FILE (JSON) gets predict's test metrics (stages/predict.py, `summary`: log loss of
+the probabilities clipped by `clip`, accuracy, AUC, balanced accuracy, two classes sensitivity
+and specificity, ECE, the intervals with `interval_unit`), and `n_test`, `n_skipped`,
+`classes`, the model's `threshold`, `clip`, `group_pattern`, `confusion` ({true class:
+{predicted class: count}} at that threshold), `data` and `model` (the paths given). `clip`,
+`seed` and `group_pattern` are params.yaml's where the current folder has one (else the
+defaults: clip 0.005, no groups); `--group-pattern REGEX` replaces group_pattern (`''`: none).
+The scores are printed as a table; the per-image rows only go to `--out` (with a `true_class`
+column), not to the terminal, where they would bury the scores. Images that cannot be decoded
+are named and skipped: FILE holds the metrics of the others, with `n_skipped`, and the exit
+status is 1.
 """
 
 from __future__ import annotations
@@ -32,8 +49,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import re
 import time
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -41,6 +62,7 @@ import numpy as np
 from stages import (
     cam,
     cli,
+    decision,
     destinations,
     devices,
     evaluation,
@@ -49,11 +71,15 @@ from stages import (
     limits,
     model_record,
     outputs,
+    predict,
     quiet,
+    testset,
     val_predictions,
 )
 from stages.classifier import Classifier, ModelError, batch_size
+from stages.images import DataError, Source, list_test
 from stages.inputs import Entry
+from stages.params import DEFAULTS, PARAMS_FILE, load_params
 
 __all__ = ["Classifier", "main"]  # Classifier: design.md's `from stages.classify import`
 
@@ -133,13 +159,17 @@ def _short(path: str, width: int = 60) -> str:
     return path if len(path) <= width else "…" + path[-(width - 1):]
 
 
-def write_csv(path: str, classes: list[str], rows: list[tuple[str, np.ndarray, int]]) -> None:
-    """`path`, one probability column per class (headed by its name), `predicted_class`."""
+def write_csv(path: str, classes: list[str], rows: list[tuple[str, np.ndarray, int]],
+              truth: dict[str, str] | None = None) -> None:
+    """`path`, one probability column per class (headed by its name), `predicted_class`; with
+    `truth` (each row's true class by its path: `--metrics`), `true_class` before it, as
+    pred.csv has it."""
     with h5io.atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["path", *classes, "predicted_class"])
+        w.writerow(["path", *classes, *(["true_class"] if truth else []), "predicted_class"])
         for shown, p, c in rows:
-            w.writerow([shown, *(f"{v:.7f}" for v in p), classes[c]])
+            w.writerow([shown, *(f"{v:.7f}" for v in p), *([truth[shown]] if truth else []),
+                        classes[c]])
 
 
 def table(classes: list[str], rows: list[tuple[str, np.ndarray, int]]) -> str:
@@ -150,6 +180,131 @@ def table(classes: list[str], rows: list[tuple[str, np.ndarray, int]]) -> str:
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                                for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
                      for r in cells)
+
+
+# --- an outside labelled set: --metrics ----------------------------------------------------------
+
+LAYOUTS = "(docs/data.md, 'Your own images: the layouts')"
+METRICS_HELP = ("Give --metrics one folder or .zip of class folders named as the model's "
+                "classes")
+
+
+@dataclass(frozen=True)
+class OutsideSet:
+    """A labelled folder's images, in `found`'s order, each with its name as the test side names
+    a row (relative to the folder, a lone wrapper folder dropped: `NORMAL/p1_a.png`) and its
+    class index."""
+
+    path: str
+    found: list[Entry]
+    names: list[str]
+    labels: np.ndarray
+    ignored: list[str]
+
+    def truth(self, classes: list[str]) -> dict[str, str]:
+        """Each image's true class by its path as the tool shows it."""
+        return {e.shown: classes[int(c)] for e, c in zip(self.found, self.labels, strict=True)}
+
+
+def outside_set(path: str | Path, classes: list[str]) -> OutsideSet:
+    """The images of `path` read against the model's `classes` as `resize@test` and `predict`
+    read a test set (stages/testset.py): a labelled set, else a TestSetError naming what is
+    wrong. Lists names only: nothing is decoded, no TensorFlow."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: does not exist. {METRICS_HELP}")
+    if not (path.is_dir() or zipfile.is_zipfile(path)):
+        raise DataError(f"--metrics {path}: is a file, not a folder or .zip. {METRICS_HELP}")
+    source = Source(path, help=METRICS_HELP)
+    listing = list_test(source)
+    try:
+        test = testset.read(listing.names, classes)
+    except testset.TestSetError as e:  # resize@test's words, without its `dvc repro`
+        raise testset.TestSetError(f"{path}: {str(e).replace(testset.FIX, LAYOUTS)}") from None
+    if test.labels is None:
+        rel = test.row_ids()
+        folders = sorted({n.split("/", 1)[0] for n in rel if "/" in n})
+        held = (f"folders {cli.some(folders, 5)}" if folders else "images outside any folder")
+        raise testset.TestSetError(
+            f"{path}: holds {held}, not one folder per class: --metrics scores a labelled set, "
+            f"its images in folders named as the model's classes ({', '.join(classes)}) "
+            f"{LAYOUTS}")
+    return OutsideSet(str(path), [Entry(source, f, f"{path}/{f}") for f in listing.files],
+                      [str(n) for n in test.names],  # type: ignore[union-attr]
+                      np.asarray(test.labels, np.int64), [f"{path}/{f}" for f in listing.ignored])
+
+
+def metrics_params(group_pattern: str | None) -> dict[str, Any]:
+    """`clip`, `seed` and `group_pattern` as predict reads them: params.yaml's where the current
+    folder has one, else the defaults; `group_pattern` (--group-pattern) replaces the file's."""
+    keys = ("clip", "seed", "group_pattern")
+    params = (load_params(PARAMS_FILE, keys=keys) if Path(PARAMS_FILE).is_file()
+              else {k: DEFAULTS[k] for k in keys})
+    if group_pattern is not None:
+        params["group_pattern"] = group_pattern
+    return params
+
+
+def confusion(labels: np.ndarray, predicted: np.ndarray, classes: list[str]
+              ) -> dict[str, dict[str, int]]:
+    """{true class: {predicted class: count}}, every pair of classes (zeros too)."""
+    return {t: {p: int(np.sum((labels == i) & (predicted == j))) for j, p in enumerate(classes)}
+            for i, t in enumerate(classes)}
+
+
+def outside_metrics(raw: np.ndarray, labels: np.ndarray, names: list[str], classes: list[str],
+                    threshold: float, params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(what --metrics writes, the paths `group_pattern` misses): predict's test metrics of the
+    unclipped probabilities `raw` (predict.summary, the log loss of them clipped by `clip`),
+    decided at the model's `threshold`, the intervals by group where `group_pattern` matches
+    every name (predict.groups_of_rows), and the confusion counts."""
+    pattern = params["group_pattern"]
+    groups, missed = predict.groups_of_rows(np.asarray(names, object), pattern)
+    stats = predict.summary(predict.clip_probs(raw, params["clip"]), classes, labels,
+                            unclipped=raw, threshold=threshold, seed=params["seed"],
+                            groups=groups, missed=len(missed) if pattern else None)
+    out = {k: v for k, v in stats.items() if predict.is_metric(k) or k.startswith("interval_")
+           or k == "group_pattern_missed"}
+    out |= {"threshold": threshold, "clip": params["clip"], "group_pattern": pattern,
+            "confusion": confusion(labels, decision.predicted(raw, threshold), classes)}
+    return out, missed
+
+
+SCORES = (("test_loss", "log loss"), ("test_accuracy", "accuracy"), ("test_auc", "AUC"),
+          ("test_balanced_accuracy", "balanced accuracy"), ("test_sensitivity", "sensitivity"),
+          ("test_specificity", "specificity"), ("test_ece", "ECE"))
+
+
+def metrics_table(stats: dict[str, Any], path: str) -> str:
+    """What the terminal shows of --metrics: the images per class, each score with its 95 %
+    interval where it has one, and the confusion counts."""
+    classes = stats["classes"]
+    counts = {t: sum(row.values()) for t, row in stats["confusion"].items()}
+    at = f", threshold {stats['threshold']:.3g}" if len(classes) == 2 else ""
+    lines = [f"{STAGE}: outside set {path}: {_count(stats['n_test'])} ("
+             + ", ".join(f"{c} {counts[c]}" for c in classes) + f"){at}"]
+    named = {"test_sensitivity": f"sensitivity ({classes[-1]})",
+             "test_specificity": f"specificity ({classes[0]})"}
+    shown = [(key, named.get(key, label)) for key, label in SCORES if key in stats]
+    pad = max(len(label) for _, label in shown) + 2
+    for key, label in shown:
+        value = stats[key]
+        cell = "undefined" if value is None else f"{value:.3f}"
+        low, high = stats.get(f"{key}_low"), stats.get(f"{key}_high")
+        if low is not None and high is not None:
+            cell += f"  ({low:.3f}–{high:.3f})"
+        lines.append(f"  {label:<{pad}}{cell}")
+    unit = stats.get("interval_unit", "image")
+    lines.append(f"  (95 % intervals, by {'group (group_pattern)' if unit == 'group' else unit})")
+    width = max(len(c) for c in classes)
+    cols = [max(width, 5)] * len(classes)
+    lines.append("  confusion (rows true, columns predicted):")
+    lines.append("    " + " " * width + "".join(f"  {c:>{w}}" for c, w in zip(classes, cols,
+                                                                           strict=True)))
+    for t in classes:
+        lines.append(f"    {t:<{width}}" + "".join(
+            f"  {stats['confusion'][t][p]:>{w}}" for p, w in zip(classes, cols, strict=True)))
+    return "\n".join(lines)
 
 
 def explain_mistakes(clf: Classifier, n: int, predictions: str, resized: str, out: str) -> int:
@@ -193,10 +348,30 @@ def _validation_images(clf: Classifier, resized: str, predictions: str, names: l
     return images
 
 
+def write_metrics(path: str, outside: OutsideSet, rows: list[tuple[str, np.ndarray, int]],
+                  clf: Classifier, params: dict[str, Any], n_skipped: int) -> dict[str, Any]:
+    """Score the decoded `rows` of `outside` (outside_metrics), write them to `path` and print
+    the table; the paths group_pattern misses are said as predict says them."""
+    index = {e.shown: i for i, e in enumerate(outside.found)}
+    kept = [index[shown] for shown, _, _ in rows]
+    raw = np.stack([p for _, p, _ in rows]).astype(np.float64)
+    names = [outside.names[i] for i in kept]
+    stats, missed = outside_metrics(raw, outside.labels[kept], names, clf.classes,
+                                    clf.threshold, params)
+    if missed:
+        cli.say(STAGE, predict.missed_note(params["group_pattern"], missed, len(names), path))
+    stats |= {"n_skipped": n_skipped, "data": outside.path, "model": clf.record.path}
+    h5io.write_json(path, stats)
+    print(metrics_table(stats, outside.path), flush=True)
+    return stats
+
+
 def check_outputs(args: argparse.Namespace) -> None:
     """Every output writable as asked, before TensorFlow starts and anything is scored."""
     if args.out:
         destinations.check_file(args.out, "--out")
+    if args.metrics:
+        destinations.check_file(args.metrics, "--metrics")
     if args.cam:
         destinations.check_cam_folder(args.cam)
     if args.mistakes:
@@ -211,10 +386,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("paths", nargs="*", metavar="PATH",
                     help="image files (DICOM and extensionless DICOM too), folders or .zip files")
     ap.add_argument("--model", default="models/model_2.h5", help="the trained model")
-    ap.add_argument("--out", metavar="FILE.csv", help="write the table here (default: stdout)")
+    ap.add_argument("--out", metavar="FILE.csv",
+                    help="write the per-image table here (default: stdout; with --metrics, "
+                         "only here, with a true_class column)")
     ap.add_argument("--cam", metavar="DIR", type=Path,
                     help="write each image with its class activation map over it, and cam.h5 "
                          "(in place of an earlier --cam output there)")
+    ap.add_argument("--metrics", metavar="FILE.json",
+                    help="score one folder or .zip of class folders named as the model's "
+                         "classes (an outside labelled set): predict's test metrics with their "
+                         "intervals and the confusion counts here, a table on stdout")
+    ap.add_argument("--group-pattern", metavar="REGEX",
+                    help="--metrics: the intervals' groups (patients) by this pattern "
+                         "(default: params.yaml's group_pattern, where there is one; '' none)")
     ap.add_argument("--mistakes", metavar="N", type=int,
                     help="explain the N most confident validation mistakes (--mistakes-out)")
     ap.add_argument("--mistakes-out", metavar="FILE.png", default=MISTAKES_OUT,
@@ -236,12 +420,30 @@ def main(argv: list[str] | None = None) -> None:
                  "--export DIR")
     if args.cam and not args.paths:
         ap.error("--cam draws the maps of the images given: name some")
+    if args.metrics and len(args.paths) != 1:
+        ap.error(f"--metrics scores one folder or .zip of class folders, got {len(args.paths)} "
+                 "paths")
+    if args.group_pattern is not None:
+        if not args.metrics:
+            ap.error("--group-pattern groups --metrics' intervals: give --metrics FILE")
+        try:
+            re.compile(args.group_pattern)
+        except re.error as e:
+            ap.error(f"--group-pattern {args.group_pattern!r}: not a regular expression ({e})")
 
     def work() -> None:
         start = time.perf_counter()
         check_outputs(args)
         record = model_record.read(args.model)  # a missing model: before TensorFlow starts
-        found, ignored = inputs.entries(args.paths)
+        outside: OutsideSet | None = None
+        params: dict[str, Any] = {}
+        if args.metrics:  # misnamed folders, a bad clip or params.yaml: before TensorFlow
+            params = metrics_params(args.group_pattern)
+            predict.clip_probs(np.full((1, len(record.classes)), 0.5), params["clip"])
+            outside = outside_set(args.paths[0], record.classes)
+            found, ignored = outside.found, outside.ignored
+        else:
+            found, ignored = inputs.entries(args.paths)
         if ignored:
             cli.say(STAGE, f"left out {len(ignored)} non-image file(s): {cli.some(ignored, 5)}")
         images = f"{_count(len(found))}; " if found else ""
@@ -275,17 +477,23 @@ def main(argv: list[str] | None = None) -> None:
         skipped: list[tuple[str, str]] = []
         if found:
             rows, skipped = classify(clf, found, args.cam, args.workers)
+            truth = outside.truth(clf.classes) if outside else None
             if args.out:
-                write_csv(args.out, clf.classes, rows)
-            else:
+                write_csv(args.out, clf.classes, rows, truth)
+            elif not outside:  # --metrics: the scores' table below, not one row per image
                 print(table(clf.classes, rows), flush=True)
-            where = f" → {args.out}" if args.out else ""
+            if outside:
+                write_metrics(args.metrics, outside, rows, clf, params, len(skipped))
+            where = ", ".join(p for p in (args.out, args.metrics) if p)
             maps = f"; maps in {args.cam}" if args.cam else ""
             cli.say(STAGE, f"{_count(len(rows))} in {time.perf_counter() - start:.1f} s"
-                    f"{where}{maps}")
+                    f"{f' → {where}' if where else ''}{maps}")
         if skipped:
+            scored = (f"; the metrics of the {len(found) - len(skipped)} others are in "
+                      f"{args.metrics} (n_skipped {len(skipped)})" if outside else "")
             raise inputs.DataError(f"{len(skipped)} of {len(found)} images could not be decoded "
-                                   "and were skipped (named above); the others are scored")
+                                   f"and were skipped (named above); the others are scored"
+                                   f"{scored}")
 
     cli.run(STAGE, work)
 

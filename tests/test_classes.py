@@ -175,6 +175,39 @@ def test_the_classify_tool_scores_the_class_folders_as_predict(
     np.testing.assert_allclose(shares + e.bias, e.logits, atol=1e-4)
 
 
+def test_classify_metrics_of_the_test_folder_are_predicts_test_metrics(repo: Path,
+                                                                      tmp_path: Path) -> None:
+    """`classify data/raw/test --metrics FILE` (an outside set's command) on the labelled test
+    folder: the scores and intervals of reports/predict.json, the interval unit of
+    reports/test/summary.json, and the confusion matrix's counts (three classes, softmax)."""
+    import subprocess
+    import sys
+    from collections import Counter
+
+    from conftest import ENV, REPO
+
+    out = tmp_path / "outside.json"
+    p = subprocess.run([sys.executable, "-m", "stages.classify", "data/raw/test", "--metrics",
+                        str(out)], cwd=repo, capture_output=True, text=True,
+                       env={**ENV, "PYTHONPATH": str(REPO)})
+    assert p.returncode == 0, p.stderr
+    got = json.loads(out.read_text())
+    report = json.loads((repo / "reports/predict.json").read_text())
+    summary = json.loads((repo / "reports/test/summary.json").read_text())
+    assert set(report) <= set(got) and report["n_test"] == len(CLASSES) * PER_TEST_CLASS
+    for key, value in report.items():  # probabilities agree to ~1e-6: the scores do too
+        assert got[key] == (value if isinstance(value, (str, list)) or value is None
+                            else pytest.approx(value, abs=1e-5)), key
+    assert got["test_accuracy"] == report["test_accuracy"]
+    assert got["interval_unit"] == summary["interval_unit"] == "image"
+    assert (got["clip"], got["n_skipped"]) == (CLIP, 0)
+    matrix = json.loads((repo / "reports/test/plots/sklearn/confusion_matrix.json").read_text())
+    counts = Counter((m["actual"], m["predicted"]) for m in matrix)
+    assert got["confusion"] == {t: {c: counts[(t, c)] for c in CLASSES} for t in CLASSES}
+    assert p.stdout.startswith(f"classify: outside set data/raw/test: {report['n_test']} images "
+                               "(ant 4, moth 4, zebra 4)\n"), p.stdout
+
+
 def test_confusion_matrices_and_the_mistakes_picture_are_declared_plots(repo: Path,
                                                                       tmp_path: Path) -> None:
     from test_tracking import html_specs

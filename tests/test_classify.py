@@ -395,7 +395,9 @@ def test_a_swap_that_fails_puts_the_old_folder_back(tmp_path: Path,
     (["a.jpg", "--cam", "{tmp}"], "--cam {tmp}: holds file.txt, not only an earlier --cam"),
     (["--export", "{tmp}"], "--export {tmp}: exists and is no SavedModel"),
     (["--mistakes", "2", "--mistakes-out", "{tmp}"], "--mistakes-out {tmp}: is a folder"),
-], ids=["out-folder", "cam-file", "cam-other-folder", "export-other-folder", "mistakes-out"])
+    (["d", "--metrics", "{tmp}"], "--metrics {tmp}: is a folder"),
+], ids=["out-folder", "cam-file", "cam-other-folder", "export-other-folder", "mistakes-out",
+        "metrics-folder"])
 def test_an_output_that_cannot_be_written_stops_before_tensorflow(
         args: list[str], said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One line, before the model is read or anything scored (they crashed once every image was
@@ -423,8 +425,9 @@ def test_mistakes_0_is_refused_as_such(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_the_tools_outputs_where_the_readme_puts_them_are_ignored_by_git(tmp_path: Path) -> None:
     """README, "Classify images": `--export exported/classifier` (170 MB) and `--cam
-    reports/cam`, and --mistakes' picture, written in a repository holding the project's
-    .gitignore files: `git status` shows none of them (`git add -A` committed them)."""
+    reports/cam`, --mistakes' picture and `--metrics reports/outside.json`, written in a
+    repository holding the project's .gitignore files: `git status` shows none of them (`git
+    add -A` committed them)."""
     import shutil
 
     from stages import classify
@@ -432,6 +435,8 @@ def test_the_tools_outputs_where_the_readme_puts_them_are_ignored_by_git(tmp_pat
     section = (REPO / "README.md").read_text().split("## Classify images", 1)[1].split("\n## ")[0]
     folders = re.findall(r"--(?:export|cam) (\S+)", section)
     assert {"exported/classifier", "reports/cam"} <= set(folders), folders
+    files = re.findall(r"--metrics ([\w./-]+\.json)", section)
+    assert "reports/outside.json" in files, files
     mistakes = classify.MISTAKES_OUT  # the default of --mistakes-out
     try:
         listed = subprocess.run(["git", "ls-files", "--", "*.gitignore"], cwd=REPO,
@@ -449,6 +454,8 @@ def test_the_tools_outputs_where_the_readme_puts_them_are_ignored_by_git(tmp_pat
             (repo / folder / name).parent.mkdir(parents=True, exist_ok=True)
             (repo / folder / name).write_bytes(b"x")
     (repo / mistakes).write_bytes(b"x")
+    for name in files:
+        (repo / name).write_bytes(b"x")
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
                             cwd=repo, capture_output=True, text=True, check=True).stdout
     shown = {line[3:] for line in status.splitlines()}
@@ -604,6 +611,257 @@ def test_the_record_has_what_classify_needs(baseline: Path) -> None:
                                  75, 0.5, 1.0)
 
 
+# --- an outside labelled set: --metrics, with a stub in place of the networks -------------------
+
+OUTSIDE = ["NORMAL", "PNEUMONIA"]
+# Each image's red, which the stub's p(PNEUMONIA) is (/255): the classes overlap, so that every
+# score and interval is something between 0 and 1, and the threshold decides some of them.
+REDS = {"NORMAL": [20, 60, 90, 110, 150, 200], "PNEUMONIA": [70, 140, 160, 180, 220, 240, 250]}
+
+
+class StubClassifier:
+    """Classifier's face to classify.classify(): p(class 1) is an image's mean red / 255 (the
+    images are plain colours), decided at the model's threshold; no network, no TensorFlow."""
+
+    width = 16
+
+    def __init__(self, model_path: str) -> None:
+        from stages import model_record
+
+        self.record = model_record.read(model_path)
+        self.classes, self.threshold = self.record.classes, self.record.threshold
+
+    @classmethod
+    def load(cls, model_path: str = "models/model_2.h5") -> StubClassifier:
+        return cls(model_path)
+
+    def explain(self, pixels: np.ndarray, size: int | None = None, maps: bool = False) -> Any:
+        from types import SimpleNamespace
+
+        from stages import decision
+
+        probs = stub_probs(pixels[..., 0].mean(axis=(1, 2)))
+        return SimpleNamespace(probs=probs, predicted=decision.predicted(probs, self.threshold))
+
+
+def stub_probs(red: np.ndarray) -> np.ndarray:
+    p1 = np.asarray(red, np.float64) / 255
+    return np.stack([1 - p1, p1], axis=1).astype(np.float32)
+
+
+def stub_model(path: Path, threshold: float = 0.45, classes: list[str] = OUTSIDE) -> Path:
+    """A model file's record (what classify reads before TensorFlow), no weights."""
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"classes": classes, "networks": ["xception"],
+                        "weights": ["none, seed 3"], "width": StubClassifier.width,
+                        "threshold": threshold, "temperature": 1.0})
+    return path
+
+
+def outside_folder(root: Path, reds: dict[str, list[int]] = REDS) -> Path:
+    """Class folders of plain PNGs, two images per patient (`p<k>_<i>.png`)."""
+    for cls, values in reds.items():
+        (root / cls).mkdir(parents=True)
+        for i, red in enumerate(values):
+            img = np.full((20, 24, 3), (40, 40, red), np.uint8)  # BGR for OpenCV
+            cv2.imwrite(str(root / cls / f"p{cls[0]}{i // 2}_{i}.png"), img)
+    return root
+
+
+@pytest.fixture
+def stubbed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """classify.main with StubClassifier in the networks' place, run in an empty folder (no
+    params.yaml: the defaults)."""
+    from stages import classify, devices
+
+    monkeypatch.setattr(classify, "Classifier", StubClassifier)
+    monkeypatch.setattr(devices, "backend", lambda: "stub")  # quiet.tensorflow() not called
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+def reference(classes: list[str], reds: dict[str, list[int]], threshold: float, clip: float,
+              seed: int, groups: np.ndarray | None = None) -> dict[str, Any]:
+    """predict's test metrics of the images (what reports/predict.json keeps of summary())."""
+    from stages import predict
+
+    labels = np.array([i for i, c in enumerate(classes) for _ in reds[c]])
+    raw = stub_probs([r for c in classes for r in reds[c]]).astype(np.float64)
+    stats = predict.summary(predict.clip_probs(raw, clip), classes, labels, raw, threshold, seed,
+                            groups, None if groups is None else 0)
+    return {k: v for k, v in stats.items() if predict.is_metric(k)} | {
+        "interval_unit": stats["interval_unit"]}
+
+
+def test_metrics_are_predicts_test_metrics_and_the_confusion_counts(
+        stubbed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`classify DIR --metrics FILE`: predict's test metrics of the folder's images (summary(),
+    the log loss of the probabilities clipped by the default clip), the model's threshold, the
+    confusion counts at it; the scores' table on stdout, not the per-image one."""
+    from stages import classify
+    from stages.params import DEFAULTS
+
+    folder = outside_folder(tmp_path / "outside")
+    classify.main([str(folder), "--model", str(stub_model(tmp_path / "m.h5")),
+                   "--metrics", "out.json"])
+    got = json.loads((stubbed / "out.json").read_text())
+    want = reference(OUTSIDE, REDS, 0.45, 0.005, DEFAULTS["seed"])
+    assert {k: got[k] for k in want} == want
+    assert want["test_loss"] > 0 and want["test_sensitivity_low"] < want["test_sensitivity"]
+    assert got["interval_unit"] == "image" and got["n_skipped"] == 0
+    assert (got["threshold"], got["clip"], got["group_pattern"]) == (0.45, 0.005, "")
+    # red ≥ 0.45·255 = 114.75 is PNEUMONIA: NORMAL 150, 200; PNEUMONIA but 70
+    assert got["confusion"] == {"NORMAL": {"NORMAL": 4, "PNEUMONIA": 2},
+                                "PNEUMONIA": {"NORMAL": 1, "PNEUMONIA": 6}}
+    assert got["test_sensitivity"] == 6 / 7 and got["test_specificity"] == 4 / 6
+    out = capsys.readouterr().out
+    assert out.startswith(f"classify: outside set {folder}: 13 images (NORMAL 6, PNEUMONIA 7), "
+                          "threshold 0.45\n"), out
+    assert "predicted_class" not in out and ".png" not in out  # no per-image rows
+
+
+def test_metrics_with_out_a_broken_image_and_params_groups(
+        stubbed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """params.yaml of the current folder gives clip and group_pattern (intervals by patient);
+    `--out` gets the rows with their true class; an image that cannot be decoded is named and
+    skipped, the others' metrics written with n_skipped, exit status 1."""
+    from stages import classify
+
+    (stubbed / "params.yaml").write_text("clip: 0.01\nseed: 5\ngroup_pattern: '^(p[NP]\\d+)_'\n")
+    folder = outside_folder(tmp_path / "outside")
+    (folder / "NORMAL/broken.png").write_bytes(b"not an image")
+    with pytest.raises(SystemExit) as stop:
+        classify.main([str(folder), "--model", str(stub_model(tmp_path / "m.h5")),
+                       "--metrics", "out.json", "--out", "rows.csv"])
+    assert str(stop.value.code) == (
+        "classify: 1 of 14 images could not be decoded and were skipped (named above); the "
+        "others are scored; the metrics of the 13 others are in out.json (n_skipped 1)")
+    assert f"skipped {folder}/NORMAL/broken.png: cannot be decoded" in capsys.readouterr().err
+    got = json.loads((stubbed / "out.json").read_text())
+    groups = np.array([f"p{c[0]}{i // 2}" for c in OUTSIDE for i in range(len(REDS[c]))])
+    want = reference(OUTSIDE, REDS, 0.45, 0.01, 5, groups)
+    assert {k: got[k] for k in want} == want and got["interval_unit"] == "group"
+    assert (got["n_test"], got["n_skipped"], got["clip"]) == (13, 1, 0.01)
+    assert got["group_pattern_missed"] == 0
+    rows = list(csv.DictReader((stubbed / "rows.csv").open()))
+    assert list(rows[0]) == ["path", *OUTSIDE, "true_class", "predicted_class"]
+    assert [r["true_class"] for r in rows] == ["NORMAL"] * 6 + ["PNEUMONIA"] * 7
+    assert rows[0]["path"] == f"{folder}/NORMAL/pN0_0.png"
+
+
+def test_group_pattern_option_replaces_params_and_a_miss_is_said(
+        stubbed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--group-pattern` over params.yaml's: `''` is none (by image); a pattern that misses
+    paths says so as predict does, and the intervals are by image."""
+    from stages import classify
+
+    (stubbed / "params.yaml").write_text("group_pattern: '^(p[NP]\\d+)_'\n")
+    folder = outside_folder(tmp_path / "outside")
+    model = str(stub_model(tmp_path / "m.h5"))
+    classify.main([str(folder), "--model", model, "--metrics", "a.json", "--group-pattern", ""])
+    assert json.loads((stubbed / "a.json").read_text())["interval_unit"] == "image"
+    capsys.readouterr()
+    classify.main([str(folder), "--model", model, "--metrics", "b.json",
+                   "--group-pattern", "^(pN\\d+)_"])
+    got = json.loads((stubbed / "b.json").read_text())
+    assert (got["interval_unit"], got["group_pattern_missed"]) == ("image", 7)
+    err = capsys.readouterr().err
+    assert "group_pattern `^(pN\\d+)_` does not match 7 of 13 test path(s)" in err
+    assert "(b.json: interval_unit image)" in err
+
+
+@pytest.mark.parametrize(("folders", "said"), [
+    (["NORMALL", "PNEUMONIA"], "test folder(s) NORMALL are not training classes (NORMAL, "
+                               "PNEUMONIA), while PNEUMONIA are; did you mean NORMALL → NORMAL?"),
+    (["normal", "pneumonia"], "test folder(s) normal, pneumonia differ from the training "
+                              "classes NORMAL, PNEUMONIA only in case"),
+    (["patient1", "patient2"], "holds folders patient1, patient2, not one folder per class: "
+                               "--metrics scores a labelled set"),
+], ids=["misspelled", "case", "not-classes"])
+def test_folders_that_are_not_the_classes_stop_before_tensorflow(
+        folders: list[str], said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """resize@test's message (testset.read's), in one line, before TensorFlow starts and
+    before anything is decoded or written."""
+    from stages import classify, devices, inputs
+
+    monkeypatch.setattr(devices, "backend", lambda: pytest.fail("TensorFlow was started"))
+    monkeypatch.setattr(inputs, "decoded", lambda *a: pytest.fail("images were decoded"))
+    monkeypatch.chdir(tmp_path)
+    folder = outside_folder(tmp_path / "outside", {f: [100, 200] for f in folders})
+    with pytest.raises(SystemExit) as stop:
+        classify.main([str(folder), "--model", str(stub_model(tmp_path / "m.h5")),
+                       "--metrics", "out.json"])
+    message = str(stop.value.code)
+    assert message.startswith(f"classify: {folder}: ") and said in message, message
+    assert "\n" not in message and "dvc repro" not in message
+    assert "docs/data.md, 'Your own images: the layouts'" in message
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_metrics_takes_exactly_one_folder(capsys: pytest.CaptureFixture[str]) -> None:
+    from stages import classify
+
+    for args in (["a", "b", "--metrics", "m.json"], ["a", "--group-pattern", "x"],
+                 ["a", "--metrics", "m.json", "--group-pattern", "("]):
+        with pytest.raises(SystemExit) as stop:
+            classify.main(args)
+        assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--metrics scores one folder or .zip of class folders, got 2 paths" in err
+    assert "--group-pattern groups --metrics' intervals: give --metrics FILE" in err
+    assert "--group-pattern '(': not a regular expression" in err
+
+
+def test_a_zip_or_a_wrapper_folder_names_rows_as_the_test_side(tmp_path: Path) -> None:
+    """Names relative to the folder, a lone wrapper dropped (`NORMAL/pN0_0.png`, as resize@test
+    names a test row); a zip of the folder gives the same names and labels."""
+    import shutil
+
+    from stages.classify import outside_set
+
+    outside_folder(tmp_path / "wrap/outside", {"PNEUMONIA": [1], "NORMAL": [2, 3]})
+    shutil.make_archive(str(tmp_path / "outside"), "zip", tmp_path / "wrap", "outside")
+    for path in (tmp_path / "wrap", tmp_path / "wrap/outside", tmp_path / "outside.zip"):
+        got = outside_set(path, OUTSIDE)
+        assert got.names == ["NORMAL/pN0_0.png", "NORMAL/pN0_1.png", "PNEUMONIA/pP0_0.png"]
+        assert list(got.labels) == [0, 0, 1]
+        assert got.truth(OUTSIDE)[got.found[2].shown] == "PNEUMONIA"
+    with pytest.raises(DataError, match=r"--metrics .*m\.h5: is a file, not a folder or \.zip"):
+        outside_set(stub_model(tmp_path / "m.h5"), OUTSIDE)
+
+
+def test_the_table_shows_each_score_with_its_interval_and_the_confusion() -> None:
+    from stages.classify import metrics_table
+
+    stats = {"n_test": 300, "classes": OUTSIDE, "threshold": 0.32, "interval_unit": "group",
+             "test_loss": 0.4123, "test_accuracy": 0.853, "test_accuracy_low": 0.808,
+             "test_accuracy_high": 0.889, "test_auc": 0.91, "test_auc_low": 0.87,
+             "test_auc_high": 0.94, "test_balanced_accuracy": 0.79,
+             "test_balanced_accuracy_low": 0.74, "test_balanced_accuracy_high": 0.83,
+             "test_sensitivity": 0.956, "test_sensitivity_low": 0.915,
+             "test_sensitivity_high": 0.977, "test_specificity": 0.625,
+             "test_specificity_low": None, "test_specificity_high": None, "test_ece": 0.081,
+             "confusion": {"NORMAL": {"NORMAL": 75, "PNEUMONIA": 45},
+                           "PNEUMONIA": {"NORMAL": 8, "PNEUMONIA": 172}}}
+    lines = metrics_table(stats, "data/outside").splitlines()
+    assert lines[0] == ("classify: outside set data/outside: 300 images (NORMAL 120, PNEUMONIA "
+                        "180), threshold 0.32")
+    for label, cell in (("log loss", "0.412"), ("accuracy", "0.853  (0.808–0.889)"),
+                        ("AUC", "0.910  (0.870–0.940)"),
+                        ("balanced accuracy", "0.790  (0.740–0.830)"),
+                        ("sensitivity (PNEUMONIA)", "0.956  (0.915–0.977)"),
+                        ("specificity (NORMAL)", "0.625"), ("ECE", "0.081")):
+        assert any(re.fullmatch(rf"  {re.escape(label)} +{re.escape(cell)}", ln)
+                   for ln in lines), (label, lines)
+    assert "  (95 % intervals, by group (group_pattern))" in lines
+    i = lines.index("  confusion (rows true, columns predicted):")
+    assert lines[i + 1].split() == OUTSIDE
+    assert lines[i + 2].split() == ["NORMAL", "75", "45"]
+    assert lines[i + 3].split() == ["PNEUMONIA", "8", "172"]
+
+
 # --- end to end on the pipeline's run ------------------------------------------------------------
 
 @pytest.mark.pipeline
@@ -696,10 +954,18 @@ def test_the_readmes_classify_commands_run_as_written(baseline: Path, tmp_path: 
         imagegen.write(root / name, imagegen.image(rng, 1))
     (root / "scan.dcm").write_bytes(imagegen.dicom(np.arange(64 * 64, dtype=np.uint16)
                                                    .reshape(64, 64)))
+    for i in range(1, 7):  # the test images again, as an outside set of class folders
+        (root / "data/outside" / ["cat", "dog"][i % 2]).mkdir(parents=True, exist_ok=True)
+        (root / f"data/outside/{['cat', 'dog'][i % 2]}/{i}.jpg").write_bytes(
+            (root / f"data/raw/test/{i}.jpg").read_bytes())
     section = (REPO / "README.md").read_text().split("## Classify images", 1)[1].split("\n## ")[0]
-    lines = [ln.split("  #")[0] for ln in section.splitlines()
+    lines = [ln.split("  #")[0].strip() for ln in section.splitlines()
              if ln.startswith("python3 -m stages.classify")]
-    assert len(lines) == 4, lines
+    assert len(lines) == 5, lines
+    medical = (REPO / "docs/medical.md").read_text().split("## An outside labelled set", 1)[1]
+    shown = [ln.strip() for ln in medical.split("\n## ")[0].splitlines()
+             if ln.startswith("python3 -m stages.classify")]
+    assert shown and set(shown) <= set(lines), shown  # docs/medical.md's: run here too
     said = []
     for line in lines:
         args = shlex.split(line)
@@ -713,6 +979,18 @@ def test_the_readmes_classify_commands_run_as_written(baseline: Path, tmp_path: 
     assert (root / "reports/cam/cam.h5").is_file()
     assert (root / "reports/val_mistakes_cam.png").is_file()
     assert (root / "exported/classifier/saved_model.pb").is_file()
+    assert said[4].startswith("classify: outside set data/outside: 6 images (cat 3, dog 3), "
+                              "threshold 0.5\n"), said[4]
+    assert "1.jpg" not in said[4]  # the scores' table, not the rows
+    scores = json.loads((root / "reports/outside.json").read_text())
+    assert (scores["n_test"], scores["classes"], scores["threshold"]) == (6, ["cat", "dog"], 0.5)
+    assert (scores["interval_unit"], scores["clip"], scores["n_skipped"]) == ("image", 0.005, 0)
+    c = scores["confusion"]
+    assert [sum(c[t].values()) for t in ("cat", "dog")] == [3, 3]
+    assert scores["test_sensitivity"] == c["dog"]["dog"] / 3
+    assert scores["test_specificity"] == c["cat"]["cat"] / 3
+    for key in ("test_loss", "test_auc", "test_ece", "test_accuracy_low", "test_auc_high"):
+        assert key in scores, key
     code = re.search(r"```python\n(.*?)```", section, re.S)
     assert code, "the README's Python lines"
     monkeypatch.chdir(root)
