@@ -310,20 +310,29 @@ def metrics_table(stats: dict[str, Any], path: str) -> str:
 def explain_mistakes(clf: Classifier, n: int, predictions: str, resized: str, out: str) -> int:
     """The `n` most confident validation mistakes of the last `train_head` run, each with its
     class activation map, in one picture at `out`; returns how many images it shows. Refused
-    (val_predictions.ModelMismatch) where `predictions` are not `clf`'s model's."""
+    (val_predictions.ModelMismatch) where `predictions` are not `clf`'s model's. After a run
+    with `folds`, the mistakes are the out-of-fold ones, captioned with those probabilities,
+    and the model is checked against the CSV's column of its own (`saved_probs`); the maps are
+    the saved head's, which trained on these images."""
     names, probs, labels = val_predictions.read(predictions, clf.classes)
+    saved = val_predictions.saved_probs(predictions, clf.classes)
     shown = evaluation.worst_mistakes(labels, probs, n, threshold=clf.threshold)
     rows = val_predictions.check_rows(probs, shown)
     images = _validation_images(clf, resized, predictions, [names[r] for r in rows])
     model_probs, maps = clf.cam(images)
-    val_predictions.check_same_model(predictions, clf.record.path, probs[rows], model_probs,
+    val_predictions.check_same_model(predictions, clf.record.path,
+                                     (probs if saved is None else saved)[rows], model_probs,
                                      [names[r] for r in rows], clf.record.precision)
     k = len(shown)
     pictures = np.stack([cam.overlay(img, m) for img, m in zip(images[:k], maps[:k],
                                                                strict=True)])
-    evaluation.mistakes_figure(out, pictures, [names[r] for r in shown], clf.classes,
-                               labels[shown], model_probs[:k], threshold=clf.threshold,
-                               note=f"class activation maps of the predicted class ({COLOURS})")
+    folds = saved is not None
+    evaluation.mistakes_figure(
+        out, pictures, [names[r] for r in shown], clf.classes, labels[shown],
+        probs[shown] if folds else model_probs[:k], threshold=clf.threshold,
+        where="out of fold" if folds else "on the validation split",
+        note=f"class activation maps of the {'saved head' + chr(39) + 's ' if folds else ''}"
+             f"predicted class ({COLOURS})")
     return k
 
 

@@ -936,6 +936,25 @@ def test_mistakes_are_drawn_by_the_model_that_wrote_the_predictions_only(
         explain_mistakes(Classifier.load(str(other)), 3, csv_path, resized,
                          str(tmp_path / "other.png"))
     assert not (tmp_path / "other.png").exists()
+    # Issue 32: after a run with folds, the CSV's `label` is out of fold (other heads'), and
+    # its `model_label` the saved head's: the model is checked against that column.
+    rows = list(csv.DictReader(open(csv_path)))
+    folded = tmp_path / "folded.csv"
+    with folded.open("w", newline="") as f:
+        w = csv.DictWriter(f, [*rows[0], "fold", "model_label"])
+        w.writeheader()
+        for i, r in enumerate(rows):
+            oof = min(max(float(r["label"]) + (0.3 if i % 2 else -0.3), 0.0), 1.0)
+            w.writerow({**r, "label": repr(oof), "fold": str(i % 2 + 1),
+                        "model_label": r["label"]})
+    assert explain_mistakes(Classifier.load(), 3, str(folded), resized,
+                            str(tmp_path / "f.png")) == 3
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+    without = tmp_path / "without.csv"  # the same rows without the saved head's column
+    without.write_text("\n".join(",".join(line.split(",")[:-1])
+                                 for line in folded.read_text().splitlines()) + "\n")
+    with pytest.raises(val_predictions.ModelMismatch):
+        explain_mistakes(Classifier.load(), 3, str(without), resized, str(tmp_path / "w.png"))
 
 
 @pytest.mark.pipeline
