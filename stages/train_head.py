@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -275,20 +275,29 @@ def plot_history(histories: list[dict[str, list[float]]], path: str) -> None:
 
 
 @dataclass
-class Trained:
-    """What `train` returns: the metrics, the per-epoch history (with `folds`, the mean over the
-    folds; `histories` holds each fold's), the validation rows (with `folds`, every row, and
-    `fold` each one's fold, from 0) and their class probabilities: the saved model's, or with
-    `folds` the out-of-fold ones."""
+class Fit:
+    """What `train_split` and `train_folds` leave for `train` (the model saved at its path):
+    the validation rows (with `folds`, every row, and `fold` each one's fold, from 0), their
+    logits and class probabilities (the saved model's, or with `folds` out of fold), the
+    per-epoch history (with `folds`, the mean over the folds; `histories` holds each fold's)."""
 
-    metrics: dict[str, Any]
-    history: dict[str, list[float]]
     val_idx: np.ndarray
+    val_logits: np.ndarray  # the saved model's on val_idx, or out of fold
     val_probs: np.ndarray
+    temperature: float
+    history: dict[str, list[float]]
     histories: list[dict[str, list[float]]]
+    summary: dict[str, Any]  # best_epoch … n_groups_val, in metrics.json
     fold: np.ndarray | None = None
-    saved_probs: np.ndarray | None = None  # with folds: the saved head's on val_idx
-    heads: list[tuple[np.ndarray, np.ndarray]] | None = None  # with folds: each one's Dense
+    saved_probs: np.ndarray | None = None  # with folds: the saved head's, of every row
+    heads: list[tuple[np.ndarray, np.ndarray]] | None = None  # with folds: kernel, bias each
+
+
+@dataclass
+class Trained(Fit):
+    """What `train` returns: the fit and its metrics (metrics.json)."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -400,24 +409,7 @@ def train(x: np.ndarray, y: np.ndarray, params: dict[str, Any], model_path: str,
     }
     if fit.fold is not None:
         metrics |= fold_spread(val_y, val_probs, fit.val_logits, fit.fold, threshold)
-    return Trained(metrics, fit.history, fit.val_idx, val_probs, fit.histories, fit.fold,
-                   fit.saved_probs, fit.heads)
-
-
-@dataclass
-class Fit:
-    """What `train_split` and `train_folds` leave for `train` (the model saved at its path)."""
-
-    val_idx: np.ndarray
-    val_logits: np.ndarray  # the saved model's on val_idx, or out of fold
-    val_probs: np.ndarray
-    temperature: float
-    history: dict[str, list[float]]
-    histories: list[dict[str, list[float]]]
-    summary: dict[str, Any]  # best_epoch … n_groups_val, in metrics.json
-    fold: np.ndarray | None = None
-    saved_probs: np.ndarray | None = None  # with folds: the saved head's, of every row
-    heads: list[tuple[np.ndarray, np.ndarray]] | None = None  # with folds: kernel, bias each
+    return Trained(**{f.name: getattr(fit, f.name) for f in fields(fit)}, metrics=metrics)
 
 
 def train_split(data: Data, params: dict[str, Any], groups: np.ndarray, grouped: bool,
