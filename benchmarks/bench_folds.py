@@ -83,12 +83,13 @@ def one_head(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray,
     from stages.train_head import few_images_note, train
 
     t0 = time.perf_counter()
-    # The epoch lines (stdout) would be 30 per head; what goes to stderr is passed on.
+    # The epoch lines (stdout) would be 30 per head; stderr is passed on without TensorFlow's
+    # C++ noise.
     with contextlib.redirect_stdout(io.StringIO()), quiet.filtered():
         got = train(x, y, params, str(path), len(classes), groups, classes=classes)
+        model = keras.models.load_model(path, compile=False, safe_mode=True)  # as predict
+        probs = evaluation.probabilities(model.predict(xt, batch_size=1024, verbose=0))
     val_y, p1 = y[got.val_idx], got.val_probs[:, 1]
-    model = keras.models.load_model(path, compile=False, safe_mode=True)  # as predict
-    probs = evaluation.probabilities(model.predict(xt, batch_size=1024, verbose=0))
     thresholds = {r: decision.resolve_threshold(r, val_y, p1) for r in rules}
     return {"thresholds": thresholds,
             "test_ba": {r: evaluation.scores(yt, probs, "", threshold=t)["balanced_accuracy"]
