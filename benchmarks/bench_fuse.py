@@ -55,7 +55,7 @@ from benchmarks.machine_load import wait_for_quiet
 WEIGHTS = Path("/tmp/bench-score-weights")
 LINKS = "reflink,hardlink,symlink"  # README, "One copy on disk"
 ALL = [f"{s}@{split}" for s in ("resize", "extract_inception", "extract_xception", "concat")
-       for split in ("train", "test")] + ["train_head", "predict"]
+       for split in ("train", "test")] + ["pick_weights", "train_head", "predict"]
 HEAD = ["train_head", "predict"]
 CONCAT = ["concat@train", "concat@test"]
 
