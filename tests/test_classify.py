@@ -938,7 +938,7 @@ def test_mistakes_are_drawn_by_the_model_that_wrote_the_predictions_only(
     assert not (tmp_path / "other.png").exists()
     # Issue 32: after a run with folds, the CSV's `label` is out of fold (other heads'), and
     # its `model_label` the saved head's: the model is checked against that column.
-    rows = list(csv.DictReader(open(csv_path)))
+    rows = list(csv.DictReader(Path(csv_path).read_text().splitlines()))
     folded = tmp_path / "folded.csv"
     with folded.open("w", newline="") as f:
         w = csv.DictWriter(f, [*rows[0], "fold", "model_label"])
