@@ -46,7 +46,7 @@ from benchmarks.bench_fuse import (
     run_sequential,
 )
 from benchmarks.bench_score_new import PHOTOS, fmt_s, pick_photos
-from benchmarks.bench_xray import CLASSES, HEAD, PATTERN, XRAYS, draw, quoted
+from benchmarks.bench_xray import CLASSES, HEAD, PATTERN, XRAYS, copier, draw, quoted
 
 THRESHOLDS = ["0.5", "youden", "sensitivity:0.95"]
 CALIBRATE = ["none", "temperature"]
@@ -108,12 +108,7 @@ def xray(args: argparse.Namespace, work: Path, seeds: list[int]) -> None:
     train, test, drawn = draw(args.xrays, rx, args.test_share, args.keep_normal, args.data_seed)
     print(drawn, file=sys.stderr, flush=True)
 
-    def put_data(raw: Path) -> None:
-        for split, images in (("train", train), ("test", test)):
-            for c, paths in images.items():
-                (raw / split / c).mkdir(parents=True)
-                for p in paths:
-                    shutil.copyfile(p, raw / split / c / p.name)
+    put_data = copier(train, test)
 
     root, full, other = build(work, args, put_data, group_pattern=args.pattern,
                               class_weight="balanced")

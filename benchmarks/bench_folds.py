@@ -28,7 +28,6 @@ import logging
 import os
 import platform
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -42,7 +41,7 @@ import numpy as np
 
 from benchmarks.bench_fuse import WEIGHTS, full_run, make_project, mean_sd
 from benchmarks.bench_score_new import fmt_s
-from benchmarks.bench_xray import CLASSES, PATTERN, XRAYS, draw
+from benchmarks.bench_xray import CLASSES, PATTERN, XRAYS, copier, draw
 from stages import decision, evaluation, h5io, quiet, split
 from stages.params import load_params
 
@@ -134,12 +133,7 @@ def main() -> None:
                                         args.data_seed)
     print(drawn, file=sys.stderr, flush=True)
 
-    def put_data(raw: Path) -> None:
-        for side, images in (("train", train_imgs), ("test", test_imgs)):
-            for c, paths in images.items():
-                (raw / side / c).mkdir(parents=True)
-                for p in paths:
-                    shutil.copyfile(p, raw / side / c / p.name)
+    put_data = copier(train_imgs, test_imgs)
 
     make_project(root, args.weights, put_data, width=args.width, fuse=["xception"],
                  group_pattern=args.pattern)

@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,20 @@ def validation_side(root: Path, rev: str, train_names: list[str], rx: re.Pattern
     return {"leak": leaked / len(val), "n_val": len(val), "patients": patients}
 
 
+def copier(train: dict[str, list[Path]], test: dict[str, list[Path]]
+           ) -> Callable[[Path], None]:
+    """What make_project's `put_data` does with a `draw`: the drawn images copied into
+    raw/{train,test}/<class>/."""
+    def put_data(raw: Path) -> None:
+        for split, images in (("train", train), ("test", test)):
+            for c, paths in images.items():
+                (raw / split / c).mkdir(parents=True)
+                for p in paths:
+                    shutil.copyfile(p, raw / split / c / p.name)
+
+    return put_data
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--xrays", type=Path, default=XRAYS, help="NORMAL/ and PNEUMONIA/ folders")
@@ -152,12 +167,7 @@ def main() -> None:
     print(drawn, file=sys.stderr, flush=True)
     train_names = [f"{c}/{p.name}" for c in CLASSES for p in train[c]]
 
-    def put_data(raw: Path) -> None:
-        for split, images in (("train", train), ("test", test)):
-            for c, paths in images.items():
-                (raw / split / c).mkdir(parents=True)
-                for p in paths:
-                    shutil.copyfile(p, raw / split / c / p.name)
+    put_data = copier(train, test)
 
     make_project(root, args.weights, put_data, width=args.width, fuse=["xception"])
     full, other = full_run(root, work / "repro.log")
