@@ -291,6 +291,9 @@ def test_the_reliability_diagram_is_600_px_wide_and_counts_each_bin(tmp_path: Pa
     evaluation.write_plots(tmp_path / "test", ["cat", "dog"], labels, probs)
     with Image.open(tmp_path / "test/reliability.png") as im:
         assert im.size[0] >= 600 and im.size[1] >= 500, im.size
+    first = (tmp_path / "test/reliability.png").read_bytes()
+    evaluation.write_plots(tmp_path / "test", ["cat", "dog"], labels, probs)
+    assert (tmp_path / "test/reliability.png").read_bytes() == first  # the same bytes
     rows = decision.reliability(labels, probs)
     assert len(rows) > 3
     fig = evaluation.reliability_plot([("", rows)], "t")
