@@ -127,7 +127,8 @@ def curves(truth: np.ndarray, score: np.ndarray) -> tuple[list[dict], list[dict]
 
 
 def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray | None,
-                probs: np.ndarray, threshold: float = 0.5, split: str | None = None) -> None:
+                probs: np.ndarray, threshold: float = 0.5, split: str | None = None, *,
+                before: np.ndarray | None = None, temperature: float = 1.0) -> None:
     """The confusion matrix (class names on both axes) of the decisions at `threshold` and,
     from the probabilities, ROC and precision-recall curves: of class 1 against class 0 for two
     classes, micro-averaged over every class against the rest for more. In dvclive's files and
@@ -135,7 +136,9 @@ def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray |
     `plots/calibration.json`, the reliability diagram's rows (`decision.reliability`), which no
     scikit-learn plot of dvclive's draws. `labels` None (an unlabelled test set): empty files.
     `split` (`val`, `test`) titles the reliability diagram; by default the folder's name (a
-    stage that builds the folder under a temporary name gives it)."""
+    stage that builds the folder under a temporary name gives it). `before`: the same images'
+    probabilities at temperature 1, where `probs` are after `temperature` (`calibrate`): the
+    diagram draws both (the plot files stay those of `probs`, the model's)."""
     confusion: list[dict] = []
     roc: list[dict] = []
     pr: list[dict] = []
@@ -157,33 +160,80 @@ def write_plots(folder: str | Path, classes: Sequence[str], labels: np.ndarray |
             tmp.write_text(json.dumps(data, indent=2) + "\n")
     with h5io.atomic_path(out.parent / "calibration.json") as tmp:
         tmp.write_text(json.dumps({"calibration": calibration}, indent=2) + "\n")
-    if calibration:  # the same diagram as a PNG: `dvc plots show`'s page needs the internet
-        reliability_figure(Path(folder) / "reliability.png", calibration,
-                           f"{SPLITS.get(split, split)}: "
-                           f"reliability ({len(labels)} images, ECE "
-                           f"{decision.ece(labels, probs):.3f})")
+    if not calibration:
+        return
+    # the same diagram as a PNG: `dvc plots show`'s page needs the internet
+    title = f"{SPLITS.get(split, split)}: reliability ({len(labels)} images, ECE "
+    if before is None:
+        drawn = [("", calibration)]
+        title += f"{decision.ece(labels, probs):.3f})"
+    else:
+        drawn = [("before (T = 1)", decision.reliability(labels, before)),
+                 (f"after (T = {temperature:.3g})", calibration)]
+        title += (f"{decision.ece(labels, before):.3f} before the temperature, "
+                  f"{decision.ece(labels, probs):.3f} after)")
+    reliability_figure(Path(folder) / "reliability.png", drawn, title)
 
 
-def reliability_figure(path: Path, rows: list[dict], title: str) -> None:
-    """Accuracy against mean confidence per bin, each point's size its count, with the
-    diagonal of perfect calibration; no version stamp, so the same rows give the same bytes."""
+RELIABILITY_DPI = 100  # 7 × 6 in: 700 × 600 px
+CURVE_COLOURS = ("#ff7f0e", "#1f77b4")  # before (orange), after or the only curve (blue)
+
+
+def _bin_edges(row: dict) -> tuple[float, float]:
+    """A reliability row's bin, "0.93–1.00" (`decision.reliability`), as two numbers."""
+    low, high = row["bin"].split("–")
+    return float(low), float(high)
+
+
+def reliability_figure(path: Path, drawn: Sequence[tuple[str, list[dict]]],
+                       title: str) -> None:
+    """`reliability_plot` as a PNG; no version stamp, so the same rows give the same bytes."""
+    import matplotlib.pyplot as plt
+
+    fig = reliability_plot(drawn, title)
+    with h5io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=RELIABILITY_DPI, metadata={"Software": None})
+    plt.close(fig)
+
+
+def reliability_plot(drawn: Sequence[tuple[str, list[dict]]], title: str) -> Any:
+    """Accuracy against mean confidence per bin, one curve per (legend label, rows) of
+    `drawn` (a single curve: no legend), with the diagonal of perfect calibration; under it
+    the number of images in each bin, as bars with their counts written on them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4, 4), layout="constrained")
-    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
-    counts = np.array([r["count"] for r in rows], np.float64)
-    ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], color="#1f77b4")
-    ax.scatter([r["confidence"] for r in rows], [r["accuracy"] for r in rows],
-               s=20 + 180 * counts / counts.max(), color="#1f77b4", zorder=3)
-    ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="confidence (the largest class probability)",
-           ylabel="accuracy", title=title)
-    ax.title.set_fontsize(8)
-    with h5io.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, metadata={"Software": None})
-    plt.close(fig)
+    fig, (ax, bars) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, layout="constrained",
+                                   gridspec_kw={"height_ratios": [3, 1.3]})
+    # top-label confidence is at least 1/K: two classes fill [0.5, 1] only
+    low = min(_bin_edges(r)[0] for _, rows in drawn for r in rows)
+    low = math.floor(low * 10) / 10
+    ax.plot([low, 1], [low, 1], color="grey", linewidth=0.8, linestyle="--",
+            label="perfect calibration" if len(drawn) > 1 else None)
+    colours = CURVE_COLOURS[-len(drawn):]
+    width = min(h - lo for r in drawn[0][1] for lo, h in [_bin_edges(r)]) / len(drawn)
+    top = max(r["count"] for _, rows in drawn for r in rows)
+    for i, ((label, rows), colour) in enumerate(zip(drawn, colours, strict=True)):
+        conf = [r["confidence"] for r in rows]
+        ax.plot(conf, [r["accuracy"] for r in rows], color=colour, marker="o", markersize=5,
+                label=label or None)
+        for r in rows:
+            lo, hi = _bin_edges(r)
+            x = lo + (hi - lo - width * len(drawn)) / 2 + width * (i + 0.5)
+            bars.bar(x, r["count"], width=width * 0.92, color=colour)
+            bars.text(x, r["count"] + top * 0.03, str(r["count"]), ha="center", va="bottom",
+                      fontsize=8, color=colour)
+    ax.set(xlim=(low, 1.0), ylim=(0, 1.02), ylabel="accuracy", title=title)
+    ax.grid(color="0.9", linewidth=0.6)
+    ax.title.set_fontsize(10)
+    if len(drawn) > 1:
+        ax.legend(loc="upper left", fontsize=9)
+    bars.set(ylim=(0, top * 1.3), ylabel="images",
+             xlabel="confidence (the largest class probability), in bins")
+    bars.spines[["top", "right"]].set_visible(False)
+    return fig
 
 
 def worst_mistakes(labels: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES, *,
@@ -197,15 +247,44 @@ def worst_mistakes(labels: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES, *
     return order[:n]
 
 
-def _wrapped(name: str, width: int = 24) -> str:
-    """A file name on at most two caption lines: its start (a patient's id, say) and its end
-    (the extension) stay, the middle of a longer one gives way. 24 characters: with "WRONG: "
-    before them, as wide as a tile."""
+def _wrapped(name: str, width: int = 30) -> str:
+    """A file name on at most two caption lines of `width` characters, broken after a "/",
+    "_", "-" or "." where one is near the end of the first line: its start (a patient's id,
+    say) and its end (the extension) stay, the middle of a longer one gives way to "…".
+    `_fit_captions` shrinks what is still wider than its tile."""
     if len(name) <= width:
         return name
-    if len(name) > 2 * width:
-        name = name[:width] + "…" + name[-(width - 1):]
-    return name[:width] + "\n" + name[width:]
+    cut = max(name.rfind(c, 0, width) for c in "/_-. ") + 1
+    if cut < width // 2:
+        cut = width
+    rest = name[cut:]
+    if len(rest) > width:
+        rest = "…" + rest[-(width - 1):]
+    return name[:cut] + "\n" + rest
+
+
+def _against(p: float, threshold: float) -> str:
+    """p(class 1) and the threshold in words, with as many decimals (3 to 7) as it takes for
+    the two to read differently: "0.318, below 0.32" ("at": the threshold itself, which
+    decides for class 1)."""
+    digits = 3
+    while p != threshold and digits < 7 and f"{p:.{digits}f}" == f"{threshold:.{digits}f}":
+        digits += 1
+    side = "above" if p > threshold else "at" if p == threshold else "below"
+    return f"{p:.{digits}f}, {side} {threshold:.{max(digits, 2)}g}"
+
+
+def _caption(name: str, classes: Sequence[str], true: int, p: np.ndarray, pred: int,
+             threshold: float) -> str:
+    """A tile's caption: the file name, wrong or right, and how the model decided: for two
+    classes p(class 1) set against the threshold ("p(PNEUMONIA) 0.180, below 0.32: called
+    NORMAL"), for more the probabilities of the true and the predicted class."""
+    head = f"{_wrapped(name)}\n{'WRONG' if pred != true else 'right'}: "
+    if len(classes) == 2:
+        return (f"{head}{classes[true]} called {classes[pred]}\n"
+                f"p({classes[1]}) {_against(float(p[1]), threshold)}")
+    return (head + f"true {classes[true]}: p {p[true]:.3f}\n"
+            f"predicted {classes[pred]}: p {p[pred]:.3f}")
 
 
 def mistakes_figure(path: str | Path, pictures: np.ndarray, names: Sequence[str],
@@ -224,15 +303,16 @@ def mistakes_figure(path: str | Path, pictures: np.ndarray, names: Sequence[str]
     plt.close(fig)
 
 
-DPI = 72  # with the figure size below, each preview near its own 112 px
+DPI = 72  # with the figure size below, 180 px a column: a caption line of ~30 characters
 
 
 def mistakes_grid(pictures: np.ndarray, names: Sequence[str], classes: Sequence[str],
                   labels: np.ndarray, probs: np.ndarray, *, threshold: float = 0.5,
                   note: str = "", where: str = "on the validation split") -> Any:
-    """The figure: each picture captioned with wrong or right (decided at `threshold`), its
-    file name, true class and predicted probabilities. `pictures`: uint8 RGB, one per row of
-    the others."""
+    """The figure: each picture captioned with its file name, wrong or right (decided at
+    `threshold`, which the title states for two classes) and the probability that decided it
+    (`_caption`); no caption wider than its column (`_fit_captions`). `pictures`: uint8 RGB,
+    one per row of the others."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,7 +322,7 @@ def mistakes_grid(pictures: np.ndarray, names: Sequence[str], classes: Sequence[
     n_rows = max(1, math.ceil(len(pictures) / cols))
     # An upscaled photo only grows the PNG; constrained layout gives every caption a band of
     # its own, off the row above.
-    fig, axes = plt.subplots(n_rows, cols, figsize=(1.9 * cols, 2.35 * n_rows + 0.5),
+    fig, axes = plt.subplots(n_rows, cols, figsize=(2.5 * cols, 3.0 * n_rows + 0.6),
                              squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
@@ -253,14 +333,40 @@ def mistakes_grid(pictures: np.ndarray, names: Sequence[str], classes: Sequence[
         wrong = pred != int(true)
         n_wrong += wrong
         ax.imshow(picture)
-        ax.set_title(f"{'WRONG' if wrong else 'right'}: {_wrapped(name)}\n"
-                     f"true {classes[int(true)]}: p {p[int(true)]:.3f}\n"
-                     f"predicted {classes[pred]}: p {p[pred]:.3f}", fontsize=7,
+        ax.set_title(_caption(name, classes, int(true), p, pred, threshold), fontsize=8,
                      color="firebrick" if wrong else "black")
-    fig.suptitle(_mistakes_title(n_wrong, len(pictures) - n_wrong, where)
+    rule = (f"decided at p({classes[1]}) ≥ {threshold:.4g}" if len(classes) == 2
+            else "each image called its most probable class")
+    fig.suptitle(_mistakes_title(n_wrong, len(pictures) - n_wrong, where) + f"\n{rule}"
                  + (f"\n{note}" if note else ""),
                  fontsize=9)
+    _fit_captions(fig, cols)
     return fig
+
+
+def _fit_captions(fig: Any, cols: int, margin: float = 3.0) -> None:
+    """Shrink each caption wider than its column (a long class or file name) until it fits,
+    `margin` pixels clear of each side: measured as drawn, so no caption runs into its
+    neighbour's. Constrained layout then gives the rows the height they need."""
+    for _ in range(3):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        column = fig.bbox.width / cols
+        done = True
+        for ax in fig.axes:
+            title = ax.title
+            if not title.get_text():
+                continue
+            box = title.get_window_extent(renderer)
+            i = ax.get_subplotspec().colspan.start
+            centre = (box.x0 + box.x1) / 2
+            room = 2 * (min(centre - i * column, (i + 1) * column - centre) - margin)
+            if box.width > room:
+                done = False
+                title.set_fontsize(max(3.0, math.floor(
+                    title.get_fontsize() * room / box.width * 4) / 4))
+        if done:
+            return
 
 
 def _mistakes_title(n_wrong: int, n_right: int, where: str = "on the validation split") -> str:

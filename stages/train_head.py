@@ -609,6 +609,18 @@ def few_images_note(labels: np.ndarray, probs: np.ndarray, classes: list[str], f
             f"{fix}")
 
 
+def uncalibrated(logits: np.ndarray, temperature: float) -> np.ndarray | None:
+    """The validation probabilities before `temperature` (`Fit.val_logits` are after it), for
+    the reliability diagram's "before" curve; None without one (1: nothing to compare)."""
+    if temperature == 1.0:
+        return None
+    raw = np.asarray(logits, np.float64) * temperature
+    if raw.ndim == 1:  # one sigmoid unit
+        return evaluation.probabilities((0.5 + 0.5 * np.tanh(raw / 2))[:, None])  # sigmoid
+    raw = np.exp(raw - raw.max(axis=1, keepdims=True))
+    return raw / raw.sum(axis=1, keepdims=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--features", default="data/features/train/fused.h5")
@@ -661,7 +673,9 @@ def main(argv: list[str] | None = None) -> None:
         # whole: DVC keeps (`persist`) the folder of the last run, whose files must all go
         with outputs.atomic_dir(args.eval_dir) as eval_dir:
             evaluation.write_plots(eval_dir, classes, val_labels, val_probs,
-                                   threshold=threshold, split="val")
+                                   threshold=threshold, split="val",
+                                   before=uncalibrated(result.val_logits, result.temperature),
+                                   temperature=result.temperature)
             evaluation.write_predictions(
                 eval_dir / "predictions.csv", list(names[val_idx]), val_probs, classes,
                 [classes[int(c)] for c in val_labels], extra, exact=True)

@@ -117,38 +117,62 @@ def test_dvc_takes_every_exp_run_command_of_the_docs(page: str, command: str,
     assert yaml.safe_load((ROOT / "params.yaml").read_text())  # the project's own untouched
 
 
-def test_the_clinical_exp_show_of_medical_md_shows_validation_and_test_scores() -> None:
+def clinical_exp_show() -> list[str]:
+    """docs/medical.md's clinical `dvc exp show`, split as the shell splits it."""
+    text = (ROOT / "docs/medical.md").read_text()
+    return shlex.split(next(ln.strip() for ln in text.splitlines()
+                            if ln.strip().startswith("dvc exp show") and "sensitivity" in ln))
+
+
+CLINICAL = [f"{side}_{m}" for side in ("val", "test") for m in ("auc", "sensitivity",
+                                                                  "specificity")]
+
+
+def test_the_clinical_exp_show_of_medical_md_shows_validation_and_test_scores(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """docs/medical.md tells the reader to compare validation with the test set: its `dvc exp
-    show` (run through DVC's own column filter, over the columns the stages' metrics make) must
-    show both sides' clinical scores; it hid the test ones and both sensitivities."""
+    show` (run through DVC's own column filter and table, over the columns the stages'
+    metrics make, issue 32's included) must show both sides' clinical scores and the grid's
+    params, and fit a 160-column terminal: it hid the test scores and both sensitivities, then
+    printed 250–290 columns (321 with issue 32's `val_*_fold_sd`)."""
     from dvc.cli import parse_args
     from dvc.commands.experiments.show import show_experiments
     from dvc.compare import TabularData
+    from dvc.ui import ui
+    from rich.console import Console
 
-    text = (ROOT / "docs/medical.md").read_text()
-    line = next(ln.strip() for ln in text.splitlines()
-                if ln.strip().startswith("dvc exp show") and "sensitivity" in ln)
-    args = parse_args(shlex.split(line)[1:])
-    clinical = [f"{side}_{m}" for side in ("val", "test")
-                for m in ("auc", "balanced_accuracy", "sensitivity", "specificity")]
-    metrics = ["val_loss", "val_accuracy", "best_epoch", "n_train", "n_val", "n_groups_train",
-               "n_groups_val", "n_test", "test_loss", "test_accuracy", *clinical,
-               "reports/resize/train.json:images", "folders",  # (test.json's key is unique)
+    args = parse_args(clinical_exp_show()[1:])
+    scores = ("auc", "balanced_accuracy", "sensitivity", "specificity")
+    clinical = [f"{side}_{m}" for side in ("val", "test") for m in scores]
+    metrics = ["val_loss", "val_accuracy", "best_epoch", "best_epoch_val_loss", "n_train",
+               "n_val", "n_groups_train", "n_groups_val", "n_test", "test_loss",
+               "test_accuracy", *clinical, "reports/resize/train.json:images", "folders",
                # metrics.json's `threshold`, named by its file beside the param of that name
-               "metrics.json:threshold", "temperature", "val_ece", "test_ece",
-               *(f"{m}_{end}" for m in clinical for end in ("low", "high"))]
-    params = ["class_weight", "seed", "dropout", "threshold"]
+               "metrics.json:threshold", "threshold_low", "threshold_high", "temperature",
+               "val_ece", "test_ece", *(f"{m}_{end}" for m in clinical for end in ("low", "high")),
+               *(f"val_{m}_fold_sd" for m in ("loss", "accuracy", *scores))]
+    params = ["class_weight", "seed", "dropout", "threshold", "folds"]
     deps = ["data/features/train/fused.h5"]
     meta = ["Experiment", "rev", "typ", "Created", "parent", "State", "Executor"]
-    td = TabularData([*meta, *metrics, *params, *deps], fill_value="-")
-    for i, weight in enumerate(("none", "balanced")):  # two experiments: every value differs
-        td.append([f"exp-{i}", f"rev{i}", "branch_base", "now", "", "", "",
-                   *(str(0.1 * i + j) for j in range(len(metrics))), weight, str(i), "0.5",
-                   "youden", f"md5{i}"])
-    show_experiments(td, {"metrics": metrics, "params": params, "deps": deps}, keep=args.keep,
-                     drop=args.drop, pager=False, csv=True, only_changed=args.only_changed)
-    shown = set(td.keys()) - set(meta)  # the columns DVC's filter left (and printed)
-    assert shown == {*clinical, "metrics.json:threshold", "class_weight", "seed"}, shown
+    names = ["gemmy-mold", "store-shoe", "cross-mash", "curly-dabs", "amber-cyst", "shoal-bice"]
+    for width in (1000, 160):  # the table's own width, and as a 160-column terminal shows it
+        td = TabularData([*meta, *metrics, *params, *deps], fill_value="-")
+        td.append(["workspace", "workspace", "baseline", "", "", "", "", *(
+            "0.0068027" for _ in metrics), "none", "2017", "0.5", "youden", "0", "md5"])
+        for i, name in enumerate(names):  # a grid's experiments: every value differs
+            td.append([name, f"{i:07x}", "branch_commit", "04:01 PM", "", "Success", "workspace",
+                       *(str(0.00123456 + 0.1 * i + j) for j in range(len(metrics))),
+                       ("none", "balanced")[i % 2], str(i), "0.5", "youden", "0", f"md5{i}"])
+        console = Console(width=width, color_system=None)
+        monkeypatch.setattr(ui, "rich_console", console)
+        monkeypatch.setattr(ui, "_enabled", True)  # as `dvc` enables it
+        show_experiments(td, {"metrics": metrics, "params": params, "deps": deps},
+                         keep=args.keep, drop=args.drop, pager=False,
+                         only_changed=args.only_changed)
+        table = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+        assert set(table[1].split()) == {"Experiment", *CLINICAL, "class_weight", "seed"}, table
+        assert max(map(len, table)) <= 160 and "…" not in "".join(table), "\n".join(table)
+        assert "[shoal-bice]" in table[-2]
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/experiments.md"])

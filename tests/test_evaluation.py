@@ -253,7 +253,7 @@ def test_the_mistakes_picture_is_titled_for_what_it_shows(labels: list[int], tit
     fig = evaluation.mistakes_grid(np.zeros((4, 16, 16, 3), np.uint8),
                                    [f"{i}.jpg" for i in range(4)], ["cat", "dog"],
                                    np.array(labels), probs)
-    assert fig.get_suptitle() == title
+    assert fig.get_suptitle() == title + "\ndecided at p(dog) ≥ 0.5"
     plt.close(fig)
 
 
@@ -268,3 +268,133 @@ def test_a_labelled_split_gets_its_reliability_diagram_as_a_png(tmp_path: Path) 
     assert (tmp_path / "val/reliability.png").read_bytes()[:4] == b"\x89PNG"
     evaluation.write_plots(tmp_path / "test", ["cat", "dog"], None, probs)
     assert not (tmp_path / "test/reliability.png").exists()
+
+
+def reliability_rows(seed: int = 0, n: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, and over-confident probabilities at temperature 1 and after T = 1.73."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    logits = (2 * labels - 1) * 1.5 + rng.normal(0, 2.5, n)
+    before, after = (evaluation.probabilities((1 / (1 + np.exp(-logits / t)))[:, None])
+                     for t in (1.0, 1.73))
+    return labels, before, after
+
+
+def test_the_reliability_diagram_is_600_px_wide_and_counts_each_bin(tmp_path: Path) -> None:
+    """Issue 33: 288 px wide, and the count of a bin only as a dot's size; the PNG is at least
+    600 px wide and writes each bin's number of images."""
+    import matplotlib.pyplot as plt
+
+    from stages import decision
+
+    labels, _, probs = reliability_rows()
+    evaluation.write_plots(tmp_path / "test", ["cat", "dog"], labels, probs)
+    with Image.open(tmp_path / "test/reliability.png") as im:
+        assert im.size[0] >= 600 and im.size[1] >= 500, im.size
+    first = (tmp_path / "test/reliability.png").read_bytes()
+    evaluation.write_plots(tmp_path / "test", ["cat", "dog"], labels, probs)
+    assert (tmp_path / "test/reliability.png").read_bytes() == first  # the same bytes
+    rows = decision.reliability(labels, probs)
+    assert len(rows) > 3
+    fig = evaluation.reliability_plot([("", rows)], "t")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts == [str(r["count"]) for r in rows]
+    assert fig.axes[0].get_legend() is None  # one curve: nothing to tell apart
+    plt.close(fig)
+
+
+def test_with_a_temperature_the_diagram_shows_before_and_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`calibrate: temperature`: validation's diagram draws the probabilities at temperature 1
+    and after it, each with its counts, in a legend naming the temperature."""
+    import matplotlib.pyplot as plt
+
+    from stages import decision
+
+    drawn: list = []
+    titles: list[str] = []
+    real = evaluation.reliability_figure
+    monkeypatch.setattr(evaluation, "reliability_figure", lambda p, d, title: (
+        drawn.extend(d), titles.append(title), real(p, d, title)))
+    labels, before, after = reliability_rows()
+    evaluation.write_plots(tmp_path / "val", ["cat", "dog"], labels, after, split="val",
+                           before=before, temperature=1.7321)
+    assert [label for label, _ in drawn] == ["before (T = 1)", "after (T = 1.73)"]
+    assert drawn[0][1] == decision.reliability(labels, before)
+    assert drawn[1][1] == decision.reliability(labels, after)
+    assert drawn[0][1] != drawn[1][1]
+    assert (f"ECE {decision.ece(labels, before):.3f} before the temperature, "
+            f"{decision.ece(labels, after):.3f} after") in titles[0]
+    # the plot files stay the model's (after): DVC's template draws those
+    rows = json.loads((tmp_path / "val/plots/calibration.json").read_text())["calibration"]
+    assert rows == drawn[1][1]
+    fig = evaluation.reliability_plot(drawn, titles[0])
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["perfect calibration", "before (T = 1)", "after (T = 1.73)"]
+    texts = [t.get_text() for t in fig.axes[1].texts]
+    assert texts == [str(r["count"]) for _, rows in drawn for r in rows]
+    plt.close(fig)
+    with Image.open(tmp_path / "val/reliability.png") as im:
+        assert im.size[0] >= 600
+
+
+def test_train_head_gives_the_probabilities_before_the_temperature() -> None:
+    from stages import train_head
+
+    logits = np.array([-2.0, 0.5, 3.0])
+    before = train_head.uncalibrated(logits / 2.0, 2.0)
+    np.testing.assert_allclose(before[:, 1], 1 / (1 + np.exp(-logits)))
+    k = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    soft = train_head.uncalibrated(k / 1.5, 1.5)
+    np.testing.assert_allclose(soft, np.exp(k) / np.exp(k).sum(axis=1, keepdims=True))
+    assert train_head.uncalibrated(logits, 1.0) is None  # no temperature: one curve
+
+
+def test_the_mistakes_picture_states_the_threshold_and_sets_each_p_against_it() -> None:
+    import matplotlib.pyplot as plt
+
+    probs = evaluation.probabilities(np.array([[0.18], [0.32], [0.6], [0.3204]]))
+    fig = evaluation.mistakes_grid(np.zeros((4, 16, 16, 3), np.uint8),
+                                   [f"{i}.jpeg" for i in range(4)], ["NORMAL", "PNEUMONIA"],
+                                   np.array([1, 0, 0, 1]), probs, threshold=0.32)
+    assert fig.get_suptitle().endswith("\ndecided at p(PNEUMONIA) ≥ 0.32")
+    captions = [ax.get_title() for ax in fig.axes]
+    assert captions == [
+        "0.jpeg\nWRONG: PNEUMONIA called NORMAL\np(PNEUMONIA) 0.180, below 0.32",
+        "1.jpeg\nWRONG: NORMAL called PNEUMONIA\np(PNEUMONIA) 0.320, at 0.32",
+        "2.jpeg\nWRONG: NORMAL called PNEUMONIA\np(PNEUMONIA) 0.600, above 0.32",
+        # 0.320 would read as the threshold itself: a decimal more
+        "3.jpeg\nright: PNEUMONIA called PNEUMONIA\np(PNEUMONIA) 0.3204, above 0.32"]
+    plt.close(fig)
+
+
+XRAY_NAMES = ["PNEUMONIA/person1022_bacteria_2953.jpeg", "NORMAL/NORMAL2-IM-0131-0001.jpeg",
+              "PNEUMONIA/person1_virus_6.jpeg", "NORMAL/IM-0115-0001.jpeg"]
+
+
+@pytest.mark.parametrize("classes", [["NORMAL", "PNEUMONIA"],
+                                     ["a", "golden_retriever_of_the_long_name", "c"]])
+def test_long_file_names_never_run_into_the_next_caption(classes: list[str]) -> None:
+    """Captions measured as drawn (matplotlib's text extents): with 60-character names and
+    the X-rays' own, no caption's box overlaps another's or leaves its column."""
+    import matplotlib.pyplot as plt
+
+    n = 16
+    long = "NORMAL/WWWWMMMM_a_very_long_export_name_of_scan_0001_xx.jpeg"
+    assert len(long) == 60
+    names = [long.replace("0001", f"{i:04d}") if i % 2 else XRAY_NAMES[i // 2 % 4]
+             for i in range(n)]
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(len(classes)), n)
+    fig = evaluation.mistakes_grid(np.zeros((n, 112, 112, 3), np.uint8), names, classes,
+                                   np.arange(n) % len(classes), probs, threshold=0.3)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    column = fig.bbox.width / 4
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+    for i, box in enumerate(boxes):
+        assert i % 4 * column <= box.x0 and box.x1 <= (i % 4 + 1) * column, (i, box)
+        for j, other in enumerate(boxes[:i]):
+            assert not box.overlaps(other), (i, j, box, other)
+    assert max(ax.title.get_fontsize() for ax in fig.axes) == 8
+    plt.close(fig)

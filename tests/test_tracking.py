@@ -237,6 +237,23 @@ def test_the_documented_grid_fits_a_terminal_and_ranks_by_val_loss(repo: Path) -
     assert ranked == sorted(EXPS, key=losses.__getitem__), rows
 
 
+def test_the_clinical_exp_show_of_medical_md_fits_160_columns(repo: Path) -> None:
+    """Issue 33: docs/medical.md's clinical `dvc exp show` printed 250–290 columns; on a run's
+    experiments it fits a 160-column terminal, every column whole (rich crops a column it has
+    no room for to "…"), and at its own width too. (This run's test set is unlabelled: the
+    test columns, and a full grid's, are tests/test_docs.py's.)"""
+    from test_docs import clinical_exp_show
+
+    command = clinical_exp_show()[1:]
+    for columns in ("160", "1000"):
+        table = dvc(repo, *command, env={"COLUMNS": columns}).stdout
+        lines = [line for line in table.splitlines() if line.strip()]
+        assert max(map(len, lines)) <= 160 and "…" not in table, table
+        assert set(lines[1].split()) == {"Experiment", "val_auc", "val_sensitivity",
+                                         "val_specificity", "class_weight", "seed"}, table
+        assert all(any(f"[{e}]" in line for line in lines) for e in EXPS), table
+
+
 def test_apply_brings_the_best_experiment_into_the_workspace(repo: Path) -> None:
     exps = experiments(repo)
     best = min(EXPS, key=lambda e: exps[e]["metrics"]["metrics.json"]["data"]["val_loss"])
