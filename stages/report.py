@@ -160,6 +160,12 @@ def p_of(row: dict[str, str], cls: str, classes: list[str]) -> float:
     return float(row[cls])
 
 
+def digits(p: float, threshold: float) -> int:
+    """Decimals enough to tell a probability from the threshold (2, as a reader says them,
+    up to 6 where they are that close)."""
+    return next((d for d in range(2, 7) if f"{p:.{d}f}" != f"{threshold:.{d}f}"), 6)
+
+
 def in_words(row: dict[str, str], classes: list[str], threshold: float) -> str:
     """A decision set against the threshold, as a reader says it: "p(PNEUMONIA) 0.18, below
     the threshold 0.32: called NORMAL"."""
@@ -167,7 +173,8 @@ def in_words(row: dict[str, str], classes: list[str], threshold: float) -> str:
         p1 = p_of(row, classes[1], classes)
         side = "at or above" if p1 >= threshold else "below"
         called = classes[1] if p1 >= threshold else classes[0]
-        return (f"p({classes[1]}) {p1:.2f}, {side} the threshold {threshold:.2f}: called "
+        d = digits(p1, threshold)
+        return (f"p({classes[1]}) {p1:.{d}f}, {side} the threshold {threshold:.{d}f}: called "
                 f"{called}")
     probs = {c: p_of(row, c, classes) for c in classes}
     called = max(probs, key=lambda c: probs[c])
@@ -668,8 +675,8 @@ def section_performance(run: Run) -> str:
                 confusion_table(split, run.classes),
                 img(curves_png(split, run.classes, threshold), f"{split.title} ROC and PR",
                     "wide"),
-                f'<h4 id="perf-{split.key}-reliability">Reliability (the number of images in '
-                "each bin drawn as the point's size)</h4>",
+                f'<h4 id="perf-{split.key}-reliability">Reliability: each bin\'s images '
+                "(the point's size), mean confidence and accuracy</h4>",
                 img(file_uri(split.reliability) if split.reliability else None,
                     f"{split.title} reliability diagram", "half"),
                 bins_table(split)]
@@ -738,6 +745,15 @@ CHECKLIST: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
+# Each section a checklist row links to, as the row names it.
+TITLES = {"run-params": "1. every param", "run-model": "1. the model",
+          "run-env": "1. software and machine", "data": "2. Data",
+          "data-skipped": "2. files skipped", "data-shared": "2. patients in both sets",
+          "decision": "3. The decision", "performance": "4. Performance",
+          "perf-test-confusion": "4. test confusion matrix", "perf-test": "4. test",
+          "looked": "5. mistakes"}
+
+
 def section_checklist(run: Run) -> str:
     ids = {"perf-test-confusion": "perf-test-confusion" if run.test else "perf-test"}
     rows = []
@@ -746,7 +762,7 @@ def section_checklist(run: Run) -> str:
             cell = "<span class=author>the author writes it</span>"
         else:
             target = ids.get(where, where)
-            cell = f'answered: <a href="#{target}">§ {esc(target)}</a>'
+            cell = f'answered: <a href="#{target}">§ {esc(TITLES.get(target, target))}</a>'
         rows.append([esc(guideline), esc(item), cell])
     return ('<section id="checklist"><h2>6. Reporting checklist</h2>'
             "<p>Items of CLAIM 2024, TRIPOD+AI (2024) and STARD-AI (2025), named by topic: "

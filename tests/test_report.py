@@ -260,6 +260,12 @@ def test_a_mistake_in_words_sets_its_probability_against_the_threshold() -> None
         "NORMAL"]
 
 
+def test_a_probability_near_the_threshold_is_told_apart_from_it() -> None:
+    row = {"id": "x", "label": "0.50021", "true_class": "NORMAL"}
+    assert report.in_words(row, CLASSES, 0.5) == (
+        "p(PNEUMONIA) 0.5002, at or above the threshold 0.5000: called PNEUMONIA")
+
+
 def test_the_threshold_s_origin_is_said() -> None:
     assert report.threshold_rule(0.5, 0).startswith("fixed beforehand")
     assert "out-of-fold predictions" in report.threshold_rule("sensitivity:0.95", 5)
@@ -287,3 +293,41 @@ def test_the_pipeline_s_report(baseline: Path) -> None:
     assert {r.metric_type: r.metric_value for r in results} == {
         kind: metrics["val_" + name] for name, kind in report.model_card.TYPES.items()
         if metrics.get("val_" + name) is not None}
+
+
+def test_three_classes_have_no_threshold_and_the_page_still_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """K > 2: the most probable class decides; no sensitivity rows, no operating point."""
+    root = fabricate(tmp_path / "run", pattern="")
+    classes = ["ant", "moth", "zebra"]
+    rng = np.random.default_rng(1)
+    labels = np.arange(12) % 3
+    probs = rng.dirichlet(np.ones(3), 12)
+    metrics = {"val_loss": evaluation.log_loss(labels, probs),
+               "val_accuracy": evaluation.accuracy(labels, probs),
+               **evaluation.scores(labels, probs, "val_"), "threshold": 0.5,
+               "threshold_low": None, "threshold_high": None, "temperature": 1.0,
+               "val_ece": decision.ece(labels, probs),
+               **intervals.intervals(labels, probs, 0.5, "val_"), "best_epoch": 2}
+    h5io.write_json(root / "metrics.json", metrics)
+    evaluation.write_plots(root / "reports/val", classes, labels, probs, split="val")
+    evaluation.write_predictions(root / "reports/val/predictions.csv",
+                                 [f"{classes[c]}/{i}.jpg" for i, c in enumerate(labels)], probs,
+                                 classes, [classes[c] for c in labels], exact=True)
+    summary = predict.summary(probs, classes, labels)
+    evaluation.write_plots(root / "reports/test", classes, labels, probs, split="test")
+    h5io.write_json(root / "reports/test/summary.json", summary)
+    evaluation.write_predictions(root / "pred.csv", [f"t{i}.jpg" for i in range(12)], probs,
+                                 classes, [classes[c] for c in labels])
+    with h5py.File(root / "models/model_2.h5", "a") as f:
+        f.attrs["classes"] = classes
+    with h5py.File(root / "data/features/train/fused.h5", "a") as f:
+        f.attrs["classes"] = classes
+    (root / "params.yaml").write_text(yaml.safe_dump({**DEFAULTS, "group_pattern": ""}))
+    page, card = written(root, monkeypatch)
+    assert "the most probable class" in card
+    assert "the most probable of the 3 classes" in page and ">sensitivity<" not in page
+    auc = re.search(r"<td>AUC</td><td>([^<]*)</td>", page)
+    assert auc and auc.group(1) == f"{metrics['val_auc']:.3f}"
+    assert "the most probable class: called" in page
+    assert_offline(page)
