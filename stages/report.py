@@ -597,10 +597,14 @@ def section_decision(run: Run) -> str:
                      "threshold)"])
     t = float(m.get("temperature", 1.0))
     calibrated = run.params["calibrate"] != "none"
-    rows.append(["temperature", f"{t:.4g}: " + (f"fitted {where} (minimum log loss), divided "
-                                                 "into the saved model's Dense weights"
-                                                 if calibrated else "none fitted "
-                                                 "(<code>calibrate: none</code>)")])
+    if calibrated and t != 1.0:
+        how = (f"fitted {where} (minimum log loss), divided into the saved model's Dense "
+               "weights")
+    elif calibrated:
+        how = f"none fits {where}, so it is left at 1 (train_head's run said why)"
+    else:
+        how = "none fitted (<code>calibrate: none</code>)"
+    rows.append(["temperature", f"{t:.4g}: {how}"])
     before = ece_before(run) if calibrated and t != 1.0 else None
     rows.append(["ECE " + where, (f"before calibration {before:.3f}, after {m['val_ece']:.3f}"
                                   if before is not None else f"{m['val_ece']:.3f}")])

@@ -331,3 +331,21 @@ def test_three_classes_have_no_threshold_and_the_page_still_reads(
     assert auc and auc.group(1) == f"{metrics['val_auc']:.3f}"
     assert "the most probable class: called" in page
     assert_offline(page)
+
+
+def test_the_ece_before_the_temperature_is_that_of_the_uncalibrated_probabilities(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = fabricate(tmp_path / "run")
+    metrics = json.loads((root / "metrics.json").read_text())
+    h5io.write_json(root / "metrics.json", {**metrics, "temperature": 2.0})
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump({**params, "calibrate": "temperature"}))
+    rows = report.read_csv(root / "reports/val/predictions.csv")
+    p1 = np.array([float(r["label"]) for r in rows])
+    z = 2.0 * np.log(p1 / (1 - p1))  # the logits before they were divided by T = 2
+    before = 1 / (1 + np.exp(-z))
+    labels = np.array([CLASSES.index(r["true_class"]) for r in rows])
+    want = decision.ece(labels, np.stack([1 - before, before], axis=1))
+    page, _ = written(root, monkeypatch)
+    assert (f"before calibration {want:.3f}, after {metrics['val_ece']:.3f}") in page
+    assert "fitted on the validation split (minimum log loss)" in page
