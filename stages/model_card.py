@@ -125,19 +125,23 @@ def card(run: Run) -> str:
     else:
         body += [f"The test set (`{run.params['test_data']}`, {run.n_test} images) is "
                  "unlabelled: no test figures.", ""]
-    decided = (f"class `{classes[1]}` where p({classes[1]}) ≥ {m['threshold']:.4g}, chosen on "
-               f"{where}" if len(classes) == 2 else "the most probable class")
+    on = "the out-of-fold predictions" if folds else "the validation split"
+    decided = (f"class `{classes[1]}` where p({classes[1]}) ≥ {m['threshold']:.4g}"
+               if len(classes) == 2 else "the most probable class")
+    weights = sorted(set(run.record.weights))
+    features = ("networks trained on ImageNet photographs"
+                + (", not on medical images" if run.medical else "")
+                if any(w.startswith("imagenet") for w in weights)
+                else f"networks with the weights {', '.join(weights)}")
     body += [
         "## Limitations", "",
-        "- The features come from networks trained on "
-        + ("ImageNet photographs, not on medical images: " if run.medical else "")
-        + f"{', '.join(sorted(set(run.record.weights)))}; only the Dense head learnt from "
-        "this data.",
-        f"- Decision: {decided}. The temperature ({float(m.get('temperature', 1.0)):.4g}) and "
-        f"the threshold were fitted on {where}, so the validation figures are optimistic; "
-        "the test figures are not.",
-        *(["- The test set shares patients with the training set: see the report."]
-          if run.shared else []),
+        f"- The features come from {features}; only the Dense head learnt from this data.",
+        f"- Decision: {decided}. The temperature ({float(m.get('temperature', 1.0)):.4g})"
+        + (" and the threshold were" if len(classes) == 2 else " was")
+        + f" fitted on {on}, so the validation figures are optimistic; the test figures "
+        "are not.",
+        *(["- The test set shares patients with the training set (the report lists them): "
+           "its figures are optimistic too."] if run.shared else []),
         "- Figures of this run only; the full report is `reports/report.html`.", "",
         "## How to classify", "",
         "```bash",
