@@ -42,6 +42,7 @@ from stages import (
     intervals,
     model_record,
     outputs,
+    overlap,
     quiet,
     split,
     testset,
@@ -216,6 +217,20 @@ def predict(model_path: str, features: str, batch_size: int = 1024
     return test, np.concatenate(probs), classes
 
 
+def shared_groups_note(train_features: str, test_names: np.ndarray, pattern: str) -> str:
+    """The warning line where `group_pattern` finds groups (patients) in both the training
+    features' rows and the test rows (`overlap.warning`); '' where none, without a pattern, or
+    where the training features are not at hand (a clone that pulled only the model). Read,
+    not a dvc.yaml dep: the model follows the training rows already, and a dep would stop such
+    a clone's run (README, "Score new images")."""
+    if not pattern or not Path(train_features).is_file():
+        return ""
+    with h5py.File(train_features, "r") as f:
+        train_names = Rows.read(f).names
+    return overlap.warning(overlap.shared_groups([str(n) for n in train_names],
+                                                 [str(n) for n in test_names], pattern), pattern)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="models/model_2.h5")
@@ -223,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="pred.csv")
     ap.add_argument("--report", default="reports/predict.json")
     ap.add_argument("--eval-dir", default="reports/test", help="test plots")
+    ap.add_argument("--train-features", default="data/features/train/fused.h5",
+                    help="read for its row names only: groups in both sets")
     args = ap.parse_args(argv)
 
     def work() -> None:
@@ -244,6 +261,9 @@ def main(argv: list[str] | None = None) -> None:
             else (None, [])
         stats = summary(probs, classes, test.labels, raw, threshold, params["seed"], groups,
                         len(missed) if pattern else None)
+        shared = shared_groups_note(args.train_features, test.names, pattern)
+        if shared:
+            cli.say("predict", shared)
         if missed:
             cli.say("predict", missed_note(pattern, missed, len(test.names),
                                            f"{args.eval_dir}/summary.json"))

@@ -45,7 +45,7 @@ PROJECT_FILES = ("stages", "dvc.yaml", "data", ".gitignore", ".dvcignore", "requ
                  "models/.gitignore", "reports/.gitignore")
 ALL = ["pick_weights"] + [f"{s}@{split}" for s in ("resize", "extract_inception",
                                                    "extract_xception", "concat")
-                         for split in ("train", "test")] + ["train_head", "predict"]
+                         for split in ("train", "test")] + ["train_head", "predict", "report"]
 # Small enough for CI on 2 cores: 75 px is the smallest both networks accept.
 TINY = {"width": 75, "weights": "none", "epochs": 2, "extract_batch_size": 16}
 

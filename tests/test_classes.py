@@ -62,20 +62,20 @@ def repo(baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_new_training_images_rerun_no_test_side_stage(repo: Path) -> None:
     assert sorted(RAN["train"]) == sorted([*(f"{g}@train" for g in SIDE), "train_head",
-                                           "predict"])
+                                           "predict", "report"])
 
 
 def test_new_test_images_rerun_only_the_test_side_and_predict(repo: Path) -> None:
     """The model is not retrained for new images to score; pred.csv then holds their rows (the
     labelled set's, test_pred_csv_has_a_column_per_class_…)."""
-    assert sorted(RAN["test"]) == sorted([*(f"{g}@test" for g in SIDE), "predict"])
+    assert sorted(RAN["test"]) == sorted([*(f"{g}@test" for g in SIDE), "predict", "report"])
 
 
 def test_every_stage_reran_over_read_only_linked_outputs(repo: Path) -> None:
     """Each stage wrote its new outputs beside the linked old ones, never into them."""
     # (but pick_weights: it reads `weights` alone, unchanged here)
     assert sorted(RAN["train"] + RAN["test"]) == sorted(
-        s for s in [*ALL, "predict"] if s != "pick_weights")
+        s for s in [*ALL, "predict", "report"] if s != "pick_weights")
     assert_cache_intact(repo, CACHE_BEFORE)
     assert len(cache_objects(repo)) > len(CACHE_BEFORE)  # the new outputs joined the old ones
     assert_every_output_linked(repo)
@@ -236,13 +236,13 @@ def test_a_zip_of_the_test_folder_and_the_way_back_extract_nothing(repo: Path) -
     before = (repo / "pred.csv").read_bytes()
     shutil.make_archive(str(repo / "data/raw/test"), "zip", repo / "data/raw", "test")
     ran = ran_stages(dvc(repo, "exp", "run", "-S", "test_data=data/raw/test.zip"))
-    assert ran == ["resize@test", "predict"], ran
+    assert ran == ["resize@test", "predict", "report"], ran
     assert (repo / "pred.csv").read_bytes() == before
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     back = next(ln.split("#")[0].split() for ln in readme.splitlines()
                 if ln.startswith("dvc exp run -S test_data=data/raw/test "))
     p = dvc(repo, *back[1:])
-    assert ran_stages(p) == ["predict"], p.stdout
+    assert ran_stages(p) == ["predict", "report"], p.stdout
     assert "Stage 'resize@test' is cached - skipping run" in p.stdout
     assert (repo / "pred.csv").read_bytes() == before
     (repo / "data/raw/test.zip").unlink()

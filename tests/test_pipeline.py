@@ -147,9 +147,10 @@ def test_second_repro_runs_nothing(repo: Path) -> None:
 
 def test_extract_batch_size_reruns_only_predict(repo: Path) -> None:
     """Speed only: no extractor reruns. predict reads the whole params file (a typo'd key must
-    stop it), so it would run, in seconds (`--dry`: what follows predict is nothing)."""
+    stop it), so it would run, in seconds, and so would `report`, which lists every param
+    (`--dry`: the stages whose own inputs changed)."""
     set_params(repo, extract_batch_size=4)
-    assert ran_stages(dvc(repo, "repro", "--dry")) == ["predict"]
+    assert ran_stages(dvc(repo, "repro", "--dry")) == ["predict", "report"]
 
 
 def test_precision_reruns_the_extractors_not_resize(repo: Path) -> None:
@@ -159,7 +160,7 @@ def test_precision_reruns_the_extractors_not_resize(repo: Path) -> None:
     set_params(repo, precision="mixed_bfloat16")
     ran = ran_stages(dvc(repo, "repro", "--dry"))
     extractors = [f"extract_{n}@{s}" for n in ("inception", "xception") for s in ("train", "test")]
-    assert sorted(ran) == sorted([*extractors, "predict"])
+    assert sorted(ran) == sorted([*extractors, "predict", "report"])
 
 
 # What an experiment's run writes that git or DVC keeps: none of it may be lost to a bad value.
@@ -277,12 +278,13 @@ def test_an_operating_point_and_calibration_rerun_only_the_head(repo: Path) -> N
                   "folds=5"):
         key, _, v = value.partition("=")
         set_params(repo, **{key: v})
-        assert ran_stages(dvc(repo, "repro", "--dry")) == ["train_head", "predict"], value
+        assert ran_stages(dvc(repo, "repro", "--dry")) == ["train_head", "predict",
+                                                          "report"], value
         run(repo, "git", "checkout", "params.yaml")
     # issue 32: with folds, every training image is validated once, out of fold
     p = dvc(repo, "exp", "run", "-S", "threshold=sensitivity:0.95", "-S", "calibrate=temperature",
             "-S", "folds=3")
-    assert ran_stages(p) == ["train_head", "predict"]
+    assert ran_stages(p) == ["train_head", "predict", "report"]
     assert "3 folds (val_split unused)" in p.stdout
     metrics = json.loads((repo / "metrics.json").read_text())
     assert metrics["val_sensitivity"] >= 0.95 and metrics["temperature"] > 0

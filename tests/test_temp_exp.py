@@ -18,7 +18,7 @@ def test_a_temp_experiment_runs_the_head_and_apply_restores_it(
     repo = linked_copy(baseline, tmp_path / "p")
     before = md5(repo / "pred.csv")
     p = dvc(repo, "exp", "run", "--temp", "-n", "temp-dropout", "-S", "dropout=0.1")
-    assert ran_stages(p) == ["train_head", "predict"], p.stdout + p.stderr
+    assert ran_stages(p) == ["train_head", "predict", "report"], p.stdout + p.stderr
     assert md5(repo / "pred.csv") == before  # the workspace is left alone
     assert yaml.safe_load((repo / "params.yaml").read_text())["dropout"] == 0.5
     shown = experiments(repo)["temp-dropout"]

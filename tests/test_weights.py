@@ -225,8 +225,10 @@ def test_one_networks_entry_reruns_that_network_alone(baseline: Path, tmp_path: 
     save_notop("inception_v3", root / "keras_weights/mine.h5", seed=4)
     dvc(root, "add", "keras_weights")
     mine = {**same, "inception_v3": "keras_weights/mine.h5"}
-    inception = ["extract_inception@train", "extract_inception@test", "predict"]
-    for weights, rerun in ((same, ["predict"]), ({**same, "inception_v3": "none"}, inception),
+    # predict and report depend on the whole params.yaml
+    inception = ["extract_inception@train", "extract_inception@test", "predict", "report"]
+    for weights, rerun in ((same, ["predict", "report"]),
+                           ({**same, "inception_v3": "none"}, inception),
                            (mine, inception)):
         set_params(root, weights=weights)
         # pick_weights writes each network's entry (milliseconds); then DVC knows which changed
