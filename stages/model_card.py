@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from stages import intervals
 
 if TYPE_CHECKING:
-    from stages.report import Run, Split
+    from stages.run_record import Run, Split
 
 # metrics.json's score → the model-index metric type (Hugging Face's metric ids where one
 # exists: accuracy, roc_auc, recall; others by their own names).

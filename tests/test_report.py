@@ -15,7 +15,17 @@ import numpy as np
 import pytest
 import yaml
 
-from stages import decision, evaluation, h5io, intervals, overlap, predict, report
+from stages import (
+    decision,
+    evaluation,
+    h5io,
+    html_parts,
+    intervals,
+    overlap,
+    predict,
+    report,
+    run_record,
+)
 from stages.params import DEFAULTS
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
@@ -161,7 +171,7 @@ def test_the_page_shows_the_run_s_figures_offline(tmp_path: Path,
     assert_offline(page)
     assert page.count("data:image/png;base64,") >= 5  # history, 2 curves, reliability, mistakes
     for method in set(intervals.METHODS.values()):  # each interval's method named
-        assert report.esc(method) in page
+        assert html_parts.esc(method) in page
     assert "the rule <code>youden</code> applied to the validation split" in page
     assert "2 undecodable image(s): 2 × cannot decode. 1 non-image file(s) ignored" in page
     assert "<details><summary>The 2 skipped training file(s)" in page
@@ -250,11 +260,11 @@ def test_a_photo_run_has_no_group_rows_nor_medical_wording(
 
 def test_a_mistake_in_words_sets_its_probability_against_the_threshold() -> None:
     row = {"id": "NORMAL/a.jpeg", "label": "0.18", "true_class": "PNEUMONIA"}
-    assert report.in_words(row, CLASSES, 0.32) == (
+    assert run_record.in_words(row, CLASSES, 0.32) == (
         "p(PNEUMONIA) 0.18, below the threshold 0.32: called NORMAL")
     rows = [row, {"id": "b", "label": "0.9", "true_class": "NORMAL"},
             {"id": "c", "label": "0.5", "true_class": "PNEUMONIA"}]
-    assert report.worst_in_words(rows, CLASSES, 0.32) == [
+    assert run_record.worst_in_words(rows, CLASSES, 0.32) == [
         "b, true NORMAL: p(PNEUMONIA) 0.90, at or above the threshold 0.32: called PNEUMONIA",
         "NORMAL/a.jpeg, true PNEUMONIA: p(PNEUMONIA) 0.18, below the threshold 0.32: called "
         "NORMAL"]
@@ -262,7 +272,7 @@ def test_a_mistake_in_words_sets_its_probability_against_the_threshold() -> None
 
 def test_a_probability_near_the_threshold_is_told_apart_from_it() -> None:
     row = {"id": "x", "label": "0.50021", "true_class": "NORMAL"}
-    assert report.in_words(row, CLASSES, 0.5) == (
+    assert run_record.in_words(row, CLASSES, 0.5) == (
         "p(PNEUMONIA) 0.5002, at or above the threshold 0.5000: called PNEUMONIA")
 
 
@@ -340,7 +350,7 @@ def test_the_ece_before_the_temperature_is_that_of_the_uncalibrated_probabilitie
     h5io.write_json(root / "metrics.json", {**metrics, "temperature": 2.0})
     params = yaml.safe_load((root / "params.yaml").read_text())
     (root / "params.yaml").write_text(yaml.safe_dump({**params, "calibrate": "temperature"}))
-    rows = report.read_csv(root / "reports/val/predictions.csv")
+    rows = run_record.read_csv(root / "reports/val/predictions.csv")
     p1 = np.array([float(r["label"]) for r in rows])
     z = 2.0 * np.log(p1 / (1 - p1))  # the logits before they were divided by T = 2
     before = 1 / (1 + np.exp(-z))
