@@ -15,7 +15,7 @@ from conftest import REPO, copy_project, dvc, ran_stages, set_params
 
 pytestmark = pytest.mark.pipeline
 
-HEAD = ["concat@test", "concat@train", "predict", "train_head"]
+HEAD = ["concat@test", "concat@train", "predict", "report", "train_head"]
 
 
 @pytest.fixture(scope="module")
