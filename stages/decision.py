@@ -194,6 +194,19 @@ def logit_log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
     return _nll(logits, labels, 1.0)
 
 
+def probabilities_of_logits(logits: np.ndarray) -> np.ndarray:
+    """(N, K) class probabilities, float64, of a head's logits: sigmoid of (N,) (or (N, 1))
+    ones as (1 − p, p), softmax of (N, K) ones; neither overflows where a logit is large."""
+    z = np.asarray(logits, np.float64)
+    if z.ndim == 2 and z.shape[1] == 1:
+        z = z[:, 0]
+    if z.ndim == 1:  # sigmoid through tanh: no exp(−z) to overflow
+        p1 = 0.5 + 0.5 * np.tanh(z / 2)
+        return np.stack([1.0 - p1, p1], axis=1)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def _logits_and_labels(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """float64 logits, (N,) for a sigmoid head's (N,) or (N, 1), and int64 labels."""
     logits = np.asarray(logits, np.float64)

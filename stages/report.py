@@ -216,9 +216,8 @@ def ece_before(run: Run) -> float | None:
         return None
     probs = np.array([[p_of(r, c, classes) for c in classes] for r in rows], np.float64)
     logits = np.log(np.clip(probs, 1e-15, 1.0)) * float(run.metrics["temperature"])
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
     labels = np.array([classes.index(r["true_class"]) for r in rows])
-    return decision.ece(labels, e / e.sum(axis=1, keepdims=True))
+    return decision.ece(labels, decision.probabilities_of_logits(logits))
 
 
 def score_table(split: Split, classes: list[str]) -> str:

@@ -482,8 +482,7 @@ def train_folds(data: Data, params: dict[str, Any], groups: np.ndarray, grouped:
     saved_probs = evaluation.probabilities(head.predict(x, batch_size=VAL_BATCH_SIZE,
                                                         verbose=0))
     logits = oof / temperature
-    val_probs = evaluation.probabilities(
-        1.0 / (1.0 + np.exp(-logits))[:, None] if logits.ndim == 1 else _softmax(logits))
+    val_probs = decision.probabilities_of_logits(logits)
     all_rows = np.arange(len(y))
     n_groups = len(np.unique(groups))
     return Fit(all_rows, logits, val_probs, temperature, mean_history(histories), histories,
@@ -494,11 +493,6 @@ def train_folds(data: Data, params: dict[str, Any], groups: np.ndarray, grouped:
                 "n_train": len(y), "n_val": len(y),
                 "n_groups_train": n_groups, "n_groups_val": n_groups}, fold, saved_probs,
                list(zip(kernels, biases, strict=True)))
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def mean_history(histories: list[dict[str, list[float]]]) -> dict[str, list[float]]:
@@ -614,11 +608,7 @@ def uncalibrated(logits: np.ndarray, temperature: float) -> np.ndarray | None:
     the reliability diagram's "before" curve; None without one (1: nothing to compare)."""
     if temperature == 1.0:
         return None
-    raw = np.asarray(logits, np.float64) * temperature
-    if raw.ndim == 1:  # one sigmoid unit
-        return evaluation.probabilities((0.5 + 0.5 * np.tanh(raw / 2))[:, None])  # sigmoid
-    raw = np.exp(raw - raw.max(axis=1, keepdims=True))
-    return raw / raw.sum(axis=1, keepdims=True)
+    return decision.probabilities_of_logits(np.asarray(logits, np.float64) * temperature)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -326,3 +326,17 @@ def test_the_log_loss_of_logits_is_exact_where_a_probability_rounds_to_certainty
     assert evaluation.log_loss(labels, evaluation.probabilities(p1[:, None])) > expected + 1
     softmax = np.stack([np.zeros(3), z], axis=1)  # the same head, as two softmax logits
     assert decision.logit_log_loss(softmax, labels) == pytest.approx(expected, rel=1e-12)
+
+
+def test_probabilities_of_logits_are_sigmoid_and_softmax_without_overflow() -> None:
+    from scipy.special import expit, softmax
+
+    z = np.array([-1000.0, -20.0, -0.3, 0.0, 2.5, 40.0, 1000.0])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        two = decision.probabilities_of_logits(z)
+        assert decision.probabilities_of_logits(z[:, None]).tolist() == two.tolist()
+        many = decision.probabilities_of_logits(np.stack([z, -z, 0 * z], axis=1))
+    np.testing.assert_allclose(two[:, 1], expit(z), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(two.sum(axis=1), 1.0)
+    np.testing.assert_allclose(many, softmax(np.stack([z, -z, 0 * z], axis=1), axis=1),
+                               rtol=1e-12, atol=1e-300)
