@@ -196,13 +196,15 @@ def logit_log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def probabilities_of_logits(logits: np.ndarray) -> np.ndarray:
     """(N, K) class probabilities, float64, of a head's logits: sigmoid of (N,) (or (N, 1))
-    ones as (1 − p, p), softmax of (N, K) ones; neither overflows where a logit is large."""
+    ones as (1 − p, p), softmax of (N, K) ones; neither overflows where a logit is large, and
+    a sigmoid's small probabilities keep their relative precision."""
     z = np.asarray(logits, np.float64)
     if z.ndim == 2 and z.shape[1] == 1:
         z = z[:, 0]
-    if z.ndim == 1:  # sigmoid through tanh: no exp(−z) to overflow
-        p1 = 0.5 + 0.5 * np.tanh(z / 2)
-        return np.stack([1.0 - p1, p1], axis=1)
+    if z.ndim == 1:  # each side from exp(−|z|): nothing overflows, small ones keep digits
+        e = np.exp(-np.abs(z))
+        big, small = 1.0 / (1.0 + e), e / (1.0 + e)
+        return np.stack([np.where(z >= 0, small, big), np.where(z >= 0, big, small)], axis=1)
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 

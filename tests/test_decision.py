@@ -337,6 +337,7 @@ def test_probabilities_of_logits_are_sigmoid_and_softmax_without_overflow() -> N
         assert decision.probabilities_of_logits(z[:, None]).tolist() == two.tolist()
         many = decision.probabilities_of_logits(np.stack([z, -z, 0 * z], axis=1))
     np.testing.assert_allclose(two[:, 1], expit(z), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(two[:, 0], expit(-z), rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(two.sum(axis=1), 1.0)
     np.testing.assert_allclose(many, softmax(np.stack([z, -z, 0 * z], axis=1), axis=1),
                                rtol=1e-12, atol=1e-300)
