@@ -30,7 +30,7 @@ from stages.checklist import section_checklist
 from stages.html_parts import esc, img, num, table
 from stages.params import DEFAULTS, load_params
 from stages.report_figures import curves_png, file_uri
-from stages.run_record import Paths, Run, Split, p_of, read_csv, read_run
+from stages.run_record import Paths, Run, Split, labelled, read_csv, read_run
 
 # Every param: the page lists them all (dvc.yaml: the whole params.yaml).
 PARAMS = tuple(DEFAULTS)
@@ -209,14 +209,11 @@ def section_decision(run: Run) -> str:
 def ece_before(run: Run) -> float | None:
     """The validation ECE of the probabilities before the temperature, from
     reports/val/predictions.csv (calibrated): the logits times the temperature."""
-    rows = read_csv(Path(run.paths.val_dir) / "predictions.csv")
-    classes = run.classes
-    rows = [r for r in rows if r.get("true_class") in classes]
+    rows, probs, labels = labelled(
+        read_csv(Path(run.paths.val_dir) / "predictions.csv"), run.classes)
     if not rows:
         return None
-    probs = np.array([[p_of(r, c, classes) for c in classes] for r in rows], np.float64)
     logits = np.log(np.clip(probs, 1e-15, 1.0)) * float(run.metrics["temperature"])
-    labels = np.array([classes.index(r["true_class"]) for r in rows])
     return decision.ece(labels, decision.probabilities_of_logits(logits))
 
 

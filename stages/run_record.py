@@ -14,7 +14,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stages import cli, h5io, model_record, overlap
+from stages import cli, decision, h5io, model_record, overlap
 from stages.feature_files import Rows
 
 # The packages whose versions decide the bytes the stages write, as the page names them.
@@ -130,6 +130,16 @@ def p_of(row: dict[str, str], cls: str, classes: list[str]) -> float:
     return float(row[cls])
 
 
+def labelled(rows: list[dict[str, str]], classes: list[str]
+             ) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray]:
+    """A predictions file's rows of a known true class, with their (n, K) probabilities and
+    labels."""
+    rows = [r for r in rows if r.get("true_class") in classes]
+    probs = np.array([[p_of(r, c, classes) for c in classes] for r in rows], np.float64)
+    labels = np.array([classes.index(r["true_class"]) for r in rows], np.int64)
+    return rows, probs.reshape(len(rows), len(classes)), labels
+
+
 def digits(p: float, threshold: float) -> int:
     """Decimals enough to tell a probability from the threshold (2, as a reader says them,
     up to 6 where they are that close)."""
@@ -156,17 +166,12 @@ def worst_in_words(rows: list[dict[str, str]], classes: list[str], threshold: fl
                    n: int = N_WORDS) -> list[str]:
     """The `n` most confident mistakes (lowest p(true class) first), each "<file>, true
     <class>: <in words>"."""
-    wrong = []
-    for r in rows:
-        true = r.get("true_class")
-        if true not in classes:
-            continue
-        if len(classes) == 2:
-            called = classes[int(p_of(r, classes[1], classes) >= threshold)]
-        else:
-            called = max(classes, key=lambda c: p_of(r, c, classes))
-        if called != true:
-            wrong.append((p_of(r, true, classes), r["id"], r))
+    rows, probs, labels = labelled(rows, classes)
+    if not rows:
+        return []
+    # decided as every stage decides (decision.predicted: the threshold, or the likeliest class)
+    wrong = [(float(probs[i, labels[i]]), rows[i]["id"], rows[i])
+             for i in np.flatnonzero(decision.predicted(probs, threshold) != labels)]
     wrong.sort(key=lambda w: (w[0], w[1]))
     return [f"{name}, true {r['true_class']}: {in_words(r, classes, threshold)}"
             for _, name, r in wrong[:n]]
