@@ -35,8 +35,8 @@ starts): FILE (JSON) gets predict's test metrics (stages/predict.py, `summary`: 
 the probabilities clipped by `clip`, accuracy, AUC, balanced accuracy, two classes sensitivity
 and specificity, ECE, the intervals with `interval_unit`), and `n_test`, `n_skipped`,
 `classes`, the model's `threshold`, `clip`, `group_pattern`, `confusion` ({true class:
-{predicted class: count}} at that threshold), `data` and `model` (the paths given). `clip`,
-`seed` and `group_pattern` are params.yaml's where the current folder has one (else the
+{predicted class: count}} at that threshold), `data` and `model` (the paths given). `clip`
+and `group_pattern` are params.yaml's where the current folder has one (else the
 defaults: clip 0.005, no groups); `--group-pattern REGEX` replaces group_pattern (`''`: none).
 The scores are printed as a table; the per-image rows only go to `--out` (with a `true_class`
 column), not to the terminal, where they would bury the scores. Images that cannot be decoded
@@ -235,9 +235,9 @@ def outside_set(path: str | Path, classes: list[str]) -> OutsideSet:
 
 
 def metrics_params(group_pattern: str | None) -> dict[str, Any]:
-    """`clip`, `seed` and `group_pattern` as predict reads them: params.yaml's where the current
+    """`clip` and `group_pattern` as predict reads them: params.yaml's where the current
     folder has one, else the defaults; `group_pattern` (--group-pattern) replaces the file's."""
-    keys = ("clip", "seed", "group_pattern")
+    keys = ("clip", "group_pattern")
     params = (load_params(PARAMS_FILE, keys=keys) if Path(PARAMS_FILE).is_file()
               else {k: DEFAULTS[k] for k in keys})
     if group_pattern is not None:
@@ -261,7 +261,7 @@ def outside_metrics(raw: np.ndarray, labels: np.ndarray, names: list[str], class
     pattern = params["group_pattern"]
     groups, missed = predict.groups_of_rows(np.asarray(names, object), pattern)
     stats = predict.summary(predict.clip_probs(raw, params["clip"]), classes, labels,
-                            unclipped=raw, threshold=threshold, seed=params["seed"],
+                            unclipped=raw, threshold=threshold,
                             groups=groups, missed=len(missed) if pattern else None)
     out = {k: v for k, v in stats.items() if predict.is_metric(k) or k.startswith("interval_")
            or k == "group_pattern_missed"}

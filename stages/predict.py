@@ -53,7 +53,7 @@ from stages.testset import TestSet
 
 # What the stage reads of params.yaml. dvc.yaml makes it depend on the whole file (a typo'd key
 # stops it), which covers these.
-PARAMS = ("clip", "seed", "group_pattern")
+PARAMS = ("clip", "group_pattern")
 
 
 def clip_probs(probs: np.ndarray, clip: float) -> np.ndarray:
@@ -105,7 +105,7 @@ def is_metric(key: str) -> bool:
 
 
 def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None,
-            unclipped: np.ndarray | None = None, threshold: float = 0.5, seed: int = 0,
+            unclipped: np.ndarray | None = None, threshold: float = 0.5,
             groups: np.ndarray | None = None, missed: int | None = None) -> dict[str, Any]:
     """The test set's summary: per class the mean probability and the share of images
     predicted as it (at `threshold`); for a labelled set, the log loss of `probs` (as
@@ -113,8 +113,7 @@ def summary(probs: np.ndarray, classes: list[str], labels: np.ndarray | None,
     (default: `probs`) with their 95 % intervals (`intervals.intervals`: Wilson, DeLong and
     MOVER; widened for `groups` where given), `interval_unit` (`group` or `image`: what they
     count as independent) and, where `group_pattern` is set, `group_pattern_missed`: the
-    `missed` test paths it does not match. `seed` is unused (the intervals are analytic, no
-    longer a seeded bootstrap), kept for callers."""
+    `missed` test paths it does not match."""
     raw = probs if unclipped is None else unclipped
     predicted = decision.predicted(raw, threshold)
     out: dict[str, Any] = {
@@ -259,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
         pattern = params["group_pattern"]
         groups, missed = groups_of_rows(test.names, pattern) if test.labels is not None \
             else (None, [])
-        stats = summary(probs, classes, test.labels, raw, threshold, params["seed"], groups,
+        stats = summary(probs, classes, test.labels, raw, threshold, groups,
                         len(missed) if pattern else None)
         shared = shared_groups_note(args.train_features, test.names, pattern)
         if shared:

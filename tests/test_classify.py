@@ -683,13 +683,13 @@ def stubbed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def reference(classes: list[str], reds: dict[str, list[int]], threshold: float, clip: float,
-              seed: int, groups: np.ndarray | None = None) -> dict[str, Any]:
+              groups: np.ndarray | None = None) -> dict[str, Any]:
     """predict's test metrics of the images (what reports/predict.json keeps of summary())."""
     from stages import predict
 
     labels = np.array([i for i, c in enumerate(classes) for _ in reds[c]])
     raw = stub_probs([r for c in classes for r in reds[c]]).astype(np.float64)
-    stats = predict.summary(predict.clip_probs(raw, clip), classes, labels, raw, threshold, seed,
+    stats = predict.summary(predict.clip_probs(raw, clip), classes, labels, raw, threshold,
                             groups, None if groups is None else 0)
     return {k: v for k, v in stats.items() if predict.is_metric(k)} | {
         "interval_unit": stats["interval_unit"]}
@@ -701,13 +701,12 @@ def test_metrics_are_predicts_test_metrics_and_the_confusion_counts(
     the log loss of the probabilities clipped by the default clip), the model's threshold, the
     confusion counts at it; the scores' table on stdout, not the per-image one."""
     from stages import classify
-    from stages.params import DEFAULTS
 
     folder = outside_folder(tmp_path / "outside")
     classify.main([str(folder), "--model", str(stub_model(tmp_path / "m.h5")),
                    "--metrics", "out.json"])
     got = json.loads((stubbed / "out.json").read_text())
-    want = reference(OUTSIDE, REDS, 0.45, 0.005, DEFAULTS["seed"])
+    want = reference(OUTSIDE, REDS, 0.45, 0.005)
     assert {k: got[k] for k in want} == want
     assert want["test_loss"] > 0 and want["test_sensitivity_low"] < want["test_sensitivity"]
     assert got["interval_unit"] == "image" and got["n_skipped"] == 0
@@ -741,7 +740,7 @@ def test_metrics_with_out_a_broken_image_and_params_groups(
     assert f"skipped {folder}/NORMAL/broken.png: cannot be decoded" in capsys.readouterr().err
     got = json.loads((stubbed / "out.json").read_text())
     groups = np.array([f"p{c[0]}{i // 2}" for c in OUTSIDE for i in range(len(REDS[c]))])
-    want = reference(OUTSIDE, REDS, 0.45, 0.01, 5, groups)
+    want = reference(OUTSIDE, REDS, 0.45, 0.01, groups)
     assert {k: got[k] for k in want} == want and got["interval_unit"] == "group"
     assert (got["n_test"], got["n_skipped"], got["clip"]) == (13, 1, 0.01)
     assert got["group_pattern_missed"] == 0
