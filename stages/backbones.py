@@ -154,3 +154,16 @@ def build(backbone: Backbone, width: int, weights: str, seed: int) -> Any:
             f" Without internet, put {backbone.weights_file} (from {KERAS_WEIGHTS_URL}, or "
             f"~/.keras/models on a machine that has it) in {WEIGHTS_DIR}/ and set "
             f"weights: {WEIGHTS_DIR} (docs/data.md, \"Weights\")") from None
+
+
+def maps_and_pooled(backbone: Backbone, width: int, weights: str, seed: int) -> tuple[Any, bool]:
+    """(a Keras model: preprocessed RGB → [the last convolutional maps, the pooled features],
+    whether the maps are exact): the maps add up to the head's logit only where the pooled
+    vector goes straight into it (ConvNeXt normalises it after the pooling)."""
+    import keras
+
+    net = build(backbone, width, weights, seed)
+    gap = next(layer for layer in reversed(net.layers)
+               if isinstance(layer, keras.layers.GlobalAveragePooling2D))
+    both = keras.Model(net.inputs, [gap.input, net.output], name=f"{backbone.name}_maps")
+    return both, gap is net.layers[-1]

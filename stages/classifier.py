@@ -17,9 +17,10 @@ The networks are built once per Classifier; images go through in batches of one 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from stages import decision, destinations, h5io, model_record, outputs
-from stages.backbones import BACKBONES, WeightsError, build, preprocessing, weight_path
+from stages.backbones import (
+    BACKBONES,
+    WeightsError,
+    maps_and_pooled,
+    preprocessing,
+    weight_path,
+)
 from stages.cli import UserError
 from stages.feature_files import weights_from
 from stages.model_record import ModelRecord
@@ -70,6 +77,50 @@ def batches(pixels: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
         yield pixels[start:start + size], size
 
 
+
+def _networks(record: ModelRecord) -> Iterator[tuple[str, str, str]]:
+    """(network, its recorded weights, its input scaling) in the model's column order."""
+    scalings = record.preprocess or ["network"] * len(record.networks)  # a model from before
+    yield from zip(record.networks, record.weights, scalings, strict=True)
+
+
+@contextlib.contextmanager
+def _weights_of_the_model(record: ModelRecord, name: str) -> Iterator[None]:
+    """A WeightsError's advice is for params.yaml; the weights here are the model's."""
+    try:
+        yield
+    except WeightsError as e:
+        recorded = dict(zip(record.networks, record.weights, strict=True))[name]
+        file = weight_path(BACKBONES[name], weights_from(recorded)[0])
+        why = f"{file}: missing" if file is not None and not file.is_file() else str(e)
+        raise ModelError(
+            f"{record.path}: its {name} features were made with weights {recorded!r}; "
+            f"{why}. Run from the repository root, where `dvc pull {WEIGHTS_DIR}` "
+            "brings the team's weight files") from None
+
+
+def _check_dims(record: ModelRecord, dims: list[int], kernel: np.ndarray) -> list[int]:
+    if sum(dims) != kernel.shape[0]:
+        raise ModelError(
+            f"{record.path}: its head takes {kernel.shape[0]} features, but "
+            f"{' + '.join(record.networks)} give {' + '.join(map(str, dims))}. "
+            f"{model_record.RETRAIN}")
+    return dims
+
+
+def _dense_weights(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The head's Dense kernel and bias (float64) from the saved model's HDF5, as Keras' .h5
+    format keeps them (model_weights/dense/dense/), read without Keras."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        try:
+            group = f["model_weights/dense/dense"]
+            return (np.asarray(group["kernel"], np.float64), np.asarray(group["bias"], np.float64))
+        except KeyError:
+            raise ModelError(f"{path}: holds no Dense layer 'dense' where train_head saves it. "
+                             f"{model_record.RETRAIN}") from None
+
 class ModelError(UserError, ValueError):
     """The model file cannot be turned back into the classifier it was trained as."""
 
@@ -90,23 +141,26 @@ class Classifier:
     """`Classifier.load(path)`, then `.classes`, `.predict(items)`, `.cam(items)`; `items`:
     image paths, or a uint8 RGB array (n, width, width, 3) as `data/resized/*.h5` holds."""
 
-    def __init__(self, record: ModelRecord, model: Any, probs_model: Any, kernel: np.ndarray,
-                 bias: np.ndarray, dims: list[int], explainable: list[bool]) -> None:
+    def __init__(self, record: ModelRecord, forward: Callable[[np.ndarray], list[Any]],
+                 kernel: np.ndarray, bias: np.ndarray, dims: list[int], explainable: list[bool],
+                 probs_model: Any = None) -> None:
         self.record = record
         self.classes = record.classes
         self.networks = record.networks
         self.width: int = record.width or 0
         self.threshold = record.threshold
-        self._model, self.probs_model = model, probs_model
+        self._forward = forward  # a batch of its compiled size → [probs, fused, *maps]
+        self.probs_model = probs_model  # TensorFlow's Keras model (export), else None
         self._kernel, self._bias = kernel, bias
         self._dims, self._explainable = dims, explainable
 
     @classmethod
-    def load(cls, model_path: str = "models/model_2.h5") -> Classifier:
-        """Rebuild the classifier `model_path` was trained as; one line (a ModelError or
+    def load(cls, model_path: str = "models/model_2.h5", engine: str | None = None,
+             say: Callable[[str], None] | None = None) -> Classifier:
+        """Rebuild the classifier `model_path` was trained as, on the engine its features were
+        made with (`engine` another: `--export` builds TensorFlow's; `say`: told of
+        a conversion to OpenVINO, seconds once per network); one line (a ModelError or
         MissingInput) where its record, or the weights of a network, are missing."""
-        import keras
-
         record = model_record.read(model_path)
         if record.width is None or not record.networks or len(record.weights) != len(
                 record.networks) or not all(record.weights):
@@ -117,51 +171,73 @@ class Classifier:
         if unknown:
             raise ModelError(f"{model_path}: trained on networks this version does not know: "
                              f"{', '.join(unknown)}")
-        head = keras.models.load_model(model_path, compile=False, safe_mode=True)
+        n = len(record.networks)
+        for name, recorded, made in zip(record.networks, record.weights,
+                                        record.weights_md5 or [""] * n, strict=True):
+            check_weight_file(model_path, name, weight_path(BACKBONES[name],
+                                                            weights_from(recorded)[0]), made)
+        if (engine or record.engine) == "openvino":
+            return cls._openvino(record, say)
+        return cls._keras(record)
+
+    @classmethod
+    def _keras(cls, record: ModelRecord) -> Classifier:
+        """The networks and the head as one Keras model (TensorFlow, or Keras' backend)."""
+        import keras
+
+        head = keras.models.load_model(record.path, compile=False, safe_mode=True)
         dense = head.get_layer("dense")
         kernel, bias = (w.astype(np.float64) for w in dense.get_weights())
-
         pixels = keras.Input((record.width, record.width, 3), dtype="uint8", name="pixels")
         x = keras.ops.cast(pixels, "float32")
         convs, pooled, explainable = [], [], []
-        n = len(record.networks)
-        scalings = record.preprocess or ["network"] * n  # a model from before
-        md5s = record.weights_md5 or [""] * n
-        for name, recorded, scaling, made in zip(record.networks, record.weights, scalings, md5s,
-                                                 strict=True):
+        for name, recorded, scaling in _networks(record):
             backbone = BACKBONES[name]
             weights, seed = weights_from(recorded)
-            check_weight_file(model_path, name, weight_path(backbone, weights), made)
-            try:
-                net = build(backbone, record.width, weights, seed)
-            except WeightsError as e:  # its advice is for params.yaml: this value is the model's
-                file = weight_path(backbone, weights)
-                why = f"{file}: missing" if file is not None and not file.is_file() else str(e)
-                raise ModelError(
-                    f"{model_path}: its {name} features were made with weights {recorded!r}; "
-                    f"{why}. Run from the repository root, where `dvc pull {WEIGHTS_DIR}` "
-                    "brings the team's weight files") from None
-            gap = next(layer for layer in reversed(net.layers)
-                       if isinstance(layer, keras.layers.GlobalAveragePooling2D))
-            # The maps are exact only where the pooled vector goes straight into the head
-            # (ConvNeXt normalises it after the pooling: a layer a map cannot pass through).
-            explainable.append(gap is net.layers[-1])
-            conv, pool = keras.Model(net.inputs, [gap.input, net.output],
-                                     name=f"{name}_maps")(preprocessing(backbone, scaling)(x))
+            with _weights_of_the_model(record, name):
+                both, exact = maps_and_pooled(backbone, record.width or 0, weights, seed)
+            conv, pool = both(preprocessing(backbone, scaling)(x))
+            explainable.append(exact)
             convs.append(conv)
             pooled.append(pool)
         fused = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="fused")(pooled)
-        dims = [int(p.shape[-1]) for p in pooled]
-        if sum(dims) != kernel.shape[0]:
-            raise ModelError(
-                f"{model_path}: its head takes {kernel.shape[0]} features, but "
-                f"{' + '.join(record.networks)} give {' + '.join(map(str, dims))}. "
-                f"{model_record.RETRAIN}")
+        dims = _check_dims(record, [int(p.shape[-1]) for p in pooled], kernel)
         out = dense(fused)
         probs = keras.ops.concatenate([1.0 - out, out], axis=-1) if out.shape[-1] == 1 else out
         model = keras.Model(pixels, [probs, fused, *convs], name="classifier_maps")
         probs_model = keras.Model(pixels, probs, name="classifier")
-        return cls(record, model, probs_model, kernel, bias, dims, explainable)
+        return cls(record, model.predict_on_batch, kernel, bias, dims, explainable, probs_model)
+
+    @classmethod
+    def _openvino(cls, record: ModelRecord, say: Callable[[str], None] | None) -> Classifier:
+        """Each network's converted IR (stages/openvino_engine.py) at the precision its features
+        were made with, the head in NumPy: no TensorFlow, no Keras."""
+        from stages import openvino_engine
+
+        kernel, bias = _dense_weights(record.path)
+        n = len(record.networks)
+        md5s = record.weights_md5 or [""] * n
+        files, compiled = [], {}
+        for (name, recorded, scaling), made in zip(_networks(record), md5s, strict=True):
+            with _weights_of_the_model(record, name):
+                files.append(openvino_engine.network_file(openvino_engine.Network(
+                    BACKBONES[name], record.width or 0, recorded, made, scaling), say))
+        metas = [openvino_engine.meta(f) for f in files]
+        dims = _check_dims(record, [int(m["dim"]) for m in metas], kernel)
+        precisions = record.precision or ["float32"] * n
+        k32, b32 = kernel.astype(np.float32), bias.astype(np.float32)
+
+        def forward(batch: np.ndarray) -> list[Any]:
+            size = len(batch)
+            if size not in compiled:  # per batch size: a static shape compiles the fastest
+                compiled[size] = [openvino_engine.Compiled(f, p, size)
+                                  for f, p in zip(files, precisions, strict=True)]
+            outs = [net.run(batch, maps=True) for net in compiled[size]]
+            fused = np.concatenate([o[0] for o in outs], axis=1)
+            probs = decision.probabilities_of_logits(fused @ k32 + b32).astype(np.float32)
+            return [probs, fused, *(o[1] for o in outs)]
+
+        return cls(record, forward, kernel, bias, dims, [bool(m["explainable"]) for m in metas])
 
     # --- the API -----------------------------------------------------------------------------
 
@@ -172,7 +248,7 @@ class Classifier:
 
         out = [np.zeros((0, len(self.classes)), np.float32)]
         for batch, size in batches(self.pixels_of(items)):
-            out.append(np.asarray(self.probs_model.predict_on_batch(padded(batch, size)),
+            out.append(np.asarray(self._forward(padded(batch, size))[0],
                                   np.float32)[:len(batch)])
         return np.concatenate(out)
 
@@ -225,7 +301,7 @@ class Classifier:
         self.check_pixels(pixels)
         n = len(pixels)
         probs, fused, *convs = (np.asarray(o)[:n] for o in
-                                self._model.predict_on_batch(padded(pixels, size or n)))
+                                self._forward(padded(pixels, size or n)))
         probs = probs.astype(np.float32)
         predicted = decision.predicted(probs, self.threshold)
         # Two classes: one logit z for class 1, and class 0's is −z (p0 = σ(−z)).

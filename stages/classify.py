@@ -456,19 +456,22 @@ def main(argv: list[str] | None = None) -> None:
         if ignored:
             cli.say(STAGE, f"left out {len(ignored)} non-image file(s): {cli.some(ignored, 5)}")
         images = f"{_count(len(found))}; " if found else ""
-        cli.say(STAGE, f"{images}starting {devices.backend()}, then the networks of {args.model} "
+        # The engine that made the model's features computes them here too (OpenVINO: from
+        # the converted networks, without TensorFlow).
+        starting = "openvino" if record.engine == "openvino" else devices.backend()
+        cli.say(STAGE, f"{images}starting {starting}, then the networks of {args.model} "
                 f"({' + '.join(record.networks)} at {record.width} px)")
         if args.export and devices.backend() != "tensorflow":
             raise ModelError(f"--export writes a TensorFlow SavedModel: run it with Keras' "
                              f"TensorFlow backend, not KERAS_BACKEND={devices.backend()}")
-        if devices.backend() == "tensorflow":
+        if starting == "tensorflow" or args.export:
             quiet.tensorflow()
         with quiet.filtered():
-            clf = Classifier.load(args.model)
+            clf = Classifier.load(args.model, say=lambda line: cli.say(STAGE, line))
         if args.cam or args.mistakes:
             clf.check_explainable()  # before decoding anything
         reduced = sorted({p for p in record.precision if p != "float32"})
-        if reduced:
+        if reduced and starting != "openvino":  # OpenVINO computes at the model's precision
             cli.say(STAGE, f"the model's features were extracted at {', '.join(reduced)}; this "
                     "computes in float32, so its probabilities differ from predict's by that "
                     "rounding (about 1e-3)")
@@ -477,8 +480,10 @@ def main(argv: list[str] | None = None) -> None:
                                      args.mistakes_out)
             print(f"{STAGE}: the {shown} most confident validation mistakes (or least sure "
                   f"right answers), with their maps → {args.mistakes_out}")
-        if args.export:
-            clf.export(args.export)
+        if args.export:  # a TensorFlow SavedModel, whatever engine made the features
+            exporter = clf if clf.probs_model is not None else Classifier.load(
+                args.model, engine="tensorflow")
+            exporter.export(args.export)
             at = f" at threshold {clf.threshold:.6g}" if len(clf.classes) == 2 else ""
             print(f"{STAGE}: SavedModel → {args.export} (uint8 RGB (n, {clf.width}, "
                   f"{clf.width}, 3) in; probabilities of {', '.join(clf.classes)}, the "

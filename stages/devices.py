@@ -112,8 +112,11 @@ def nvidia_driver() -> bool:
     return bool(shutil.which("nvidia-smi")) or Path("/proc/driver/nvidia/version").exists()
 
 
-def check_precision(precision: str) -> None:
-    """Stop before any work where `precision` cannot run as meant on this machine."""
+def check_precision(precision: str, engine: str = "tensorflow") -> None:
+    """Stop before any work where `precision` cannot run as meant on this machine by `engine`."""
+    if engine == "openvino":
+        _check_openvino_precision(precision)
+        return
     if precision == "mixed_float16" and not gpu_count():
         # A GPU machine where the backend finds no GPU: the fix is its CUDA build, not
         # another precision.
@@ -150,6 +153,22 @@ def check_precision(precision: str) -> None:
             "params.yaml: 'precision' is 'mixed_bfloat16', but this CPU has AVX512_BF16 and no "
             "AMX: there bfloat16 extraction measured slower than float32 (docs/benchmarks.md). "
             f"{fix}; {EMULATED}=1 runs it anyway")
+
+
+def _check_openvino_precision(precision: str) -> None:
+    """OpenVINO computes in bfloat16 where its CPU plugin lists BF16 (AVX512_BF16 or AMX):
+    faster than float32 there, AVX512_BF16 alone included (docs/benchmarks.md). Elsewhere it
+    would silently compute in float32, recorded as bfloat16."""
+    if precision != "mixed_bfloat16":
+        return  # float32 runs everywhere; mixed_float16 is refused with the params
+    from stages import openvino_engine
+
+    if not openvino_engine.bf16_supported():
+        raise ParamsError(
+            "params.yaml: 'precision' is 'mixed_bfloat16', but OpenVINO finds no bfloat16 "
+            "instructions on this CPU (AVX512_BF16 or AMX): it would compute in float32. Use "
+            "'float32' here (`dvc exp run -S precision=float32`), or extract on a CPU that has "
+            "them (docs/backends.md)")
 
 
 def cpu_bf16_rewrite(precision: str) -> bool:

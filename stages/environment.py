@@ -30,9 +30,9 @@ SUPPORTED = ((3, 11), (3, 13))
 NEEDED = {
     "numpy": "numpy", "h5py": "h5py", "ruamel.yaml": "ruamel.yaml", "tqdm": "tqdm", "cv2": None,
     "numba": "numba", "tensorflow": "tensorflow", "keras": "keras",
-    "matplotlib": "matplotlib", "pydicom": "pydicom",
+    "matplotlib": "matplotlib", "pydicom": "pydicom", "openvino": "openvino",
 }
-PINNED = ("tensorflow", "keras", "numpy", "opencv-python-headless", "h5py", "numba",
+PINNED = ("tensorflow", "keras", "openvino", "numpy", "opencv-python-headless", "h5py", "numba",
           "pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg")
 LOCK = "requirements.txt"
 SKIP = "STAGES_SKIP_ENVIRONMENT_CHECK"  # set by benchmarks/gpu_extract.py only

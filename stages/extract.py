@@ -30,7 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stages import cli, devices, feature_files, h5io, keras_extract, quiet
+from stages import cli, devices, feature_files, h5io, keras_extract, openvino_engine, quiet
 from stages.backbones import BACKBONES, Backbone, build, preprocessing, resolve_weights, weight_path
 from stages.params import NetworkWeights, load_params, network_weights
 
@@ -41,7 +41,7 @@ RESIZE_HINT = "Run `dvc repro resize` first."
 # `extract_batch_size` changes the speed, not the features (numerically: oneDNN's summation order
 # differs with the batch, ~1e-6 relative), and `seed` matters only under `weights: none`
 # (tests); rerunning hours of extraction for either would be waste.
-PARAMS = ("weights", "precision", "extract_batch_size", "seed")
+PARAMS = ("weights", "precision", "engine", "extract_batch_size", "seed")
 
 
 def make_strategy() -> Any:
@@ -139,7 +139,7 @@ def write_features(model: Any, backbone: Backbone, strategy: Any, images_h5: str
 
 
 def extract(backbone: Backbone, images_h5: str, out: str, weights: str | NetworkWeights,
-            precision: str, batch_size: int, seed: int) -> None:
+            precision: str, batch_size: int, seed: int, engine: str = "tensorflow") -> None:
     """Write `out` with `features` (float32, rows × D) and the rows' info, in resized order.
     `weights`: the network's entry of the param (a string: that, with its own preprocessing)."""
     h5io.require(images_h5, ("images", "names"), RESIZE_HINT)
@@ -148,6 +148,10 @@ def extract(backbone: Backbone, images_h5: str, out: str, weights: str | Network
     init = feature_files.weights_of(entry.weights, seed)
     file = weight_path(backbone, entry.weights)
     md5 = {"weights_md5": h5io.md5(file) if file is not None and file.is_file() else ""}
+    if engine == "openvino":
+        extract_openvino(backbone, images_h5, out, openvino_engine.Network(
+            backbone, width, init, md5["weights_md5"], entry.preprocess), precision, batch_size)
+        return
     if devices.backend() == "tensorflow":
         model, strategy = build_extractor(backbone, width, entry.weights, precision, seed)
         write_features(model, backbone, strategy, images_h5, out, batch_size,
@@ -161,6 +165,20 @@ def extract(backbone: Backbone, images_h5: str, out: str, weights: str | Network
         lambda images: keras_extract.feature_batches(model, images, batch_size), backbone.name,
         _dim(model), images_h5, out, made_with={"weights": init, "preprocess": entry.preprocess,
                                                 "precision": precision, **md5})
+
+
+def extract_openvino(backbone: Backbone, images_h5: str, out: str, net: openvino_engine.Network,
+                     precision: str, batch_size: int) -> None:
+    """`extract` through OpenVINO: the network converted once (cached), then compiled at
+    `precision` (stages/openvino_engine.py)."""
+    devices.check_precision(precision, "openvino")
+    xml = openvino_engine.network_file(net, lambda line: cli.say(f"extract {backbone.name}", line))
+    compiled = openvino_engine.Compiled(xml, precision, batch_size)
+    feature_files.stream_to_h5(
+        lambda images: openvino_engine.feature_batches(compiled, images), backbone.name,
+        int(openvino_engine.meta(xml)["dim"]), images_h5, out,
+        made_with={"weights": net.weights, "preprocess": net.preprocess, "precision": precision,
+                   "weights_md5": net.weights_md5, "engine": "openvino"})
 
 
 def _dim(model: Any) -> int:
@@ -190,8 +208,12 @@ def main(argv: list[str] | None = None) -> None:
         # seconds of importing TensorFlow
         h5io.require(args.images, ("images", "names"), RESIZE_HINT)
         n, width = _shape(args.images)
-        cli.say(stage, f"{n:,} images of {args.images}; starting {devices.backend()}")
-        if devices.backend() == "tensorflow":  # (KERAS_BACKEND picks another: docs/backends.md)
+        engine = params["engine"]
+        if engine == "openvino":
+            devices.check_precision(params["precision"], engine)  # before the conversion
+        starting = "openvino" if engine == "openvino" else devices.backend()
+        cli.say(stage, f"{n:,} images of {args.images}; starting {starting}")
+        if starting == "tensorflow":  # (KERAS_BACKEND picks another: docs/backends.md)
             quiet.tensorflow()
         quiet.without_sklearn()
         cli.say(stage, f"building {backbone.name} at {width} px with "
@@ -199,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
                 + ("" if entry.preprocess == "network" else f", input {entry.preprocess}")
                 + "; the first batch compiles it")
         extract(backbone, args.images, args.out, entry, params["precision"],
-                params["extract_batch_size"], params["seed"])
+                params["extract_batch_size"], params["seed"], engine)
         print(f"{stage}: {n:,} images of {args.images} → {Path(args.out)} in "
               f"{time.perf_counter() - start:.0f} s", flush=True)
 

@@ -24,8 +24,9 @@ FEATURE_CHUNK = 256  # rows per HDF5 chunk of the feature matrices
 # compares the weights and scaling of both splits, the classify tool rebuilds the networks and
 # checks their weight files (stages/classifier.py). `weights`: `weights_of`; `preprocess`: the
 # input scaling (params.PREPROCESS); `precision`: the param; `weights_md5`: the md5 of the weight
-# file in keras_weights/ ("" for ImageNet's download or random weights).
-MADE_WITH = ("weights", "preprocess", "precision", "weights_md5")
+# file in keras_weights/ ("" for ImageNet's download or random weights); `engine`: the param
+# (what ran the network: its features differ from another engine's at rounding level).
+MADE_WITH = ("weights", "preprocess", "precision", "weights_md5", "engine")
 
 
 def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]], backbone: str,
@@ -33,9 +34,12 @@ def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]], bac
                  made_with: dict[str, str] | None = None) -> None:
     """The features of `images_h5`'s images, from `batches_of(images)` (float32 batches of
     `dim` columns, in row order), into `out` with the rows' info; a progress bar (`progress`).
-    `made_with`: what made them (MADE_WITH), recorded."""
-    import keras
+    `made_with`: what made them (MADE_WITH), recorded; with Keras' engine, also the Keras
+    backend that computed them (`keras_backend`)."""
     from tqdm import tqdm
+
+    made = {"weights": "", "preprocess": "network", "precision": "float32", "weights_md5": "",
+            "engine": "tensorflow", **(made_with or {})}
 
     name = f"{backbone} {Path(images_h5).stem}"  # "xception train"
     with h5py.File(images_h5, "r") as src, h5io.create_h5(out) as f:
@@ -50,9 +54,11 @@ def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]], bac
                 bar.update(len(batch))
         h5io.write_row_info(f, info, h5io.classes_if_any(src))
         f.attrs["backbone"] = backbone
-        f.attrs["keras_backend"] = keras.backend.backend()  # which one computed them
-        for key, value in {"weights": "", "preprocess": "network", "precision": "float32",
-                           "weights_md5": "", **(made_with or {})}.items():
+        if made["engine"] == "tensorflow":  # Keras' (KERAS_BACKEND may pick JAX or PyTorch)
+            import keras
+
+            f.attrs["keras_backend"] = keras.backend.backend()  # which one computed them
+        for key, value in made.items():
             f.attrs[key] = value
 
 

@@ -27,9 +27,15 @@ class ModelRecord:
     preprocess: list[str]  # per network, its input scaling (params.PREPROCESS); [] from before
     precision: list[str]   # per network, the `precision` it was extracted at; [] from before
     weights_md5: list[str]  # per network, its weight file's md5 ("": none); [] from before
+    engines: list[str]     # per network, the `engine` that extracted it; [] from before
     width: int | None      # the side images were resized to; None: a model from before
     threshold: float       # two classes: class 1 where p(class 1) reaches it
     temperature: float     # divided into the Dense weights already; 1.0 without calibration
+
+    @property
+    def engine(self) -> str:
+        """What ran the networks ("tensorflow" for a model from before `engine` existed)."""
+        return "openvino" if self.engines and set(self.engines) == {"openvino"} else "tensorflow"
 
 
 def read(path: str | os.PathLike[str]) -> ModelRecord:
@@ -54,6 +60,7 @@ def read(path: str | os.PathLike[str]) -> ModelRecord:
             preprocess=[str(p) for p in a.get("preprocess", [])],
             precision=[str(p) for p in a.get("precision", [])],
             weights_md5=[str(m) for m in a.get("weights_md5", [])],
+            engines=[str(e) for e in a.get("engine", [])],
             width=int(a["width"]) if a.get("width", 0) else None,
             threshold=float(a.get("threshold", 0.5)),
             temperature=float(a.get("temperature", 1.0)))

@@ -19,6 +19,9 @@ from stages.cli import ParamsError
 
 PARAMS_FILE = "params.yaml"
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# What runs the extractors' networks: TensorFlow (Keras' backend: CPUs and GPUs) or OpenVINO
+# (CPUs; docs/backends.md).
+ENGINES = ("tensorflow", "openvino")
 CLASS_WEIGHTS = ("none", "balanced")
 CALIBRATIONS = ("none", "temperature")
 # The registry's network names (stages/backbones.py, which checks that it knows the same): here
@@ -171,6 +174,8 @@ SPECS: dict[str, Spec] = {
                     WEIGHTS_ALLOWED, _weights_problems),
     "extract_batch_size": Spec((int,), 32, _between(1, 4096), "an integer from 1 to 4096"),
     "precision": Spec((str,), "float32", lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
+    "engine": Spec((str,), "tensorflow", lambda v: v in ENGINES,
+                   f"one of {ENGINES} (docs/backends.md)"),
     "dropout": Spec((int, float), 0.5, _between(0, 1, hi_open=True), "a number in [0, 1)"),
     "learning_rate": Spec((int, float), 0.001, _between(0, 10, lo_open=True),
                           "a number in (0, 10]"),
@@ -194,8 +199,9 @@ SPECS: dict[str, Spec] = {
 }
 
 DEFAULTS: dict[str, Any] = {k: s.default for k, s in SPECS.items()}
-CHOICES = {"weights": WEIGHTS, "precision": PRECISIONS, "class_weight": CLASS_WEIGHTS,
-           "calibrate": CALIBRATIONS, "fuse": NETWORKS}  # for "did you mean"
+# for "did you mean":
+CHOICES = {"weights": WEIGHTS, "precision": PRECISIONS, "engine": ENGINES,
+           "class_weight": CLASS_WEIGHTS, "calibrate": CALIBRATIONS, "fuse": NETWORKS}
 
 
 def validate(raw: Mapping[str, Any], source: str = PARAMS_FILE) -> dict[str, Any]:
@@ -225,6 +231,10 @@ def validate(raw: Mapping[str, Any], source: str = PARAMS_FILE) -> dict[str, Any
             problems.append(f"'{key}' is {shown}; it must be {spec.allowed}"
                             f"{_did_you_mean(value, CHOICES.get(key, ()))}")
         params[key] = value
+    if not problems and params["engine"] == "openvino" and params["precision"] == "mixed_float16":
+        problems.append("'precision' is 'mixed_float16', a GPU's, but 'engine' is 'openvino', "
+                        "which runs on CPUs: use float32 or mixed_bfloat16 with it, or engine "
+                        "tensorflow on a GPU")
     if problems:
         raise ParamsError(f"{source}: " + "; ".join(problems))
     return params

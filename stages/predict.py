@@ -160,6 +160,7 @@ COMPARED = {
     "preprocess": ("preprocess", "`weights`"),
     "precision": ("precision", "`precision`"),
     "weights_md5": ("weight files of md5", "the weight files in keras_weights/"),
+    "engine": ("engine", "`engine`"),
 }
 
 
@@ -167,7 +168,7 @@ def check_made_with(record: model_record.ModelRecord, features: str, f: h5py.Fil
     """The test features' input scaling, precision and weight files per network must be the
     training features'."""
     for key, (what, follows) in COMPARED.items():
-        trained = getattr(record, key)
+        trained = getattr(record, "engines" if key == "engine" else key)
         made = [str(v) for v in f.attrs.get(key, [])]
         if trained and made != trained:
             raise cli.MissingInput(
