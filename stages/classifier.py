@@ -7,9 +7,15 @@ its weights, its input scaling on float32 pixels, global average pooling), the f
 features in the model's column order, and the head's own Dense layer on them (dropout is off at
 inference). So its probabilities are `predict`'s for the same resized pixels, before `clip`, to
 float32 rounding, and the temperature and threshold `train_head` chose apply as they do there.
-(It computes in float32: for features extracted at `mixed_bfloat16` or `mixed_float16`, as the
-model records, its probabilities differ from predict's by that rounding.) A weight file that
-is not the one the features were made with (its md5, recorded) is refused.
+(On TensorFlow it computes in float32: for features extracted at `mixed_bfloat16` or
+`mixed_float16`, as the model records, its probabilities differ from predict's by that
+rounding.) A weight file that is not the one the features were made with (its md5, recorded)
+is refused.
+
+A model whose features OpenVINO made (`engine: openvino`, recorded) is run by OpenVINO: each
+network's cached IR (stages/openvino_engine.py; int8 ones as quantized for the features) at the
+precision the features were made with, returning its pooled features and last maps, and the
+Dense head in NumPy, read from the model file: neither TensorFlow nor Keras is imported.
 
 The networks are built once per Classifier; images go through in batches of one shape each run
 (the last padded), so TensorFlow traces the graph once or twice, not once per image count.
@@ -212,16 +218,23 @@ class Classifier:
     def _openvino(cls, record: ModelRecord, say: Callable[[str], None] | None) -> Classifier:
         """Each network's converted IR (stages/openvino_engine.py) at the precision its features
         were made with, the head in NumPy: no TensorFlow, no Keras."""
-        from stages import openvino_engine
+        from stages import int8_sample, openvino_engine
 
         kernel, bias = _dense_weights(record.path)
         n = len(record.networks)
         md5s = record.weights_md5 or [""] * n
+        samples = record.int8_samples or [""] * n
         files, compiled = [], {}
-        for (name, recorded, scaling), made in zip(_networks(record), md5s, strict=True):
+        for (name, recorded, scaling), made, sample in zip(_networks(record), md5s, samples,
+                                                          strict=True):
+            net = openvino_engine.Network(BACKBONES[name], record.width or 0, recorded, made,
+                                          scaling)
             with _weights_of_the_model(record, name):
-                files.append(openvino_engine.network_file(openvino_engine.Network(
-                    BACKBONES[name], record.width or 0, recorded, made, scaling), say))
+                # int8: quantized on the training images' sample (cached where it was made;
+                # elsewhere made again from data/resized/train.h5, checked by its md5)
+                files.append(openvino_engine.quantized_file(
+                    net, sample, lambda s=sample: int8_sample.load(s), say) if sample
+                    else openvino_engine.network_file(net, say))
         metas = [openvino_engine.meta(f) for f in files]
         dims = _check_dims(record, [int(m["dim"]) for m in metas], kernel)
         precisions = record.precision or ["float32"] * n

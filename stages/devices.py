@@ -159,9 +159,14 @@ def _check_openvino_precision(precision: str) -> None:
     """OpenVINO computes in bfloat16 where its CPU plugin lists BF16 (AVX512_BF16 or AMX):
     faster than float32 there, AVX512_BF16 alone included (docs/benchmarks.md). Elsewhere it
     would silently compute in float32, recorded as bfloat16."""
+    from stages import openvino_engine
+
+    if precision == "int8" and not openvino_engine.int8_supported():
+        raise ParamsError(
+            "params.yaml: 'precision' is 'int8', but OpenVINO's CPU plugin lists no int8 "
+            "arithmetic on this CPU. Use 'float32' (`dvc exp run -S precision=float32`)")
     if precision != "mixed_bfloat16":
         return  # float32 runs everywhere; mixed_float16 is refused with the params
-    from stages import openvino_engine
 
     if not openvino_engine.bf16_supported():
         raise ParamsError(

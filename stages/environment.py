@@ -30,7 +30,7 @@ SUPPORTED = ((3, 11), (3, 13))
 NEEDED = {
     "numpy": "numpy", "h5py": "h5py", "ruamel.yaml": "ruamel.yaml", "tqdm": "tqdm", "cv2": None,
     "numba": "numba", "tensorflow": "tensorflow", "keras": "keras",
-    "matplotlib": "matplotlib", "pydicom": "pydicom", "openvino": "openvino",
+    "matplotlib": "matplotlib", "pydicom": "pydicom", "openvino": "openvino", "nncf": "nncf",
 }
 PINNED = ("tensorflow", "keras", "openvino", "numpy", "opencv-python-headless", "h5py", "numba",
           "pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg")

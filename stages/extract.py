@@ -30,7 +30,16 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stages import cli, devices, feature_files, h5io, keras_extract, openvino_engine, quiet
+from stages import (
+    cli,
+    devices,
+    feature_files,
+    h5io,
+    int8_sample,
+    keras_extract,
+    openvino_engine,
+    quiet,
+)
 from stages.backbones import BACKBONES, Backbone, build, preprocessing, resolve_weights, weight_path
 from stages.params import NetworkWeights, load_params, network_weights
 
@@ -172,13 +181,19 @@ def extract_openvino(backbone: Backbone, images_h5: str, out: str, net: openvino
     """`extract` through OpenVINO: the network converted once (cached), then compiled at
     `precision` (stages/openvino_engine.py)."""
     devices.check_precision(precision, "openvino")
-    xml = openvino_engine.network_file(net, lambda line: cli.say(f"extract {backbone.name}", line))
+
+    def say(line: str) -> None:
+        cli.say(f"extract {backbone.name}", line)
+
+    sample = int8_sample.recorded() if precision == "int8" else ""
+    xml = (openvino_engine.quantized_file(net, sample, lambda: int8_sample.load(sample), say)
+           if sample else openvino_engine.network_file(net, say))
     compiled = openvino_engine.Compiled(xml, precision, batch_size)
     feature_files.stream_to_h5(
         lambda images: openvino_engine.feature_batches(compiled, images), backbone.name,
         int(openvino_engine.meta(xml)["dim"]), images_h5, out,
         made_with={"weights": net.weights, "preprocess": net.preprocess, "precision": precision,
-                   "weights_md5": net.weights_md5, "engine": "openvino"})
+                   "weights_md5": net.weights_md5, "engine": "openvino", "int8_sample": sample})
 
 
 def _dim(model: Any) -> int:
@@ -216,10 +231,13 @@ def main(argv: list[str] | None = None) -> None:
         if starting == "tensorflow":  # (KERAS_BACKEND picks another: docs/backends.md)
             quiet.tensorflow()
         quiet.without_sklearn()
+        how = ("; the first batch compiles it" if starting != "openvino" else
+               f", through OpenVINO at {params['precision']} (the network converted once, "
+               "then cached)")
         cli.say(stage, f"building {backbone.name} at {width} px with "
                 f"{_weights_said(resolved, params['seed'])}"
                 + ("" if entry.preprocess == "network" else f", input {entry.preprocess}")
-                + "; the first batch compiles it")
+                + how)
         extract(backbone, args.images, args.out, entry, params["precision"],
                 params["extract_batch_size"], params["seed"], engine)
         print(f"{stage}: {n:,} images of {args.images} → {Path(args.out)} in "

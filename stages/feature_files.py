@@ -25,8 +25,10 @@ FEATURE_CHUNK = 256  # rows per HDF5 chunk of the feature matrices
 # checks their weight files (stages/classifier.py). `weights`: `weights_of`; `preprocess`: the
 # input scaling (params.PREPROCESS); `precision`: the param; `weights_md5`: the md5 of the weight
 # file in keras_weights/ ("" for ImageNet's download or random weights); `engine`: the param
-# (what ran the network: its features differ from another engine's at rounding level).
-MADE_WITH = ("weights", "preprocess", "precision", "weights_md5", "engine")
+# (what ran the network: its features differ from another engine's at rounding level);
+# `int8_sample`: with precision int8, the md5 of the training images that calibrated it
+# (stages/int8_sample.py), else "".
+MADE_WITH = ("weights", "preprocess", "precision", "weights_md5", "engine", "int8_sample")
 
 
 def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]], backbone: str,
@@ -39,7 +41,7 @@ def stream_to_h5(batches_of: Callable[[h5py.Dataset], Iterator[np.ndarray]], bac
     from tqdm import tqdm
 
     made = {"weights": "", "preprocess": "network", "precision": "float32", "weights_md5": "",
-            "engine": "tensorflow", **(made_with or {})}
+            "engine": "tensorflow", "int8_sample": "", **(made_with or {})}
 
     name = f"{backbone} {Path(images_h5).stem}"  # "xception train"
     with h5py.File(images_h5, "r") as src, h5io.create_h5(out) as f:

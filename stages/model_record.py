@@ -28,6 +28,7 @@ class ModelRecord:
     precision: list[str]   # per network, the `precision` it was extracted at; [] from before
     weights_md5: list[str]  # per network, its weight file's md5 ("": none); [] from before
     engines: list[str]     # per network, the `engine` that extracted it; [] from before
+    int8_samples: list[str]  # per network, its int8 calibration sample's md5 ("": not int8)
     width: int | None      # the side images were resized to; None: a model from before
     threshold: float       # two classes: class 1 where p(class 1) reaches it
     temperature: float     # divided into the Dense weights already; 1.0 without calibration
@@ -61,6 +62,7 @@ def read(path: str | os.PathLike[str]) -> ModelRecord:
             precision=[str(p) for p in a.get("precision", [])],
             weights_md5=[str(m) for m in a.get("weights_md5", [])],
             engines=[str(e) for e in a.get("engine", [])],
+            int8_samples=[str(m) for m in a.get("int8_sample", [])],
             width=int(a["width"]) if a.get("width", 0) else None,
             threshold=float(a.get("threshold", 0.5)),
             temperature=float(a.get("temperature", 1.0)))

@@ -21,7 +21,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ from stages.keras_extract import padded, prefetched
 CACHE_ENV = "OPENVINO_IR_CACHE"  # where the converted networks live; default: CACHE_DEFAULT
 CACHE_DEFAULT = Path("~/.cache/dvc-cats-dogs/openvino")
 FORMAT = 1  # bump when what the IR holds changes: earlier conversions are not reused
-HINTS = {"float32": "f32", "mixed_bfloat16": "bf16"}  # `precision` → OpenVINO's hint
+# `precision` → OpenVINO's hint for what it computes in floating point (int8: the layers NNCF
+# left unquantized, kept at float32)
+HINTS = {"float32": "f32", "mixed_bfloat16": "bf16", "int8": "f32"}
 META = "network.json"  # beside the IR: what it was converted from, its feature size, its maps
 
 
@@ -67,28 +70,60 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or CACHE_DEFAULT).expanduser()
 
 
-def network_file(net: Network, say: Any = None) -> Path:
+def network_file(net: Network, say: Callable[[str], None] | None = None) -> Path:
     """The IR (`.xml`, its weights in the `.bin` beside it) of `net`, converted on the first
     call (TensorFlow and Keras build the network: seconds) and read from the cache after.
-    `say`: called with a line before a conversion."""
+    `say`: told before a conversion."""
     folder = cache_dir() / net.key()
+    return _cached(folder, lambda tmp: _convert(net, tmp),
+                   f"converting {net.backbone.name} to OpenVINO once (cached in {folder})", say)
+
+
+def quantized_file(net: Network, sample_md5: str, sample: Callable[[], np.ndarray],
+                   say: Callable[[str], None] | None = None) -> Path:
+    """The IR of `net` quantized to int8 by NNCF's post-training quantization on `sample()`
+    (uint8 training images: stages/int8_sample.py, whose md5 is `sample_md5`), made once
+    (minutes at 299 px) and cached beside the float32 IR it is made from."""
+    folder = cache_dir() / f"{net.key()}-int8-{sample_md5[:16]}"
+    return _cached(folder, lambda tmp: _quantize(network_file(net, say), sample_md5, sample(),
+                                                 tmp),
+                   f"quantizing {net.backbone.name} to int8 once, on the training images' "
+                   f"sample (NNCF; cached in {folder})", say)
+
+
+def _cached(folder: Path, make: Callable[[Path], None], line: str,
+            say: Callable[[str], None] | None) -> Path:
+    """`folder`/network.xml, made by `make(tmp)` in a temporary folder renamed into place
+    whole (a killed run leaves no IR that looks finished; another process may win the race)."""
     xml = folder / "network.xml"
     if xml.is_file() and (folder / META).is_file():
         return xml
     if say is not None:
-        say(f"converting {net.backbone.name} to OpenVINO once (cached in {folder})")
+        say(line)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        _convert(net, tmp)
+        make(tmp)
         try:
-            os.rename(tmp, folder)  # whole or not at all; another process may have won
+            os.rename(tmp, folder)
         except OSError:
             if not xml.is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return xml
+
+
+def _quantize(xml: Path, sample_md5: str, pixels: np.ndarray, folder: Path) -> None:
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(xml)
+    data = nncf.Dataset([pixels[i:i + 1] for i in range(len(pixels))])
+    quantized = nncf.quantize(model, data, subset_size=len(pixels))
+    ov.save_model(quantized, folder / "network.xml", compress_to_fp16=False)
+    (folder / META).write_text(json.dumps(
+        {**meta(xml), "int8_sample": sample_md5, "int8_images": len(pixels)}, indent=1) + "\n")
 
 
 def _convert(net: Network, folder: Path) -> None:
@@ -108,7 +143,9 @@ def _convert(net: Network, folder: Path) -> None:
     maps, pooled = both(x)
     model = keras.Model(pixels, [keras.ops.cast(pooled, "float32"),
                                  keras.ops.cast(maps, "float32")], name=f"{net.backbone.name}_ov")
-    converted = ov.convert_model(model)
+    with warnings.catch_warnings():  # Keras' note on the traced input's name: harmless here
+        warnings.filterwarnings("ignore", "The structure of `inputs` doesn't match")
+        converted = ov.convert_model(model)
     ov.save_model(converted, folder / "network.xml", compress_to_fp16=False)
     (folder / META).write_text(json.dumps({
         "network": net.backbone.name, "width": net.width, "weights": net.weights,
@@ -152,8 +189,17 @@ def feature_batches(net: Compiled, images: h5py.Dataset) -> Iterator[np.ndarray]
         yield net.run(batch)[0]
 
 
-def bf16_supported() -> bool:
-    """OpenVINO's own word on whether this CPU computes in bfloat16 (AVX512_BF16 or AMX)."""
+def _capabilities() -> list[str]:
     import openvino as ov
 
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def bf16_supported() -> bool:
+    """OpenVINO's own word on whether this CPU computes in bfloat16 (AVX512_BF16 or AMX)."""
+    return "BF16" in _capabilities()
+
+
+def int8_supported() -> bool:
+    """OpenVINO's own word on whether this CPU runs int8 networks (every x86-64 CPU it takes)."""
+    return "INT8" in _capabilities()

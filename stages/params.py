@@ -18,7 +18,7 @@ from typing import Any
 from stages.cli import ParamsError
 
 PARAMS_FILE = "params.yaml"
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "int8")
 # What runs the extractors' networks: TensorFlow (Keras' backend: CPUs and GPUs) or OpenVINO
 # (CPUs; docs/backends.md).
 ENGINES = ("tensorflow", "openvino")
@@ -233,8 +233,12 @@ def validate(raw: Mapping[str, Any], source: str = PARAMS_FILE) -> dict[str, Any
         params[key] = value
     if not problems and params["engine"] == "openvino" and params["precision"] == "mixed_float16":
         problems.append("'precision' is 'mixed_float16', a GPU's, but 'engine' is 'openvino', "
-                        "which runs on CPUs: use float32 or mixed_bfloat16 with it, or engine "
-                        "tensorflow on a GPU")
+                        "which runs on CPUs: use float32, mixed_bfloat16 or int8 with it, or "
+                        "engine tensorflow on a GPU")
+    if not problems and params["engine"] != "openvino" and params["precision"] == "int8":
+        problems.append("'precision' is 'int8', which OpenVINO runs: set 'engine' to 'openvino' "
+                        "too (`dvc exp run -S engine=openvino -S precision=int8`; "
+                        "docs/backends.md)")
     if problems:
         raise ParamsError(f"{source}: " + "; ".join(problems))
     return params

@@ -161,6 +161,7 @@ COMPARED = {
     "precision": ("precision", "`precision`"),
     "weights_md5": ("weight files of md5", "the weight files in keras_weights/"),
     "engine": ("engine", "`engine`"),
+    "int8_sample": ("int8 calibration samples of md5", "the training images' int8 sample"),
 }
 
 
@@ -168,7 +169,8 @@ def check_made_with(record: model_record.ModelRecord, features: str, f: h5py.Fil
     """The test features' input scaling, precision and weight files per network must be the
     training features'."""
     for key, (what, follows) in COMPARED.items():
-        trained = getattr(record, "engines" if key == "engine" else key)
+        trained = getattr(record, {"engine": "engines", "int8_sample": "int8_samples"}.get(
+            key, key))
         made = [str(v) for v in f.attrs.get(key, [])]
         if trained and made != trained:
             raise cli.MissingInput(

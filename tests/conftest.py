@@ -43,9 +43,9 @@ from stages.params import DEFAULTS, WEIGHTS_DIR
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("stages", "dvc.yaml", "data", ".gitignore", ".dvcignore", "requirements.txt",
                  "models/.gitignore", "reports/.gitignore")
-ALL = ["pick_weights"] + [f"{s}@{split}" for s in ("resize", "extract_inception",
-                                                   "extract_xception", "concat")
-                         for split in ("train", "test")] + ["train_head", "predict", "report"]
+ALL = ["pick_weights", "int8_sample"] + [
+    f"{s}@{split}" for s in ("resize", "extract_inception", "extract_xception", "concat")
+    for split in ("train", "test")] + ["train_head", "predict", "report"]
 # Small enough for CI on 2 cores: 75 px is the smallest both networks accept.
 TINY = {"width": 75, "weights": "none", "epochs": 2, "extract_batch_size": 16}
 
@@ -57,6 +57,9 @@ for _d in ("dvc-global", "dvc-system", "keras"):
     (_HOME / _d).mkdir()
 # Keras of this process too (the unit tests build networks here): TensorFlow, no ~/.keras.
 os.environ["KERAS_HOME"] = str(_HOME / "keras")
+# OpenVINO's converted networks: one cache for the session (its processes and the stages'),
+# none in the user's ~/.cache.
+os.environ["OPENVINO_IR_CACHE"] = str(_HOME / "openvino")
 os.environ.pop("KERAS_BACKEND", None)
 
 ENV = {

@@ -46,7 +46,10 @@ def repo(baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = linked_copy(baseline, tmp_path_factory.mktemp("classes") / "p")
     CACHE_BEFORE.update(cache_objects(root))
     # Random-init features are tiny (~1e-4): adam needs a large step and a few epochs (cheap).
-    set_params(root, epochs=20, learning_rate=0.3)
+    # The class folders run on OpenVINO (the session's run, TensorFlow): its test side first,
+    # so that each change of images below reruns its own side only.
+    set_params(root, epochs=20, learning_rate=0.3, engine="openvino")
+    RAN["engine"] = ran_stages(dvc(root, "repro", "concat@test"))
     for split, per_class, seed in (("train", PER_CLASS, 0), ("test", PER_TEST_CLASS, 1)):
         shutil.rmtree(root / "data/raw" / split)  # links to the cache: the objects stay
         imagegen.class_folders(root / "data/raw" / split, CREATED, per_class, seed=seed)
@@ -60,9 +63,20 @@ def repo(baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def test_the_engine_reruns_the_extractors_and_is_recorded_down_to_the_model(repo: Path) -> None:
+    assert sorted(RAN["engine"]) == sorted(f"{g}@test" for g in SIDE[1:])
+    for split in ("train", "test"):
+        for net in ("inception_v3", "xception"):
+            with h5py.File(repo / f"data/features/{split}/{net}.h5") as f:
+                assert f.attrs["engine"] == "openvino"
+    with h5py.File(repo / "models/model_2.h5") as f:
+        assert list(f.attrs["engine"]) == ["openvino", "openvino"]
+
+
 def test_new_training_images_rerun_no_test_side_stage(repo: Path) -> None:
-    assert sorted(RAN["train"]) == sorted([*(f"{g}@train" for g in SIDE), "train_head",
-                                           "predict", "report"])
+    # (int8_sample too: its file stays `none`, a second's work, unless precision is int8)
+    assert sorted(RAN["train"]) == sorted([*(f"{g}@train" for g in SIDE), "int8_sample",
+                                           "train_head", "predict", "report"])
 
 
 def test_new_test_images_rerun_only_the_test_side_and_predict(repo: Path) -> None:
@@ -175,6 +189,31 @@ def test_the_classify_tool_scores_the_class_folders_as_predict(
     np.testing.assert_allclose(shares + e.bias, e.logits, atol=1e-4)
 
 
+def test_an_openvino_model_classifies_without_tensorflow(repo: Path) -> None:
+    """`classify` on a model of OpenVINO features runs OpenVINO's cached networks and the head
+    in NumPy: neither TensorFlow nor Keras is imported, and the probabilities are predict's."""
+    import subprocess
+    import sys
+
+    from conftest import ENV, REPO
+
+    from stages import predict
+
+    test, raw, _ = predict.predict(str(repo / "models/model_2.h5"),
+                                   str(repo / "data/features/test/fused.h5"))
+    code = ("import sys; from stages import classify; classify.main(['--out', 'one.csv', "
+            f"'data/raw/test/{test.names[0]}']); "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                       env={**ENV, "PYTHONPATH": str(REPO)})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().endswith("[]"), p.stdout
+    assert "starting openvino" in p.stderr
+    [row] = list(csv.DictReader((repo / "one.csv").open()))
+    assert [float(row[c]) for c in CLASSES] == pytest.approx(list(raw[0]), abs=1e-5)
+    (repo / "one.csv").unlink()
+
+
 def test_classify_metrics_of_the_test_folder_are_predicts_test_metrics(repo: Path,
                                                                       tmp_path: Path) -> None:
     """`classify data/raw/test --metrics FILE` (an outside set's command) on the labelled test
@@ -251,17 +290,18 @@ def test_a_zip_of_the_test_folder_and_the_way_back_extract_nothing(repo: Path) -
 def test_a_run_says_what_it_does_while_the_user_waits(repo: Path) -> None:
     """Each extraction was silent for 7–13 s before its bar (TensorFlow starting, the network
     built and compiled), and predict for 5–8 s: each says what it is doing, in order, and ends
-    with what it did."""
+    with what it did. (On OpenVINO here: its networks were converted by the engine's run, so
+    nothing is converted again.)"""
     out, err = SAID["test"]  # apart: DVC passes each stream on by itself
     n = len(CLASSES) * PER_TEST_CLASS
     for net in ("inception_v3", "xception"):
         lines = [ln for ln in re.split(r"[\r\n]+", err) if ln.startswith(f"extract {net}:")
                  or ln.startswith(f"{net} test:")]
         assert lines[0] == (f"extract {net}: {n} images of data/resized/test.h5; starting "
-                            "tensorflow"), lines
+                            "openvino"), lines
         assert lines[1] == (f"extract {net}: building {net} at 75 px with the weights in "
-                            f"keras_weights/{BACKBONES[net].weights_file}; the first batch "
-                            "compiles it"), lines
+                            f"keras_weights/{BACKBONES[net].weights_file}, through OpenVINO at "
+                            "float32 (the network converted once, then cached)"), lines
         assert re.match(rf"{net} test: +0%", lines[2]) and re.match(
             rf"{net} test: +100%.* {n}/{n} ", lines[-1]), lines  # the bar, then nothing
         assert re.search(rf"^extract {net}: {n} images of data/resized/test.h5 → "

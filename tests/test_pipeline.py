@@ -163,6 +163,25 @@ def test_precision_reruns_the_extractors_not_resize(repo: Path) -> None:
     assert sorted(ran) == sorted([*extractors, "predict", "report"])
 
 
+def test_engine_reruns_the_extractors_and_int8_draws_its_sample_first(repo: Path) -> None:
+    """`engine` is an extractor param; int8 (OpenVINO's) also reruns `int8_sample`, whose
+    file the extractors take as params. int8 without OpenVINO stops with the params, naming
+    the command that sets both."""
+    extractors = [f"extract_{n}@{s}" for n in ("inception", "xception") for s in ("train", "test")]
+    set_params(repo, engine="openvino", precision="float32")
+    assert sorted(ran_stages(dvc(repo, "repro", "--dry"))) == sorted(
+        [*extractors, "predict", "report"])
+    set_params(repo, precision="int8")
+    assert sorted(ran_stages(dvc(repo, "repro", "--dry"))) == sorted(
+        ["int8_sample", *extractors, "predict", "report"])
+    set_params(repo, engine="tensorflow")
+    p = dvc(repo, "repro", check=False)
+    assert p.returncode != 0 and ran_stages(p) == ["int8_sample"]
+    assert ("'precision' is 'int8', which OpenVINO runs: set 'engine' to 'openvino' too "
+            "(`dvc exp run -S engine=openvino -S precision=int8`") in p.stderr
+    set_params(repo, precision="float32")
+
+
 # What an experiment's run writes that git or DVC keeps: none of it may be lost to a bad value.
 KEPT = ("models/model_2.h5", "metrics.json", "reports/history.png", "reports/history.csv",
         "reports/val/predictions.csv", "reports/val_mistakes.png", "pred.csv",
@@ -174,7 +193,8 @@ def test_a_bad_value_loses_nothing(repo: Path) -> None:
     `persist`, so a value that stops them (a `group_pattern` that misses every file, typed as a
     user typed it; a `clip` out of range) keeps every output of the last run, the ones git
     keeps included, and the one line says so."""
-    set_params(repo, precision="float32", extract_batch_size=16)  # back from the --dry tests
+    set_params(repo, precision="float32", engine="tensorflow",
+               extract_batch_size=16)  # back from the --dry tests
     assert ran_stages(dvc(repo, "repro")) == []
     before = {path: (repo / path).read_bytes() for path in KEPT}
     p = run(repo, "bash", "-c", """dvc exp run -S "group_pattern='^(person\\d+)'" """,

@@ -251,6 +251,9 @@ def test_test_features_scaled_otherwise_are_refused(tmp_path: Path) -> None:
      r"extracted with weight files of md5 \['f{32}'\], but .*m\.h5 was trained on features "
      r"extracted with \['0{32}'\]\. Run `dvc repro` \(both splits follow the weight files "
      r"in keras_weights/\)$"),
+    ("engine", ["openvino"], ["tensorflow"],
+     r"extracted with engine \['tensorflow'\], but .*m\.h5 was trained on features "
+     r"extracted with \['openvino'\]\. Run `dvc repro` \(both splits follow `engine`\)$"),
 ])
 def test_test_features_of_another_precision_or_weight_file_are_refused(
         tmp_path: Path, key: str, trained: list[str], made: list[str], message: str) -> None:
