@@ -1,4 +1,4 @@
-"""The trained classifier as one Keras model: uint8 RGB pixels → class probabilities, with each
+"""The trained classifier: uint8 RGB pixels → class probabilities, with each
 network's last convolutional maps beside them for class activation maps (stages/cam.py).
 
 `Classifier.load(model_path)` rebuilds what the pipeline ran, from what the model records
@@ -115,17 +115,25 @@ def _check_dims(record: ModelRecord, dims: list[int], kernel: np.ndarray) -> lis
 
 
 def _dense_weights(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """The head's Dense kernel and bias (float64) from the saved model's HDF5, as Keras' .h5
-    format keeps them (model_weights/dense/dense/), read without Keras."""
+    """The head's Dense kernel and bias (float64) from the saved model's HDF5, where Keras' .h5
+    format keeps a layer's weights (model_weights/dense/…/kernel, bias), read without Keras."""
     import h5py
 
+    found: dict[str, np.ndarray] = {}
+
+    def keep(name: str, obj: Any) -> None:  # (visititems stops at a value returned)
+        if isinstance(obj, h5py.Dataset):
+            found.setdefault(name.rsplit("/", 1)[-1], np.asarray(obj, np.float64))
+
     with h5py.File(path, "r") as f:
-        try:
-            group = f["model_weights/dense/dense"]
-            return (np.asarray(group["kernel"], np.float64), np.asarray(group["bias"], np.float64))
-        except KeyError:
-            raise ModelError(f"{path}: holds no Dense layer 'dense' where train_head saves it. "
-                             f"{model_record.RETRAIN}") from None
+        layer = f.get("model_weights/dense")
+        if isinstance(layer, h5py.Group):
+            layer.visititems(keep)
+    if not {"kernel", "bias"} <= set(found):
+        raise ModelError(f"{path}: holds no Dense layer 'dense' where train_head saves it. "
+                         f"{model_record.RETRAIN}")
+    return found["kernel"], found["bias"]
+
 
 class ModelError(UserError, ValueError):
     """The model file cannot be turned back into the classifier it was trained as."""

@@ -196,3 +196,47 @@ def test_int8_features_come_from_a_quantized_network_and_record_their_sample(
         q, ref = f["features"][:], g["features"][:]
         cos = (q * ref).sum(1) / np.linalg.norm(q, axis=1) / np.linalg.norm(ref, axis=1)
         assert cos.min() > 0.95 and not np.array_equal(q, ref)
+
+
+def test_an_int8_model_classifies_as_its_features_were_made_even_from_an_empty_cache(
+        resized: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Classifier` on a model of int8 OpenVINO features: its probabilities are the head's on
+    the extracted features; with the cache gone, the network is quantized again from the
+    training images' sample (checked by its md5) into the same network."""
+    import keras
+
+    from stages import int8_sample
+    from stages.classifier import Classifier
+
+    monkeypatch.chdir(tmp_path)
+    Path("data/resized").mkdir(parents=True)
+    Path("data/resized/train.h5").symlink_to(resized / "train.h5")
+    md5 = int8_sample.record("int8", "data/resized/train.h5")["int8_sample"]["md5"]
+    Path("data/int8").mkdir()
+    Path("data/int8/sample.json").write_text(f'{{"int8_sample": {{"md5": "{md5}"}}}}')
+    extract.extract(BACKBONES["xception"], "data/resized/train.h5", "q.h5", "none", "int8",
+                    BATCH, SEED, "openvino")
+    with h5py.File("q.h5") as f:
+        feats = f["features"][:]
+    keras.utils.set_random_seed(0)
+    head = keras.Sequential([keras.Input((2048,)), keras.layers.Dropout(0.5),
+                             keras.layers.Dense(1, activation="sigmoid", name="dense")])
+    head.layers[-1].set_weights([np.random.default_rng(0).normal(
+        0, 1 / feats.std() / 45, (2048, 1)).astype(np.float32), np.zeros(1, np.float32)])
+    head.save("m.h5")
+    with h5py.File("m.h5", "a") as f:
+        f.attrs.update({"classes": ["cat", "dog"], "networks": ["xception"],
+                        "weights": [f"none, seed {SEED}"], "width": W,
+                        "preprocess": ["network"], "precision": ["int8"], "weights_md5": [""],
+                        "engine": ["openvino"], "int8_sample": [md5]})
+    expected = head.predict(feats, verbose=0)[:, 0]
+    assert expected.std() > 0.05  # probabilities that differ: the comparison can fail
+    with h5py.File(resized / "train.h5") as f:
+        pixels = f["images"][:]
+    probs = Classifier.load("m.h5").predict(pixels)
+    np.testing.assert_allclose(probs[:, 1], expected, atol=1e-5)
+    monkeypatch.setenv(openvino_engine.CACHE_ENV, str(tmp_path / "empty"))
+    said: list[str] = []
+    again = Classifier.load("m.h5", say=said.append).predict(pixels)
+    assert any(line.startswith("quantizing xception to int8 once") for line in said), said
+    np.testing.assert_allclose(again, probs, atol=1e-5)

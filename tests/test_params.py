@@ -32,6 +32,7 @@ def test_contract_defaults() -> None:
     assert DEFAULTS == {
         "train_data": "data/raw/train", "test_data": "data/raw/test", "width": 299,
         "weights": "imagenet", "extract_batch_size": 32, "precision": "float32",
+        "engine": "tensorflow",
         "fuse": ["inception_v3", "xception"],
         "dropout": 0.5, "learning_rate": 0.001, "batch_size": 8, "epochs": 30,
         "val_split": 0.2, "folds": 0, "seed": 2017, "group_pattern": "", "class_weight": "none",
