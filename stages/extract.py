@@ -14,9 +14,13 @@ measured (`stages.devices` says why, and why a CPU without AMX is refused it). O
 XLA compiles the function (as Keras' own `predict` does there) and the last batch is padded to
 full size, so that one shape, hence one compilation, serves all.
 
-That is the TensorFlow path, Keras' default backend. With `KERAS_BACKEND=jax` (or `torch`) the
-stage runs `stages.keras_extract` instead: the same network and preprocessing through Keras'
-own compiled predict step, never importing TensorFlow (docs/backends.md).
+With `engine: openvino` the stage runs `stages.openvino_engine` instead: the same network,
+converted once to OpenVINO IR and cached (int8: quantized on the training sample that
+`int8_sample` records), never importing TensorFlow once the IR is cached.
+
+Otherwise this is the TensorFlow path, Keras' default backend. With `KERAS_BACKEND=jax` (or
+`torch`) the stage runs `stages.keras_extract` instead: the same network and preprocessing
+through Keras' own compiled predict step, never importing TensorFlow (docs/backends.md).
 """
 
 from __future__ import annotations
