@@ -75,7 +75,7 @@ from benchmarks.synthetic import colour_field
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 299
 SEED = 2017
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_bfloat16", "int8")
 ENGINES = ("tensorflow", "openvino")
 Row = tuple[str, str, str]  # (network, engine, precision)
 CHECK_IMPORTS = """
@@ -213,8 +213,10 @@ def _own_cpu() -> float:
 
 def unmeasured(engine: str, precision: str) -> str | None:
     """Why `engine` at `precision` is not measured on this CPU, or None."""
-    if precision == "float32":
+    if precision == "float32" or (engine, precision) == ("openvino", "int8"):
         return None
+    if precision == "int8":
+        return ""  # OpenVINO's alone: no row, nothing to say
     if engine == "openvino":
         from stages import openvino_engine
 
@@ -239,7 +241,7 @@ def measurable(nets: Sequence[str]) -> tuple[list[Row], list[str]]:
             why = unmeasured(engine, precision)
             if why:
                 skipped.append(f"{label(engine, precision)}: {why}")
-            else:
+            elif why is None:
                 rows += [(net, engine, precision) for net in nets]
     return sorted(rows, key=lambda r: (nets.index(r[0]), ENGINES.index(r[1]))), skipped
 
@@ -263,8 +265,15 @@ class Runner:
         self.build_s = 0.0
         start = time.perf_counter()
         if engine == "openvino":
-            xml = openvino_engine.network_file(openvino_engine.Network(
-                backbone, WIDTH, self.init, self.md5))
+            ov_net = openvino_engine.Network(backbone, WIDTH, self.init, self.md5)
+            xml = openvino_engine.network_file(ov_net)
+            self.sample = ""
+            if precision == "int8":  # quantized on the stage's own sample of the images
+                from stages import int8_sample
+
+                self.sample = int8_sample.recorded()
+                xml = openvino_engine.quantized_file(
+                    ov_net, self.sample, lambda: int8_sample.load(self.sample))
             self.convert_s = time.perf_counter() - start
             start = time.perf_counter()
             compiled = openvino_engine.Compiled(xml, precision, 32)
@@ -281,7 +290,7 @@ class Runner:
             self.batches = lambda images: extract.features(model, scale, images, 32, strategy,
                                                            False, step)
             self.rewrite = devices.cpu_bf16_rewrite(precision)
-            self.convert_s = 0.0
+            self.convert_s, self.sample = 0.0, ""
         self.build_s = time.perf_counter() - start
 
     def run(self, images_h5: Path, out: Path) -> None:
@@ -291,7 +300,8 @@ class Runner:
             feature_files.stream_to_h5(
                 self.batches, self.net, self.dim, str(images_h5), str(out), progress=False,
                 made_with={"weights": self.init, "precision": self.precision,
-                           "weights_md5": self.md5, "engine": self.engine})
+                           "weights_md5": self.md5, "engine": self.engine,
+                           "int8_sample": self.sample})
 
 
 def throughput(work: Path, rows: list[Row], weights: str, n: int, repeat: int
@@ -307,7 +317,8 @@ def throughput(work: Path, rows: list[Row], weights: str, n: int, repeat: int
         warm, _ = Load().timed(partial(runners[row].run, work / "warm.h5",
                                        work / "warm_features.h5"))
         r = runners[row]
-        extra = (f"converted to IR in {r.convert_s:.1f} s, compiled in {r.build_s:.1f} s"
+        extra = (f"converted to IR{' and quantized' if row[2] == 'int8' else ''} in "
+                 f"{r.convert_s:.1f} s, compiled in {r.build_s:.1f} s"
                  if row[1] == "openvino" else f"built in {r.build_s:.1f} s")
         print(f"  {row[0]} {label(*row[1:])}: {extra}, first batch (warm-up) {warm:.1f} s; "
               f"{time.perf_counter() - start:.1f} s in all", flush=True)
@@ -570,6 +581,13 @@ def main(argv: list[str] | None = None) -> None:
         write_images(work / "train.h5", images, names)
         write_images(work / "warm.h5", images[:32], names[:32])
         os.chdir(work)  # keras_weights/ is found from the project's root
+        # int8's sample, as stage int8_sample draws it from the training split
+        from stages import h5io, int8_sample
+
+        (work / "data/resized").mkdir(parents=True)
+        (work / "data/resized/train.h5").symlink_to(work / "train.h5")
+        h5io.write_json(int8_sample.SAMPLE_JSON,
+                        int8_sample.record("int8", int8_sample.TRAIN_IMAGES))
         rows, skipped = measurable(nets)
         for line in skipped:
             print(line)
