@@ -9,7 +9,7 @@ them, the threshold how to decide (the temperature is in the Dense weights alrea
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import h5py
 
@@ -27,11 +27,11 @@ class ModelRecord:
     preprocess: list[str]  # per network, its input scaling (params.PREPROCESS); [] from before
     precision: list[str]   # per network, the `precision` it was extracted at; [] from before
     weights_md5: list[str]  # per network, its weight file's md5 ("": none); [] from before
-    engines: list[str]     # per network, the `engine` that extracted it; [] from before
-    int8_samples: list[str]  # per network, its int8 calibration sample's md5 ("": not int8)
     width: int | None      # the side images were resized to; None: a model from before
     threshold: float       # two classes: class 1 where p(class 1) reaches it
     temperature: float     # divided into the Dense weights already; 1.0 without calibration
+    engines: list[str] = field(default_factory=list)  # per network, the `engine`; [] from before
+    int8_samples: list[str] = field(default_factory=list)  # per network, its int8 sample's md5
 
     @property
     def engine(self) -> str:

@@ -632,7 +632,7 @@ class StubClassifier:
         self.classes, self.threshold = self.record.classes, self.record.threshold
 
     @classmethod
-    def load(cls, model_path: str = "models/model_2.h5") -> StubClassifier:
+    def load(cls, model_path: str = "models/model_2.h5", **_: object) -> StubClassifier:
         return cls(model_path)
 
     def explain(self, pixels: np.ndarray, size: int | None = None, maps: bool = False) -> Any:
