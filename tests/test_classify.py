@@ -608,7 +608,8 @@ def test_the_record_has_what_classify_needs(baseline: Path) -> None:
     assert record == ModelRecord(str(baseline / "models/model_2.h5"), ["cat", "dog"],
                                  ["inception_v3", "xception"], ["keras_weights"] * 2,
                                  ["network"] * 2, ["float32"] * 2, [md5(f) for f in files],
-                                 75, 0.5, 1.0)
+                                 75, 0.5, 1.0, ["tensorflow"] * 2, [""] * 2)
+    assert record.engine == "tensorflow"
 
 
 # --- an outside labelled set: --metrics, with a stub in place of the networks -------------------
