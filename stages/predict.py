@@ -155,22 +155,23 @@ def missed_note(pattern: str, missed: list[str], n: int, summary_path: str) -> s
 # What made the features beyond the networks and their weights, recorded by the model (a model
 # from before records none) and by the test features: under DVC both splits follow them, but a
 # features file or model from elsewhere can differ, and the head would score features it was
-# not trained on. Each with what it is called in the message and what DVC follows.
+# not trained on. Each file attribute with the model record's field that holds it, what it is
+# called in the message and what DVC follows.
 COMPARED = {
-    "preprocess": ("preprocess", "`weights`"),
-    "precision": ("precision", "`precision`"),
-    "weights_md5": ("weight files of md5", "the weight files in keras_weights/"),
-    "engine": ("engine", "`engine`"),
-    "int8_sample": ("int8 calibration samples of md5", "the training images' int8 sample"),
+    "preprocess": ("preprocess", "preprocess", "`weights`"),
+    "precision": ("precision", "precision", "`precision`"),
+    "weights_md5": ("weights_md5", "weight files of md5", "the weight files in keras_weights/"),
+    "engine": ("engines", "engine", "`engine`"),
+    "int8_sample": ("int8_samples", "int8 calibration samples of md5",
+                    "the training images' int8 sample"),
 }
 
 
 def check_made_with(record: model_record.ModelRecord, features: str, f: h5py.File) -> None:
     """The test features' input scaling, precision and weight files per network must be the
     training features'."""
-    for key, (what, follows) in COMPARED.items():
-        trained = getattr(record, {"engine": "engines", "int8_sample": "int8_samples"}.get(
-            key, key))
+    for key, (field, what, follows) in COMPARED.items():
+        trained = getattr(record, field)
         made = [str(v) for v in f.attrs.get(key, [])]
         if trained and made != trained:
             raise cli.MissingInput(
